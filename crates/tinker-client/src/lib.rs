@@ -1,0 +1,3 @@
+//! Tinker clients: ServiceClient, TrainingClient, SamplingClient, RestClient, AdminClient.
+//!
+//! This crate is being built; see the README for what works today.

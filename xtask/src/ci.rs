@@ -1,0 +1,110 @@
+//! `cargo xtask test`: the full test gate run by CI and named in the README.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use crate::{cache_dir, workspace_root};
+
+/// The cargo-deny version we install (into the cache, once) when it is not on PATH.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+/// The official SDK whose behaviour we reproduce; its venv is cached outside the clone.
+#[allow(dead_code)] // used by the conformance step (issue 4)
+pub(crate) const SDK_VERSION: &str = "0.38.0";
+
+/// Runs every check in order; stops at the first failure.
+pub(crate) fn run(args: &[String]) -> Result<(), String> {
+    let root = workspace_root();
+    let skip_lint = args.iter().any(|a| a == "--skip-lint");
+    let started = Instant::now();
+    if !skip_lint {
+        step("rustfmt", || cargo(&root, &["fmt", "--all", "--", "--check"]))?;
+        step("clippy", || {
+            cargo(
+                &root,
+                &[
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--locked",
+                    "--",
+                    "-D",
+                    "warnings",
+                ],
+            )
+        })?;
+        step("codegen --check", || crate::codegen::run(true))?;
+        step("cargo deny", || cargo_deny(&root))?;
+    }
+    step("cargo test", || {
+        cargo(&root, &["test", "--workspace", "--locked", "--no-fail-fast"])
+    })?;
+    println!(
+        "xtask test: all checks passed in {:.0?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    println!("==> {name}");
+    let started = Instant::now();
+    let result = f().map_err(|e| format!("{name} failed: {e}"));
+    println!("<== {name} ({:.1?})", started.elapsed());
+    result
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        // Tiny CPU models are fastest single-threaded on a shared 2-core machine.
+        .env("RAYON_NUM_THREADS", "1")
+        .status()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` exited with {status}", args.join(" ")))
+    }
+}
+
+/// `cargo deny check bans licenses sources`. The advisories check needs the network
+/// (it fetches the RustSec database), so it is left out; see deny.toml.
+fn cargo_deny(root: &Path) -> Result<(), String> {
+    let tools = cache_dir().join("tools");
+    let bin = tools.join("bin").join("cargo-deny");
+    let have_on_path = Command::new("cargo-deny")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let program = if have_on_path {
+        "cargo-deny".into()
+    } else {
+        if !bin.exists() {
+            println!("installing cargo-deny {CARGO_DENY_VERSION} into {}", tools.display());
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .args(["install", "--locked", "cargo-deny", "--version", CARGO_DENY_VERSION])
+                .arg("--root")
+                .arg(&tools)
+                .status()
+                .map_err(|e| format!("could not run cargo install: {e}"))?;
+            if !status.success() {
+                return Err("installing cargo-deny failed".to_owned());
+            }
+        }
+        bin.into_os_string()
+    };
+    let status = Command::new(program)
+        .args(["deny", "--all-features", "check", "bans", "licenses", "sources"])
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("could not run cargo-deny: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo-deny exited with {status}"))
+    }
+}

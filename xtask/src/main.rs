@@ -1,0 +1,49 @@
+//! Project automation for tinker-rs.
+//!
+//! * `cargo xtask codegen [--check]`: regenerate the committed generated code, or check that
+//!   it is up to date.
+//! * `cargo xtask test`: the whole test gate that CI runs (`.ci/run`) and the README names.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod ci;
+mod codegen;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
+        Some("test") => ci::run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask codegen [--check] | cargo xtask test [--skip-lint]");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
+
+/// Where tools and the Python venv of the official SDK are cached, outside the clone.
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TINKER_RS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache").join("tinker-rs")
+}
