@@ -8,9 +8,6 @@ use crate::{cache_dir, workspace_root};
 
 /// The cargo-deny version we install (into the cache, once) when it is not on PATH.
 const CARGO_DENY_VERSION: &str = "0.20.2";
-/// The official SDK whose behaviour we reproduce; its venv is cached outside the clone.
-#[allow(dead_code)] // used by the conformance step (issue 4)
-pub(crate) const SDK_VERSION: &str = "0.38.0";
 
 /// Runs every check in order; stops at the first failure.
 pub(crate) fn run(args: &[String]) -> Result<(), String> {
@@ -18,7 +15,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let skip_lint = args.iter().any(|a| a == "--skip-lint");
     let started = Instant::now();
     if !skip_lint {
-        step("rustfmt", || cargo(&root, &["fmt", "--all", "--", "--check"]))?;
+        step("rustfmt", || {
+            cargo(&root, &["fmt", "--all", "--", "--check"])
+        })?;
         step("clippy", || {
             cargo(
                 &root,
@@ -37,12 +36,12 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         step("cargo deny", || cargo_deny(&root))?;
     }
     step("cargo test", || {
-        cargo(&root, &["test", "--workspace", "--locked", "--no-fail-fast"])
+        cargo(
+            &root,
+            &["test", "--workspace", "--locked", "--no-fail-fast"],
+        )
     })?;
-    println!(
-        "xtask test: all checks passed in {:.0?}",
-        started.elapsed()
-    );
+    println!("xtask test: all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }
 
@@ -83,10 +82,19 @@ fn cargo_deny(root: &Path) -> Result<(), String> {
         "cargo-deny".into()
     } else {
         if !bin.exists() {
-            println!("installing cargo-deny {CARGO_DENY_VERSION} into {}", tools.display());
+            println!(
+                "installing cargo-deny {CARGO_DENY_VERSION} into {}",
+                tools.display()
+            );
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let status = Command::new(cargo)
-                .args(["install", "--locked", "cargo-deny", "--version", CARGO_DENY_VERSION])
+                .args([
+                    "install",
+                    "--locked",
+                    "cargo-deny",
+                    "--version",
+                    CARGO_DENY_VERSION,
+                ])
                 .arg("--root")
                 .arg(&tools)
                 .status()
@@ -98,7 +106,14 @@ fn cargo_deny(root: &Path) -> Result<(), String> {
         bin.into_os_string()
     };
     let status = Command::new(program)
-        .args(["deny", "--all-features", "check", "bans", "licenses", "sources"])
+        .args([
+            "deny",
+            "--all-features",
+            "check",
+            "bans",
+            "licenses",
+            "sources",
+        ])
         .current_dir(root)
         .status()
         .map_err(|e| format!("could not run cargo-deny: {e}"))?;

@@ -7,6 +7,7 @@
 
 mod ci;
 mod codegen;
+mod venv;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,8 +17,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
         Some("test") => ci::run(&args[1..]),
+        Some("sdk-python") => venv::sdk_python().map(|p| println!("{}", p.display())),
         _ => {
-            eprintln!("usage: cargo xtask codegen [--check] | cargo xtask test [--skip-lint]");
+            eprintln!(
+                "usage: cargo xtask codegen [--check] | cargo xtask test [--skip-lint] | cargo xtask sdk-python"
+            );
             return ExitCode::from(2);
         }
     };

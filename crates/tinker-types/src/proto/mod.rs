@@ -1,0 +1,1 @@
+//! The protobuf path of the wire protocol (`proto/tinker_public.proto`).
