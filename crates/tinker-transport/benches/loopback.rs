@@ -1,0 +1,3 @@
+//! Loopback benchmark (placeholder until the real one lands).
+
+fn main() {}

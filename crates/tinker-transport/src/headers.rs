@@ -1,0 +1,115 @@
+//! The SDK headers of protocol §1.5 that are the same for every request of a transport.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::env::Env;
+
+/// The protocol (official SDK) version this crate speaks; sent wherever the server reads
+/// an SDK version.
+pub const PROTOCOL_VERSION: &str = "0.38.0";
+
+/// This crate's version.
+pub const CRATE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The `User-Agent`: names tinker-rs and the protocol version it speaks.
+pub fn user_agent() -> String {
+    format!("TinkerRs/Rust {CRATE_VERSION} (tinker {PROTOCOL_VERSION})")
+}
+
+/// `X-Stainless-OS` in the SDK's vocabulary.
+fn os_name() -> String {
+    match std::env::consts::OS {
+        "linux" => "Linux".into(),
+        "macos" => "MacOS".into(),
+        "windows" => "Windows".into(),
+        "freebsd" => "FreeBSD".into(),
+        "openbsd" => "OpenBSD".into(),
+        "ios" => "iOS".into(),
+        "android" => "Android".into(),
+        "" => "Unknown".into(),
+        other => format!("Other:{other}"),
+    }
+}
+
+/// `X-Stainless-Arch` in the SDK's vocabulary.
+fn arch_name() -> String {
+    match std::env::consts::ARCH {
+        "x86_64" => "x64".into(),
+        "aarch64" => "arm64".into(),
+        "arm" => "arm".into(),
+        "x86" => "x32".into(),
+        "" => "unknown".into(),
+        other => format!("other:{other}"),
+    }
+}
+
+pub(crate) const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+pub(crate) const X_IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("x-idempotency-key");
+pub(crate) const X_RETRY_COUNT: HeaderName = HeaderName::from_static("x-stainless-retry-count");
+pub(crate) const X_READ_TIMEOUT: HeaderName = HeaderName::from_static("x-stainless-read-timeout");
+pub(crate) const X_SDK_VERSION: HeaderName = HeaderName::from_static("x-sdk-version");
+pub(crate) const X_SDK_METHOD: HeaderName = HeaderName::from_static("x-sdk-method");
+
+/// Headers sent on every request: platform headers, the Cloudflare Access pair from the
+/// environment, then the user's overrides (merged last, replacing same-named headers).
+pub(crate) fn default_headers(env: &Env, overrides: &HeaderMap) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put("user-agent", user_agent());
+    put("x-stainless-lang", "rust".into());
+    put("x-stainless-package-version", PROTOCOL_VERSION.into());
+    put("x-stainless-os", os_name());
+    put("x-stainless-arch", arch_name());
+    put("x-stainless-runtime", "rustc".into());
+    put(
+        "x-stainless-runtime-version",
+        env!("TINKER_RUSTC_VERSION").into(),
+    );
+    put("x-stainless-async", "async:tokio".into());
+    put("accept-encoding", "gzip, deflate, zstd".into());
+    if let Some(id) = env.get("CLOUDFLARE_ACCESS_CLIENT_ID") {
+        put("cf-access-client-id", id);
+    }
+    if let Some(secret) = env.get("CLOUDFLARE_ACCESS_CLIENT_SECRET")
+        && let Ok(mut v) = HeaderValue::from_str(&secret)
+    {
+        v.set_sensitive(true);
+        h.insert(HeaderName::from_static("cf-access-client-secret"), v);
+    }
+    for name in overrides.keys() {
+        h.remove(name);
+    }
+    for (name, value) in overrides {
+        h.append(name.clone(), value.clone());
+    }
+    h
+}
+
+/// Formats a timeout the way the SDK echoes it: whole seconds as an integer (`60`),
+/// otherwise as a float (`0.5`).
+pub(crate) fn format_timeout(d: std::time::Duration) -> String {
+    let secs = d.as_secs_f64();
+    if d.subsec_nanos() == 0 {
+        format!("{}", d.as_secs())
+    } else {
+        format!("{secs}")
+    }
+}
+
+/// Header names whose values are secrets (redacted in logs, stripped on cross-origin
+/// redirects).
+pub(crate) fn is_secret_header(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "x-api-key"
+            | "authorization"
+            | "proxy-authorization"
+            | "cookie"
+            | "cf-access-client-secret"
+            | "x-tinker-weights-access-token"
+    )
+}

@@ -1,0 +1,304 @@
+//! The tower stack behind [`Transport`](crate::Transport), outermost first:
+//!
+//! 1. HTTP-layer retry (`tower::retry` with [`HttpRetryPolicy`]; idempotency key fixed
+//!    per call, retry count bumped per attempt);
+//! 2. optional governor rate limit (each attempt pays; shared by clones);
+//! 3. optional concurrency limit (held per attempt, not across backoff sleeps);
+//! 4. the attempt: credential/JWT, §1.5 headers, one replay after 401 `invalid_token`;
+//! 5. user layers, then the hyper leaf (redirects, idle timeouts, decoding).
+//!
+//! Everything is erased to `BoxCloneSyncService` so no type parameter leaks out.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue};
+use secrecy::{ExposeSecret, SecretString};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+use tracing::Instrument;
+
+use crate::auth::Credential;
+use crate::auth::jwt::JwtAuth;
+use crate::clock::Runtime;
+use crate::error::TransportError;
+use crate::headers::{
+    PROTOCOL_VERSION, X_API_KEY, X_IDEMPOTENCY_KEY, X_READ_TIMEOUT, X_RETRY_COUNT, X_SDK_METHOD,
+    X_SDK_VERSION, format_timeout,
+};
+use crate::http::{HttpRequest, HttpService, ReadTimeout};
+use crate::limit::RateLimit;
+use crate::request::RequestSpec;
+use crate::response::Response;
+use crate::retry::http_policy::HttpRetryPolicy;
+
+/// Which credential an attempt sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuthUse {
+    /// The server JWT when JWT auth is on, else the underlying credential.
+    Default,
+    /// No `X-API-Key`.
+    None,
+}
+
+/// One call travelling through the stack; cloned for each retry (cheap: `Arc`s and
+/// `Bytes`).
+#[derive(Clone, Debug)]
+pub(crate) struct Call {
+    pub(crate) spec: Arc<RequestSpec>,
+    pub(crate) body: Option<Bytes>,
+    pub(crate) compressed: bool,
+    pub(crate) idempotency_key: Option<HeaderValue>,
+    pub(crate) retries: u32,
+    pub(crate) max_retries: u32,
+    pub(crate) read_timeout: Duration,
+    pub(crate) auth: AuthUse,
+    /// Retries taken so far, readable after the call fails.
+    pub(crate) progress: Arc<AtomicU32>,
+}
+
+pub(crate) type CallService = BoxCloneSyncService<Call, Response, TransportError>;
+
+/// The credential state of one transport (or of its token-exchange stack).
+#[derive(Debug, Default)]
+pub(crate) struct AuthState {
+    pub(crate) credential: Option<Credential>,
+    pub(crate) jwt: OnceLock<Arc<JwtAuth>>,
+}
+
+/// What every attempt needs besides the call.
+#[derive(Debug)]
+pub(crate) struct AttemptContext {
+    pub(crate) base_url: String,
+    pub(crate) default_headers: HeaderMap,
+    pub(crate) auth: Arc<AuthState>,
+    pub(crate) runtime: Runtime,
+}
+
+/// Step 4 of the stack.
+#[derive(Clone, Debug)]
+pub(crate) struct AttemptService {
+    ctx: Arc<AttemptContext>,
+    http: HttpService,
+}
+
+impl Service<Call> for AttemptService {
+    type Response = Response;
+    type Error = TransportError;
+    type Future = crate::error::BoxFuture<Response>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let this = self.clone();
+        let span = tracing::debug_span!(
+            "tinker.attempt",
+            attempt = call.retries,
+            status = tracing::field::Empty
+        );
+        Box::pin(this.attempt(call).instrument(span))
+    }
+}
+
+impl AttemptService {
+    async fn attempt(self, call: Call) -> Result<Response, TransportError> {
+        call.progress.store(call.retries, Ordering::Relaxed);
+        let jwt = match call.auth {
+            AuthUse::Default => self.ctx.auth.jwt.get().cloned(),
+            AuthUse::None => None,
+        };
+        let token = match (&jwt, call.auth, &self.ctx.auth.credential) {
+            (_, AuthUse::None, _) => None,
+            (Some(jwt), _, _) => Some(
+                jwt.get_token()
+                    .await
+                    .map_err(TransportError::in_auth_flow)?,
+            ),
+            (None, _, Some(cred)) => Some(
+                cred.token(self.ctx.runtime.clock.unix_now())
+                    .await
+                    .map_err(TransportError::in_auth_flow)?,
+            ),
+            (None, _, None) => None,
+        };
+        let mut resp = self.send_once(&call, token.as_ref()).await?;
+        if let (Some(jwt), Some(rejected)) = (&jwt, &token)
+            && resp.status() == http::StatusCode::UNAUTHORIZED
+            && crate::auth::is_invalid_token_challenge(resp.headers())
+        {
+            tracing::debug!("JWT rejected as invalid_token; replacing it and replaying once");
+            let fresh = jwt
+                .replace(rejected)
+                .await
+                .map_err(TransportError::in_auth_flow)?;
+            resp = self.send_once(&call, Some(&fresh)).await?;
+        }
+        tracing::Span::current().record("status", resp.status().as_u16());
+        let (head, body) = resp.into_parts();
+        Ok(Response {
+            status: head.status,
+            headers: head.headers,
+            body,
+            retries: call.retries,
+            elapsed: Duration::ZERO,
+        })
+    }
+
+    async fn send_once(
+        &self,
+        call: &Call,
+        token: Option<&SecretString>,
+    ) -> Result<crate::http::HttpResponse, TransportError> {
+        let req = build_request(&self.ctx, call, token)?;
+        self.http.clone().oneshot(req).await
+    }
+}
+
+fn build_request(
+    ctx: &AttemptContext,
+    call: &Call,
+    token: Option<&SecretString>,
+) -> Result<HttpRequest, TransportError> {
+    let spec = &call.spec;
+    let mut url = String::with_capacity(ctx.base_url.len() + spec.path.len() + 16);
+    url.push_str(&ctx.base_url);
+    if !spec.path.starts_with('/') {
+        url.push('/');
+    }
+    url.push_str(&spec.path);
+    for (i, (k, v)) in spec.query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        percent_encode_into(&mut url, k);
+        url.push('=');
+        percent_encode_into(&mut url, v);
+    }
+    let mut headers = ctx.default_headers.clone();
+    headers.insert(ACCEPT, spec.accept.clone());
+    if call.body.is_some()
+        && let Some(ct) = &spec.content_type
+    {
+        headers.insert(CONTENT_TYPE, ct.clone());
+    }
+    if call.compressed {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+    }
+    if let Some(key) = &call.idempotency_key {
+        headers.insert(X_IDEMPOTENCY_KEY, key.clone());
+    }
+    headers.insert(X_RETRY_COUNT, HeaderValue::from(call.retries));
+    if let Ok(v) = HeaderValue::from_str(&format_timeout(call.read_timeout)) {
+        headers.insert(X_READ_TIMEOUT, v);
+    }
+    if let Some(method) = &spec.sdk_method {
+        headers.insert(X_SDK_VERSION, HeaderValue::from_static(PROTOCOL_VERSION));
+        headers.insert(X_SDK_METHOD, method.clone());
+    }
+    for name in spec.headers.keys() {
+        headers.remove(name);
+    }
+    for (name, value) in &spec.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    if let Some(token) = token {
+        let mut v = HeaderValue::from_str(token.expose_secret())
+            .map_err(|_| TransportError::credential("the credential is not a valid header value"))
+            .map_err(TransportError::in_auth_flow)?;
+        v.set_sensitive(true);
+        headers.insert(X_API_KEY, v);
+    }
+    let mut req = http::Request::builder()
+        .method(spec.method.clone())
+        .uri(url)
+        .body(call.body.clone().unwrap_or_default())
+        .map_err(|e| TransportError::invalid(format!("invalid request URL or method: {e}")))?;
+    *req.headers_mut() = headers;
+    req.extensions_mut().insert(ReadTimeout(call.read_timeout));
+    Ok(req)
+}
+
+/// Percent-encodes a query component (RFC 3986 unreserved characters pass through).
+fn percent_encode_into(out: &mut String, s: &str) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+        }
+    }
+}
+
+/// Steps 2 and 3: waits for the shared governor limiter, then for a concurrency slot
+/// held for the attempt only (not across backoff sleeps). Hand-written because
+/// `tower::limit::{RateLimit, ConcurrencyLimit}` are not `Clone`/`Sync`, which
+/// `BoxCloneSyncService` needs.
+#[derive(Clone, Debug)]
+struct Admission<S> {
+    inner: S,
+    rate: Option<RateLimit>,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl<S> Service<Call> for Admission<S>
+where
+    S: Service<Call, Response = Response, Error = TransportError> + Clone + Send + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = TransportError;
+    type Future = crate::error::BoxFuture<Response>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, call: Call) -> Self::Future {
+        let inner = self.inner.clone();
+        let rate = self.rate.clone();
+        let slots = self.slots.clone();
+        Box::pin(async move {
+            if let Some(rate) = rate {
+                rate.until_ready().await;
+            }
+            let _slot = match slots {
+                Some(slots) => Some(slots.acquire_owned().await.map_err(|_| {
+                    TransportError::invalid("the transport's concurrency limit was closed")
+                })?),
+                None => None,
+            };
+            inner.oneshot(call).await
+        })
+    }
+}
+
+/// Assembles steps 1–4 over an HTTP service.
+pub(crate) fn build_stack(
+    http: HttpService,
+    ctx: Arc<AttemptContext>,
+    runtime: Runtime,
+    rate_limit: Option<RateLimit>,
+    concurrency: Option<usize>,
+) -> CallService {
+    let attempt = AttemptService { ctx, http };
+    let admitted: CallService = if rate_limit.is_none() && concurrency.is_none() {
+        BoxCloneSyncService::new(attempt)
+    } else {
+        BoxCloneSyncService::new(Admission {
+            inner: attempt,
+            rate: rate_limit,
+            slots: concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+        })
+    };
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(tower::retry::RetryLayer::new(HttpRetryPolicy { runtime }))
+            .service(admitted),
+    )
+}
