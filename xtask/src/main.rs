@@ -2,11 +2,13 @@
 //!
 //! * `cargo xtask codegen [--check]`: regenerate the committed generated code, or check that
 //!   it is up to date.
+//! * `cargo xtask fixtures`: regenerate the golden fixtures with the official SDK.
 //! * `cargo xtask test`: the whole test gate that CI runs (`.ci/run`) and the README names.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod ci;
 mod codegen;
+mod fixtures;
 mod venv;
 
 use std::path::PathBuf;
@@ -16,11 +18,12 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
+        Some("fixtures") => fixtures::run(),
         Some("test") => ci::run(&args[1..]),
         Some("sdk-python") => venv::sdk_python().map(|p| println!("{}", p.display())),
         _ => {
             eprintln!(
-                "usage: cargo xtask codegen [--check] | cargo xtask test [--skip-lint] | cargo xtask sdk-python"
+                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask sdk-python"
             );
             return ExitCode::from(2);
         }
