@@ -1,0 +1,90 @@
+//! The files that make up a tokenizer, read from a directory or fetched from the hub.
+
+use std::path::{Path, PathBuf};
+
+use snafu::ResultExt;
+
+use crate::error::{ReadSnafu, Result};
+
+/// `tokenizer.json`: a Hugging Face `tokenizers` tokenizer.
+pub const TOKENIZER_JSON: &str = "tokenizer.json";
+/// `tiktoken.model`: a tiktoken rank file (Kimi).
+pub const TIKTOKEN_MODEL: &str = "tiktoken.model";
+/// `tokenizer_config.json`: special tokens and the chat template.
+pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
+/// `chat_template.jinja`: the chat template, when stored apart from the config.
+pub const CHAT_TEMPLATE: &str = "chat_template.jinja";
+
+/// The main tokenizer file.
+#[derive(Debug, Clone)]
+pub(crate) enum MainFile {
+    /// The bytes of a `tokenizer.json`.
+    TokenizerJson(Vec<u8>),
+    /// The bytes of a `tiktoken.model`.
+    Tiktoken(Vec<u8>),
+}
+
+/// Everything needed to build a [`Tokenizer`](crate::Tokenizer).
+#[derive(Debug, Clone)]
+pub(crate) struct TokenizerFiles {
+    /// Where the files came from (a directory, file or URL), for errors.
+    pub origin: String,
+    /// `tokenizer.json` or `tiktoken.model`.
+    pub main: MainFile,
+    /// `tokenizer_config.json`, when present.
+    pub config: Option<Vec<u8>>,
+    /// `chat_template.jinja`, when present.
+    pub chat_template: Option<String>,
+}
+
+/// Reads a file that may be absent.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(source).context(ReadSnafu { path }),
+    }
+}
+
+impl TokenizerFiles {
+    /// Reads the tokenizer files of a directory; `None` when it holds neither
+    /// `tokenizer.json` nor `tiktoken.model` (or does not exist).
+    pub(crate) fn read_dir(dir: &Path) -> Result<Option<Self>> {
+        let main = if let Some(bytes) = read_optional(&dir.join(TOKENIZER_JSON))? {
+            MainFile::TokenizerJson(bytes)
+        } else if let Some(bytes) = read_optional(&dir.join(TIKTOKEN_MODEL))? {
+            MainFile::Tiktoken(bytes)
+        } else {
+            return Ok(None);
+        };
+        Self::with_siblings(dir, main, dir.display().to_string()).map(Some)
+    }
+
+    /// Reads a `tokenizer.json` or `tiktoken.model` file (a name ending in `.json` is a
+    /// `tokenizer.json`; anything else a rank file) with the config beside it.
+    pub(crate) fn read_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).context(ReadSnafu { path })?;
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let main = if is_json {
+            MainFile::TokenizerJson(bytes)
+        } else {
+            MainFile::Tiktoken(bytes)
+        };
+        let dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        Self::with_siblings(&dir, main, path.display().to_string())
+    }
+
+    fn with_siblings(dir: &Path, main: MainFile, origin: String) -> Result<Self> {
+        let config = read_optional(&dir.join(TOKENIZER_CONFIG))?;
+        let chat_template = read_optional(&dir.join(CHAT_TEMPLATE))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        Ok(Self {
+            origin,
+            main,
+            config,
+            chat_template,
+        })
+    }
+}
