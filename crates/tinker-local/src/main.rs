@@ -1,10 +1,118 @@
 //! `tinker-local`: run the local Tinker-compatible server.
 
-fn main() {
-    // The server is not implemented yet; refuse loudly rather than pretend.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tinker_local::{FaultConfig, LocalServer, LocalServerConfig};
+
+/// A Tinker-compatible server that trains and samples a tiny transformer on the CPU.
+#[derive(Debug, Parser)]
+#[command(name = "tinker-local", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the Tinker API until interrupted (Ctrl-C or SIGTERM).
+    Serve {
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8790")]
+        addr: SocketAddr,
+        /// Directory for runs, checkpoints and metadata (created if missing).
+        #[arg(long, env = "TINKER_LOCAL_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Require exactly this API key (default: accept any key starting with `tml-`).
+        #[arg(long, env = "TINKER_LOCAL_API_KEY")]
+        api_key: Option<String>,
+        /// Enable JWT mode: clients exchange their key for server-minted JWTs.
+        #[arg(long)]
+        jwt: bool,
+        /// Fault injection plan, e.g. `seed=7,p5xx=0.1,p429=0.05,latency_ms=5-20`.
+        #[arg(long)]
+        faults: Option<String>,
+        /// Seconds `retrieve_future` holds a poll open before answering `try_again`.
+        #[arg(long, default_value_t = 10.0)]
+        long_poll_secs: f64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TINKER_LOCAL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Cli { command } = Cli::parse();
+    let Command::Serve {
+        addr,
+        data_dir,
+        api_key,
+        jwt,
+        faults,
+        long_poll_secs,
+    } = command;
+    let mut config = LocalServerConfig::new(data_dir);
+    config.addr = addr;
+    config.api_key = api_key;
+    config.jwt = jwt;
+    if !(long_poll_secs.is_finite() && (0.0..=40.0).contains(&long_poll_secs)) {
+        return fail("--long-poll-secs must be between 0 and 40");
+    }
+    config.long_poll = std::time::Duration::from_secs_f64(long_poll_secs);
+    if let Some(spec) = faults {
+        match FaultConfig::parse(&spec) {
+            Ok(f) => config.faults = f,
+            Err(e) => return fail(&format!("--faults: {e}")),
+        }
+    }
+    if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address");
+    }
+    let server = match LocalServer::start(config).await {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        #[allow(clippy::print_stdout)]
+        let written = writeln!(out, "listening on {}", server.url()).and_then(|()| out.flush());
+        if written.is_err() {
+            tracing::warn!("could not write the listening line to stdout");
+        }
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn fail(message: &str) -> ExitCode {
     #[allow(clippy::print_stderr)]
     {
-        eprintln!("tinker-local: the server is not implemented yet");
+        eprintln!("tinker-local: {message}");
     }
-    std::process::exit(2);
+    ExitCode::from(2)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

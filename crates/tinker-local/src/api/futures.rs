@@ -1,0 +1,193 @@
+//! The future protocol: `retrieve_future` (long poll), `retrieve_futures`, `cancel_future`.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiResult, AppStateRef, ok, parse};
+use crate::promise::{FutureKind, Outcome};
+
+#[derive(Deserialize)]
+struct RetrieveFuture {
+    request_id: String,
+    #[serde(default)]
+    allow_metadata_only: bool,
+}
+
+pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    let req: RetrieveFuture = parse(&body)?;
+    let Some(mut waiter) = state.promises.waiter(&req.request_id) else {
+        return Err(ApiError::not_found(format!(
+            "unknown request_id {}",
+            req.request_id
+        )));
+    };
+    if let Some(status) = state.faults.poll_fault(waiter.kind == FutureKind::Sample) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::REQUEST_TIMEOUT);
+        let body = if status == StatusCode::REQUEST_TIMEOUT {
+            json!({ "detail": "injected fault: try again", "queue_state": "active" })
+        } else {
+            json!({ "detail": "injected fault: the promise expired" })
+        };
+        return Ok((status, axum::Json(body)).into_response());
+    }
+    let mut shutdown = state.shutdown_rx.clone();
+    let outcome = tokio::select! {
+        r = waiter.rx.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()),
+        () = tokio::time::sleep(state.config.long_poll) => None,
+        _ = shutdown.wait_for(|s| *s) => None,
+    };
+    let Some(outcome) = outcome else {
+        return ok(json!({
+            "type": "try_again",
+            "request_id": req.request_id,
+            "queue_state": "active",
+            "queue_state_reason": queue_reason(&state, &req.request_id),
+        }));
+    };
+    let limit = state.config.inline_result_limit;
+    match &*outcome {
+        Outcome::Proto(bytes) => {
+            if req.allow_metadata_only && bytes.len() > limit {
+                return ok(json!({
+                    "status": "complete_metadata",
+                    "response_payload_size": bytes.len(),
+                }));
+            }
+            let mut response = Response::new(axum::body::Body::from(bytes.clone()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-protobuf"),
+            );
+            Ok(response)
+        }
+        Outcome::Json(value) => {
+            let text = value.to_string();
+            if req.allow_metadata_only && text.len() > limit {
+                return ok(json!({
+                    "status": "complete_metadata",
+                    "response_payload_size": text.len(),
+                }));
+            }
+            Ok((
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                text,
+            )
+                .into_response())
+        }
+        Outcome::Failed { error, category } => ok(json!({ "error": error, "category": category })),
+    }
+}
+
+/// A human-readable queue position for a pending request.
+fn queue_reason(state: &crate::state::AppState, request_id: &str) -> String {
+    // Training request ids are `<model id>:<seq_id>:<suffix>`.
+    let mut parts = request_id.rsplitn(3, ':');
+    let (_, seq, model) = (parts.next(), parts.next(), parts.next());
+    let worker = model.and_then(|m| crate::state::lock(&state.models).get(m).cloned());
+    match (worker, seq.and_then(|s| s.parse::<i64>().ok())) {
+        (Some(w), Some(seq)) => {
+            let (next, waiting) = w.queue_state();
+            if seq >= next {
+                format!(
+                    "waiting for seq_id {next} of the model ({waiting} requests queued behind the gap)"
+                )
+            } else {
+                "running or queued on the model".to_owned()
+            }
+        }
+        _ => "running".to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+struct Target {
+    #[serde(rename = "type")]
+    kind: String,
+    sampling_session_id: String,
+    #[serde(default)]
+    cloned_sampler_id: i64,
+}
+
+#[derive(Deserialize)]
+struct RetrieveFutures {
+    target: Target,
+    #[serde(default)]
+    prev_cursor: u64,
+    #[serde(default)]
+    timeout: Option<f64>,
+}
+
+pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    let req: RetrieveFutures = parse(&body)?;
+    if req.target.kind != "sampling_session" {
+        return Err(ApiError::bad_request(format!(
+            "unknown target type `{}`",
+            req.target.kind
+        )));
+    }
+    let wait = match req.timeout {
+        Some(t) if t.is_finite() && t >= 0.0 => {
+            Duration::from_secs_f64(t).min(state.config.long_poll)
+        }
+        Some(_) => return Err(ApiError::bad_request("timeout must be >= 0")),
+        None => state.config.long_poll,
+    };
+    let group = (req.target.sampling_session_id, req.target.cloned_sampler_id);
+    let mut completions = state.promises.completions();
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut shutdown = state.shutdown_rx.clone();
+    let found = loop {
+        completions.borrow_and_update();
+        let found = state.promises.completed_in_group(&group, req.prev_cursor);
+        if !found.is_empty() || tokio::time::Instant::now() >= deadline {
+            break found;
+        }
+        tokio::select! {
+            r = completions.changed() => if r.is_err() { break found },
+            () = tokio::time::sleep_until(deadline) => {},
+            _ = shutdown.wait_for(|s| *s) => break found,
+        }
+    };
+    let cursor = found.last().map_or(req.prev_cursor, |c| c.cursor);
+    let items: Vec<_> = found
+        .iter()
+        .map(|c| {
+            if c.failed {
+                json!({ "state": "failed", "request_id": c.request_id })
+            } else {
+                json!({
+                    "state": "finished",
+                    "request_id": c.request_id,
+                    "response_payload_uncompressed_size": c.size,
+                })
+            }
+        })
+        .collect();
+    ok(json!({ "completions": items, "cursor": cursor }))
+}
+
+#[derive(Deserialize)]
+struct CancelFuture {
+    request_id: String,
+}
+
+pub(crate) async fn cancel_future(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    let req: CancelFuture = parse(&body)?;
+    // Only sampling requests are cancellable: a training request keeps its place in the
+    // model's sequence and always runs.
+    let is_sample = state
+        .promises
+        .waiter(&req.request_id)
+        .is_some_and(|w| w.kind == FutureKind::Sample);
+    let cancelled = is_sample && state.promises.cancel(&req.request_id);
+    ok(json!({ "request_id": req.request_id, "cancelled": cancelled }))
+}

@@ -1,0 +1,297 @@
+//! The HTTP surface: routing, errors, authentication and fault middleware.
+
+mod futures;
+mod rest;
+mod sampling;
+mod service;
+mod training;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use futures_util::StreamExt as _;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::auth::{self, AuthFailure};
+use crate::faults::FaultAction;
+use crate::state::AppState;
+
+type AppStateRef = State<Arc<AppState>>;
+
+/// An error answer: a status and `{"detail": ...}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    detail: String,
+    www_authenticate: bool,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            www_authenticate: false,
+        }
+    }
+    pub(crate) fn bad_request(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, detail)
+    }
+    pub(crate) fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, detail)
+    }
+    pub(crate) fn conflict(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, detail)
+    }
+    pub(crate) fn internal(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response =
+            (self.status, axum::Json(json!({ "detail": self.detail }))).into_response();
+        if self.www_authenticate {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            );
+        }
+        response
+    }
+}
+
+pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
+
+/// Parses a JSON body: 400 for invalid JSON, 422 for JSON of the wrong shape.
+pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    serde_json::from_value(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+/// A JSON 200 answer.
+pub(crate) fn ok(value: serde_json::Value) -> ApiResult {
+    Ok(axum::Json(value).into_response())
+}
+
+/// Builds the router with all routes and middleware.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/client/config", post(service::client_config))
+        .route("/client/dynamic_config", post(service::dynamic_config))
+        .route("/auth/token", post(service::auth_token))
+        .route(
+            "/auth/apikey/me",
+            get(service::apikey_me).delete(service::apikey_revoke),
+        )
+        .route("/healthz", get(service::healthz))
+        .route("/get_server_capabilities", get(service::capabilities))
+        .route("/create_session", post(service::create_session))
+        .route("/session_heartbeat", post(service::heartbeat))
+        .route(
+            "/sessions/{session_id}/finish",
+            post(service::finish_session),
+        )
+        .route("/telemetry", post(service::telemetry))
+        .route("/create_model", post(training::create_model))
+        .route("/get_info", post(training::get_info))
+        .route("/forward_backward", post(training::forward_backward))
+        .route("/optim_step", post(training::optim_step))
+        .route("/save_weights", post(training::save_weights))
+        .route(
+            "/save_weights_for_sampler",
+            post(training::save_weights_for_sampler),
+        )
+        .route(
+            "/save_weights_external",
+            post(training::save_weights_external),
+        )
+        .route("/load_weights", post(training::load_weights))
+        .route("/create_custom_loss", post(training::create_custom_loss))
+        .route("/copy_weights", post(rest::copy_weights))
+        .route(
+            "/create_sampling_session",
+            post(sampling::create_sampling_session),
+        )
+        .route(
+            "/join_sampling_session",
+            post(sampling::join_sampling_session),
+        )
+        .route("/samplers/{sampler_id}", get(sampling::get_sampler))
+        .route("/asample", post(sampling::asample))
+        .route("/retrieve_future", post(futures::retrieve_future))
+        .route("/retrieve_futures", post(futures::retrieve_futures))
+        .route("/cancel_future", post(futures::cancel_future))
+        .route("/training_runs", get(rest::list_runs))
+        .route("/training_runs/{run}", get(rest::get_run))
+        .route(
+            "/training_runs/{run}/checkpoints",
+            get(rest::run_checkpoints),
+        )
+        .route(
+            "/training_runs/{run}/checkpoints/{kind}/{name}",
+            delete(rest::delete_checkpoint),
+        )
+        .route(
+            "/training_runs/{run}/checkpoints/{kind}/{name}/publish",
+            post(rest::publish).delete(rest::unpublish),
+        )
+        .route(
+            "/training_runs/{run}/checkpoints/{kind}/{name}/ttl",
+            put(rest::set_ttl),
+        )
+        .route(
+            "/training_runs/{run}/checkpoints/{kind}/{name}/external_weights_urls",
+            get(rest::external_weights_urls),
+        )
+        .route("/checkpoints", get(rest::list_checkpoints))
+        .route("/weights_info", post(rest::weights_info))
+        .route("/sessions", get(rest::list_sessions))
+        .route("/sessions/search", post(rest::search_sessions))
+        .route("/sessions/{session_id}", get(rest::get_session))
+        .route("/sessions/{session_id}/project", put(rest::set_project))
+        .route(
+            "/sessions/{session_id}/trace_export",
+            get(rest::trace_export),
+        )
+        .route("/billing/usage/events", get(rest::billing_events))
+        .route(
+            "/billing/usage/checkpoints/current",
+            get(rest::billing_storage),
+        )
+        .route("/audit", get(rest::audit_log))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            authenticate,
+        ));
+    Router::new()
+        .nest("/api/v1", v1)
+        .route(
+            "/files/{run}/{kind}/{name}/{*file}",
+            get(rest::download_file),
+        )
+        .route("/traces/{session_id}", get(rest::download_trace))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            inject_faults,
+        ))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("internal server error").into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("Not Found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+}
+
+/// Checks `X-API-Key` and stores the [`Caller`] in the request extensions.
+async fn authenticate(State(state): AppStateRef, mut req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if path.ends_with("/healthz") {
+        return next.run(req).await;
+    }
+    let credential = req.headers().get("x-api-key").and_then(|v| v.to_str().ok());
+    // The token exchange and client config always use the underlying credential.
+    let raw_only = path.ends_with("/auth/token") || path.ends_with("/client/config");
+    let checked = match credential {
+        Some(c) if raw_only && !c.starts_with("eyJ") => auth::check_api_key(&state, c),
+        other => auth::check(&state, other),
+    };
+    match checked {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(AuthFailure::Missing(detail)) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, detail).into_response()
+        }
+        Err(AuthFailure::InvalidToken(detail)) => ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            detail,
+            www_authenticate: true,
+        }
+        .into_response(),
+    }
+}
+
+/// Applies the fault plan (latency, injected statuses, dropped connections, stalls).
+async fn inject_faults(State(state): AppStateRef, req: Request, next: Next) -> Response {
+    let (latency, action) = state.faults.decide(req.uri().path());
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match action {
+        FaultAction::Pass => next.run(req).await,
+        FaultAction::Status(status) => {
+            tracing::debug!(path = %req.uri().path(), status, "injected fault");
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let mut response =
+                ApiError::new(status, format!("injected fault ({status})")).into_response();
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                response
+                    .headers_mut()
+                    .insert("retry-after-ms", HeaderValue::from_static("100"));
+            }
+            response
+        }
+        FaultAction::Drop => {
+            tracing::debug!(path = %req.uri().path(), "injected dropped connection");
+            let stream = futures_util::stream::once(async {
+                Err::<Bytes, std::io::Error>(std::io::Error::other("injected dropped connection"))
+            });
+            let mut response = Response::new(Body::from_stream(stream));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        FaultAction::Stall(pause) => {
+            let response = next.run(req).await;
+            let (parts, body) = response.into_parts();
+            let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+                return ApiError::internal("could not buffer the response").into_response();
+            };
+            let half = bytes.len() / 2;
+            let (head, tail) = (bytes.slice(..half), bytes.slice(half..));
+            let stream = futures_util::stream::iter([0u8, 1]).then(move |i| {
+                let (head, tail) = (head.clone(), tail.clone());
+                async move {
+                    if i == 0 {
+                        Ok::<Bytes, std::io::Error>(head)
+                    } else {
+                        tokio::time::sleep(pause).await;
+                        Ok(tail)
+                    }
+                }
+            });
+            let mut parts = parts;
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from_stream(stream))
+        }
+    }
+}

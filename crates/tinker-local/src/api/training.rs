@@ -1,0 +1,686 @@
+//! Training endpoints: model creation, forward/backward, optimizer steps, saving and loading.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::service::require_active_session;
+use super::{ApiError, ApiResult, AppStateRef, ok, parse};
+use crate::auth::Caller;
+use crate::engine::{AdamStep, LoraSpec};
+use crate::persist::{CheckpointRecord, LoraRecord, RunRecord, parse_tinker_path, valid_name};
+use crate::promise::FutureKind;
+use crate::proto;
+use crate::state::{AppState, lock};
+use crate::worker::{Init, ModelWorker, TrainOp, short_id};
+
+/// Largest LoRA rank accepted.
+const MAX_RANK: usize = 256;
+/// TTL bounds of saved checkpoints (1 hour … 10 years).
+const TTL_RANGE: std::ops::RangeInclusive<i64> = 3600..=10 * 365 * 24 * 3600;
+
+#[derive(Deserialize)]
+struct LoraConfig {
+    rank: usize,
+    #[serde(default)]
+    seed: Option<u64>,
+    #[serde(default = "yes")]
+    train_unembed: bool,
+    #[serde(default = "yes")]
+    train_mlp: bool,
+    #[serde(default = "yes")]
+    train_attn: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct OptimizerConfig {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Deserialize)]
+struct CreateModel {
+    session_id: String,
+    model_seq_id: i64,
+    base_model: String,
+    #[serde(default)]
+    user_metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    lora_config: Option<LoraConfig>,
+    #[serde(default)]
+    optimizer_config: Option<OptimizerConfig>,
+}
+
+fn check_optimizer_config(config: Option<&OptimizerConfig>) -> ApiResult<serde_json::Value> {
+    match config.map(|c| c.kind.as_str()) {
+        None | Some("adamw") | Some("adam") => Ok(json!({ "type": "adamw" })),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "optimizer `{other}` is not supported by tinker-local (only adamw)"
+        ))),
+    }
+}
+
+fn future_response(request_id: &str, model_id: &str) -> serde_json::Value {
+    json!({ "request_id": request_id, "model_id": model_id })
+}
+
+/// Registers a run and starts its worker; the returned future completes once the model
+/// exists. Idempotent per `(session, model_seq_id)`.
+#[allow(clippy::too_many_arguments)]
+fn start_model(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    session_id: &str,
+    model_seq_id: i64,
+    base_model: &str,
+    lora: LoraRecord,
+    optimizer_config: serde_json::Value,
+    user_metadata: Option<BTreeMap<String, String>>,
+    init: Init,
+) -> ApiResult {
+    let key = (session_id.to_owned(), "model", model_seq_id);
+    let mut creations = lock(&state.creations);
+    if let Some(previous) = creations.get(&key) {
+        return ok(previous.clone());
+    }
+    let session = require_active_session(state, session_id)?;
+    if model_seq_id < 0 {
+        return Err(ApiError::bad_request("model_seq_id must be >= 0"));
+    }
+    let spec = state
+        .spec(base_model)
+        .ok_or_else(|| {
+            let known: Vec<_> = state.specs.iter().map(|s| s.name.as_str()).collect();
+            ApiError::bad_request(format!(
+                "base model `{base_model}` is not served here (available: {})",
+                known.join(", ")
+            ))
+        })?
+        .clone();
+    let model_id = format!("{session_id}:train:{model_seq_id}");
+    let now = Utc::now();
+    let run = RunRecord {
+        training_run_id: model_id.clone(),
+        session_id: session_id.to_owned(),
+        base_model: spec.name.clone(),
+        model_owner: caller.owner.clone(),
+        lora: lora.clone(),
+        optimizer_config,
+        created_at: now,
+        last_request_time: now,
+        user_metadata,
+        project_id: session.project_id.clone(),
+        corrupted: false,
+        checkpoints: Vec::new(),
+    };
+    state
+        .store
+        .insert_run(run)
+        .map_err(|e| ApiError::internal(format!("recording the training run: {e}")))?;
+    let request_id = format!("{model_id}:0:{}", short_id());
+    let created = state
+        .promises
+        .create(request_id.clone(), FutureKind::Training);
+    let lora_spec = LoraSpec {
+        rank: lora.rank,
+        seed: lora.seed,
+        train_attn: lora.train_attn,
+        train_mlp: lora.train_mlp,
+        train_unembed: lora.train_unembed,
+    };
+    let worker = ModelWorker::spawn(
+        state,
+        model_id.clone(),
+        session_id.to_owned(),
+        spec,
+        lora_spec,
+        init,
+        created,
+    )
+    .map_err(|e| ApiError::internal(format!("starting the model worker: {e}")))?;
+    lock(&state.models).insert(model_id.clone(), worker);
+    if let Some(s) = lock(&state.sessions).get_mut(session_id) {
+        s.training_run_ids.push(model_id.clone());
+    }
+    state.audit(
+        "model_create",
+        Some(&model_id),
+        None,
+        json!({ "base_model": base_model }),
+    );
+    let response = future_response(&request_id, &model_id);
+    creations.insert(key, response.clone());
+    ok(response)
+}
+
+pub(crate) async fn create_model(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
+    let req: CreateModel = parse(&body)?;
+    let optimizer_config = check_optimizer_config(req.optimizer_config.as_ref())?;
+    let lora = req.lora_config.unwrap_or(LoraConfig {
+        rank: 32,
+        seed: None,
+        train_unembed: true,
+        train_mlp: true,
+        train_attn: true,
+    });
+    if lora.rank == 0 || lora.rank > MAX_RANK {
+        return Err(ApiError::bad_request(format!(
+            "lora rank must be in 1..={MAX_RANK}, got {}",
+            lora.rank
+        )));
+    }
+    if !(lora.train_attn || lora.train_mlp || lora.train_unembed) {
+        return Err(ApiError::bad_request(
+            "at least one of train_attn, train_mlp, train_unembed must be true",
+        ));
+    }
+    let lora = LoraRecord {
+        rank: lora.rank,
+        seed: lora.seed,
+        train_attn: lora.train_attn,
+        train_mlp: lora.train_mlp,
+        train_unembed: lora.train_unembed,
+    };
+    start_model(
+        &state,
+        &caller,
+        &req.session_id,
+        req.model_seq_id,
+        &req.base_model,
+        lora,
+        optimizer_config,
+        req.user_metadata,
+        Init::Fresh,
+    )
+}
+
+#[derive(Deserialize)]
+struct ModelRef {
+    model_id: String,
+}
+
+/// The live model `model_id`, or 404.
+fn live_model(state: &AppState, model_id: &str) -> ApiResult<Arc<ModelWorker>> {
+    lock(&state.models).get(model_id).cloned().ok_or_else(|| {
+        if state.store.run(model_id).is_some() {
+            ApiError::not_found(format!(
+                "model {model_id} is not loaded (its session ended or the server restarted); \
+                 create a training client from one of its checkpoints"
+            ))
+        } else {
+            ApiError::not_found(format!("model {model_id} does not exist"))
+        }
+    })
+}
+
+/// The live model of a training request whose session must still be active.
+fn training_model(state: &AppState, model_id: &str) -> ApiResult<Arc<ModelWorker>> {
+    let worker = live_model(state, model_id)?;
+    require_active_session(state, &worker.session_id)?;
+    Ok(worker)
+}
+
+pub(crate) async fn get_info(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    let req: ModelRef = parse(&body)?;
+    let worker = live_model(&state, &req.model_id)?;
+    ok(json!({
+        "type": "get_info",
+        "model_id": req.model_id,
+        "model_data": {
+            "arch": "llama",
+            "model_name": worker.spec.name,
+            "tokenizer_id": worker.spec.tokenizer_dir.to_string_lossy(),
+        },
+        "optimizer_config": { "type": "adamw" },
+        "is_lora": true,
+        "lora_rank": worker.lora.rank,
+        "model_name": worker.spec.name,
+    }))
+}
+
+/// Decompresses a request body according to `Content-Encoding`, bounded by `limit`.
+fn decode_body(headers: &HeaderMap, body: &[u8], limit: usize) -> ApiResult<Vec<u8>> {
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
+    let bound = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    let mut out = Vec::new();
+    let result = match encoding.as_str() {
+        "" | "identity" => return Ok(body.to_vec()),
+        "zstd" => {
+            zstd::stream::read::Decoder::new(body).and_then(|d| d.take(bound).read_to_end(&mut out))
+        }
+        "gzip" => flate2::read::GzDecoder::new(body)
+            .take(bound)
+            .read_to_end(&mut out),
+        "deflate" => flate2::read::ZlibDecoder::new(body)
+            .take(bound)
+            .read_to_end(&mut out),
+        other => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding `{other}`"),
+            ));
+        }
+    };
+    result.map_err(|e| ApiError::bad_request(format!("could not decompress the body: {e}")))?;
+    if out.len() > limit {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "decompressed body is too large",
+        ));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn forward_backward(
+    State(state): AppStateRef,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.contains("json") {
+        return Err(ApiError::bad_request(
+            "forward_backward takes a protobuf ForwardBackwardRequest (Content-Type: application/x-protobuf)",
+        ));
+    }
+    let raw = decode_body(&headers, &body, state.config.max_body_bytes)?;
+    let req = proto::decode_forward_backward(&raw).map_err(ApiError::bad_request)?;
+    let worker = training_model(&state, &req.model_id)?;
+    let op = match req.batch {
+        Ok((batch, loss)) => TrainOp::ForwardBackward {
+            batch,
+            loss,
+            forward_only: req.forward_only,
+            tokens: req.tokens,
+        },
+        Err(message) => TrainOp::Reject(message),
+    };
+    let id = worker
+        .submit(&state, req.seq_id, op)
+        .map_err(ApiError::bad_request)?;
+    ok(future_response(&id, &req.model_id))
+}
+
+#[derive(Deserialize)]
+struct AdamParams {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    learning_rate: Option<f64>,
+    #[serde(default)]
+    beta1: Option<f64>,
+    #[serde(default)]
+    beta2: Option<f64>,
+    #[serde(default)]
+    eps: Option<f64>,
+    #[serde(default)]
+    weight_decay: Option<f64>,
+    #[serde(default)]
+    grad_clip_norm: Option<f64>,
+}
+
+#[derive(Deserialize)]
+struct OptimStep {
+    model_id: String,
+    seq_id: i64,
+    #[serde(default, alias = "optim_params")]
+    adam_params: Option<AdamParams>,
+    #[serde(default)]
+    optimizer_params: Option<AdamParams>,
+}
+
+fn adam_step(p: &AdamParams) -> Result<AdamStep, String> {
+    let step = AdamStep {
+        learning_rate: p.learning_rate.unwrap_or(1e-4),
+        beta1: p.beta1.unwrap_or(0.9),
+        beta2: p.beta2.unwrap_or(0.95),
+        eps: p.eps.unwrap_or(1e-12),
+        weight_decay: p.weight_decay.unwrap_or(0.0),
+        grad_clip_norm: p.grad_clip_norm.unwrap_or(0.0),
+    };
+    let finite = [
+        step.learning_rate,
+        step.beta1,
+        step.beta2,
+        step.eps,
+        step.weight_decay,
+        step.grad_clip_norm,
+    ]
+    .iter()
+    .all(|v| v.is_finite());
+    if !finite {
+        return Err("adam_params must be finite".to_owned());
+    }
+    if step.learning_rate < 0.0 {
+        return Err("learning_rate must be >= 0".to_owned());
+    }
+    if !(0.0..1.0).contains(&step.beta1) || !(0.0..1.0).contains(&step.beta2) {
+        return Err("beta1 and beta2 must be in [0, 1)".to_owned());
+    }
+    if step.eps <= 0.0 || step.weight_decay < 0.0 || step.grad_clip_norm < 0.0 {
+        return Err("eps must be > 0; weight_decay and grad_clip_norm >= 0".to_owned());
+    }
+    Ok(step)
+}
+
+pub(crate) async fn optim_step(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    let req: OptimStep = parse(&body)?;
+    let worker = training_model(&state, &req.model_id)?;
+    let params = match (&req.adam_params, &req.optimizer_params) {
+        (Some(p), _) => Ok(p),
+        (None, Some(p)) if p.kind.as_deref().is_none_or(|k| k.starts_with("adam")) => Ok(p),
+        (None, Some(p)) => Err(format!(
+            "optimizer family `{}` is not supported by tinker-local (only Adam: send adam_params)",
+            p.kind.as_deref().unwrap_or("?")
+        )),
+        (None, None) => Err("optim_step needs adam_params".to_owned()),
+    };
+    let step = params.and_then(adam_step);
+    match step {
+        Ok(step) => {
+            let id = worker
+                .submit(&state, req.seq_id, TrainOp::OptimStep(step))
+                .map_err(ApiError::bad_request)?;
+            ok(future_response(&id, &req.model_id))
+        }
+        Err(message) => {
+            // Consume the seq_id so later requests of this model are not stuck behind it.
+            let _ = worker.submit(&state, req.seq_id, TrainOp::Reject(message.clone()));
+            Err(ApiError::bad_request(message))
+        }
+    }
+}
+
+fn check_ttl(ttl: Option<i64>) -> Result<Option<i64>, String> {
+    match ttl {
+        Some(t) if !TTL_RANGE.contains(&t) => Err(format!(
+            "ttl_seconds must be between {} and {} seconds, got {t}",
+            TTL_RANGE.start(),
+            TTL_RANGE.end()
+        )),
+        other => Ok(other),
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    if valid_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid checkpoint name `{name}`: use letters, digits and - _ . : + ="
+        ))
+    }
+}
+
+/// Submits `op`, or a rejection carrying `check`'s error (so the `seq_id` is still used).
+fn submit_checked(
+    state: &Arc<AppState>,
+    worker: &ModelWorker,
+    seq_id: i64,
+    check: Result<(), String>,
+    op: impl FnOnce() -> TrainOp,
+) -> ApiResult {
+    let op = match check {
+        Ok(()) => op(),
+        Err(message) => TrainOp::Reject(message),
+    };
+    let id = worker
+        .submit(state, seq_id, op)
+        .map_err(ApiError::bad_request)?;
+    ok(future_response(&id, &worker.model_id))
+}
+
+#[derive(Deserialize)]
+struct SaveWeights {
+    model_id: String,
+    #[serde(default)]
+    path: Option<String>,
+    seq_id: i64,
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+    #[serde(default)]
+    overwrite: bool,
+    #[serde(default)]
+    user_metadata: Option<BTreeMap<String, String>>,
+}
+
+pub(crate) async fn save_weights(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    let req: SaveWeights = parse(&body)?;
+    let worker = training_model(&state, &req.model_id)?;
+    let name = req.path.unwrap_or_else(|| format!("seq-{}", req.seq_id));
+    let check = check_name(&name).and(check_ttl(req.ttl_seconds).map(|_| ()));
+    submit_checked(&state, &worker, req.seq_id, check, || {
+        TrainOp::SaveWeights {
+            name,
+            ttl_seconds: req.ttl_seconds,
+            overwrite: req.overwrite,
+            user_metadata: req.user_metadata,
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct SaveForSampler {
+    model_id: String,
+    #[serde(default)]
+    path: Option<String>,
+    seq_id: i64,
+    #[serde(default)]
+    sampling_session_seq_id: Option<i64>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+    #[serde(default)]
+    user_metadata: Option<BTreeMap<String, String>>,
+}
+
+pub(crate) async fn save_weights_for_sampler(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    let req: SaveForSampler = parse(&body)?;
+    let worker = training_model(&state, &req.model_id)?;
+    let mut check = check_ttl(req.ttl_seconds).map(|_| ());
+    if let Some(kind) = req.kind.as_deref()
+        && !matches!(kind, "snapshot" | "inflight")
+    {
+        check = Err(format!("unknown kind `{kind}` (snapshot or inflight)"));
+    }
+    let sampling_session_id = match (&req.path, req.sampling_session_seq_id) {
+        (Some(name), _) => {
+            check = check.and(check_name(name));
+            None
+        }
+        (None, Some(n)) if n >= 0 => Some(format!("{}:sample:{n}", worker.session_id)),
+        (None, _) => {
+            check = check.and(Err(
+                "save_weights_for_sampler needs `path` or `sampling_session_seq_id`".to_owned(),
+            ));
+            None
+        }
+    };
+    submit_checked(&state, &worker, req.seq_id, check, || {
+        TrainOp::SaveForSampler {
+            name: req.path,
+            ttl_seconds: req.ttl_seconds,
+            user_metadata: req.user_metadata,
+            sampling_session_id,
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct SaveExternal {
+    model_id: String,
+    path: String,
+    seq_id: i64,
+    #[serde(default)]
+    ttl_seconds: Option<i64>,
+    #[serde(default)]
+    age_encryption_recipients: Option<Vec<String>>,
+}
+
+pub(crate) async fn save_weights_external(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    let req: SaveExternal = parse(&body)?;
+    let worker = training_model(&state, &req.model_id)?;
+    let mut check = check_name(&req.path).and(check_ttl(req.ttl_seconds).map(|_| ()));
+    if req
+        .age_encryption_recipients
+        .as_ref()
+        .is_some_and(|r| !r.is_empty())
+    {
+        check = Err("age encryption of exports is not supported by tinker-local".to_owned());
+    }
+    submit_checked(&state, &worker, req.seq_id, check, || {
+        TrainOp::SaveExternal {
+            name: req.path,
+            ttl_seconds: req.ttl_seconds,
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct LoadWeights {
+    #[serde(default)]
+    model_id: Option<String>,
+    #[serde(default)]
+    seq_id: Option<i64>,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default)]
+    model_seq_id: Option<i64>,
+    #[serde(default)]
+    base_model: Option<String>,
+    #[serde(default)]
+    user_metadata: Option<BTreeMap<String, String>>,
+    path: String,
+    #[serde(default)]
+    optimizer: bool,
+    #[serde(default)]
+    optimizer_config: Option<OptimizerConfig>,
+}
+
+/// A readable checkpoint: its run record and directory.
+pub(crate) fn resolve_checkpoint(
+    state: &AppState,
+    caller: &Caller,
+    path: &str,
+) -> ApiResult<(RunRecord, CheckpointRecord, std::path::PathBuf)> {
+    let (run_id, segment, name) = parse_tinker_path(path)
+        .ok_or_else(|| ApiError::bad_request(format!("invalid tinker path `{path}`")))?;
+    let run = state
+        .store
+        .run(&run_id)
+        .ok_or_else(|| ApiError::not_found(format!("training run {run_id} does not exist")))?;
+    let checkpoint_id = format!("{segment}/{name}");
+    let record = run
+        .checkpoints
+        .iter()
+        .find(|c| c.checkpoint_id == checkpoint_id)
+        .ok_or_else(|| ApiError::not_found(format!("checkpoint {path} does not exist")))?;
+    if !record.public && run.model_owner != caller.owner {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            format!("checkpoint {path} belongs to another user and is not public"),
+        ));
+    }
+    let record = record.clone();
+    let dir = state.store.checkpoint_dir(&run_id, &checkpoint_id);
+    Ok((run, record, dir))
+}
+
+pub(crate) async fn load_weights(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
+    let req: LoadWeights = parse(&body)?;
+    let (run, record, dir) = resolve_checkpoint(&state, &caller, &req.path)?;
+    let has_optimizer = record.has_optimizer;
+    let optimizer_problem = (req.optimizer && !has_optimizer).then(|| {
+        format!(
+            "checkpoint {} has no optimizer state (only `weights/...` checkpoints from save_state do)",
+            req.path
+        )
+    });
+    match (&req.model_id, req.seq_id, &req.session_id, req.model_seq_id) {
+        (Some(model_id), Some(seq_id), _, _) => {
+            let worker = training_model(&state, model_id)?;
+            let mut check = optimizer_problem.map_or(Ok(()), Err);
+            if run.base_model != worker.spec.name {
+                check = Err(format!(
+                    "checkpoint is for {} but model {model_id} is {}",
+                    run.base_model, worker.spec.name
+                ));
+            }
+            submit_checked(&state, &worker, seq_id, check, || TrainOp::LoadWeights {
+                dir,
+                path: req.path.clone(),
+                optimizer: req.optimizer,
+            })
+        }
+        (_, _, Some(session_id), Some(model_seq_id)) => {
+            if let Some(problem) = optimizer_problem {
+                return Err(ApiError::bad_request(problem));
+            }
+            if let Some(base) = &req.base_model
+                && *base != run.base_model
+            {
+                return Err(ApiError::bad_request(format!(
+                    "checkpoint is for {} but base_model {base} was asked for",
+                    run.base_model
+                )));
+            }
+            let optimizer_config = if req.optimizer {
+                run.optimizer_config.clone()
+            } else {
+                check_optimizer_config(req.optimizer_config.as_ref())?
+            };
+            start_model(
+                &state,
+                &caller,
+                session_id,
+                model_seq_id,
+                &run.base_model,
+                run.lora.clone(),
+                optimizer_config,
+                req.user_metadata,
+                Init::FromCheckpoint {
+                    dir,
+                    path: req.path.clone(),
+                    optimizer: req.optimizer,
+                },
+            )
+        }
+        _ => Err(ApiError::bad_request(
+            "load_weights needs model_id + seq_id, or session_id + model_seq_id",
+        )),
+    }
+}
+
+pub(crate) async fn create_custom_loss() -> ApiResult {
+    Err(ApiError::bad_request(
+        "server-side custom losses are not supported by tinker-local \
+         (custom_loss_server_side is off; forward_backward_custom runs client-side)",
+    ))
+}

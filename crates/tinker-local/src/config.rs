@@ -1,0 +1,230 @@
+//! Server configuration, including the fault-injection plan.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a [`crate::LocalServer`] runs. Build it with [`LocalServerConfig::new`] and adjust
+/// the public fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LocalServerConfig {
+    /// Where to listen; port 0 picks a free port. Defaults to `127.0.0.1:0`.
+    pub addr: SocketAddr,
+    /// Where runs, checkpoints and metadata live (created if missing).
+    pub data_dir: PathBuf,
+    /// If set, every request must carry this key (or a JWT minted from it); otherwise any
+    /// key starting with `tml-` is accepted.
+    pub api_key: Option<String>,
+    /// Advertise `pjwt_auth_enabled` and serve `auth/token`: clients then authenticate with
+    /// server-minted JWTs.
+    pub jwt: bool,
+    /// Lifetime of minted JWTs.
+    pub jwt_lifetime: Duration,
+    /// Faults to inject (off by default).
+    pub faults: FaultConfig,
+    /// How long `retrieve_future` holds a poll open before answering `try_again`.
+    pub long_poll: Duration,
+    /// Results larger than this are first announced with `complete_metadata` when the client
+    /// allows it.
+    pub inline_result_limit: usize,
+    /// Value of the `use_pyqwest_transport` client flag.
+    pub use_pyqwest_transport: bool,
+    /// Value of the `proto_compress_fwdbwd` client flag (zstd request bodies).
+    pub proto_compress_fwdbwd: bool,
+    /// Value of the `sample_use_retrieve_futures` client flag.
+    pub sample_use_retrieve_futures: bool,
+    /// Value of the `sample_join_sampling_session` client flag.
+    pub sample_join_sampling_session: bool,
+    /// How long signed external-weights URLs stay valid.
+    pub signed_url_lifetime: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+}
+
+impl LocalServerConfig {
+    /// Defaults: loopback on a free port, any `tml-` key, no JWT, no faults.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            api_key: None,
+            jwt: false,
+            jwt_lifetime: Duration::from_secs(3600),
+            faults: FaultConfig::default(),
+            long_poll: Duration::from_secs(10),
+            inline_result_limit: 1 << 20,
+            use_pyqwest_transport: true,
+            proto_compress_fwdbwd: true,
+            sample_use_retrieve_futures: false,
+            sample_join_sampling_session: true,
+            signed_url_lifetime: Duration::from_secs(3600),
+            max_body_bytes: 256 << 20,
+        }
+    }
+}
+
+/// One scripted fault: the `n`-th (from 1) request whose path ends with `route` gets
+/// `status` (or, with status 0, a dropped connection).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScriptedFault {
+    /// Path suffix, e.g. `retrieve_future` or `asample`.
+    pub route: String,
+    /// Which matching request (1-based).
+    pub nth: u64,
+    /// HTTP status to answer with; 0 drops the connection.
+    pub status: u16,
+}
+
+/// Fault injection, off by default. Random faults draw from one RNG seeded with `seed`, in
+/// request-arrival order, so a run with the same request sequence sees the same faults.
+///
+/// The text form (`--faults`) is a comma-separated list of `key=value`:
+/// `seed=7,p5xx=0.1,p429=0.05,p408=0.2,p410=0.1,pdrop=0.02,latency_ms=5-20,pstall=0.05,
+/// stall_ms=500,routes=asample|retrieve_future,script=asample#1:429;retrieve_future#2:0`.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct FaultConfig {
+    /// RNG seed.
+    pub seed: u64,
+    /// Probability of a 500/502/503 answer on any API request.
+    pub p_5xx: f64,
+    /// Probability of a 429 (with `retry-after-ms`) on any API request.
+    pub p_429: f64,
+    /// Probability of a 408 on `retrieve_future` polls.
+    pub p_408: f64,
+    /// Probability of a 410 on `retrieve_future` polls of sampling futures.
+    pub p_410: f64,
+    /// Probability of dropping the connection without an answer.
+    pub p_drop: f64,
+    /// Added latency range in milliseconds (uniform, inclusive), applied to every request.
+    pub latency_ms: (u64, u64),
+    /// Probability of a stalled response body (headers, then a pause, then the body).
+    pub p_stall: f64,
+    /// Length of a stall.
+    pub stall_ms: u64,
+    /// Only requests whose path ends with one of these are affected (empty = all API routes).
+    pub routes: Vec<String>,
+    /// Deterministic faults, applied before random ones.
+    pub script: Vec<ScriptedFault>,
+}
+
+impl FaultConfig {
+    /// True if any fault can fire.
+    pub fn is_active(&self) -> bool {
+        self.p_5xx > 0.0
+            || self.p_429 > 0.0
+            || self.p_408 > 0.0
+            || self.p_410 > 0.0
+            || self.p_drop > 0.0
+            || self.latency_ms.1 > 0
+            || self.p_stall > 0.0
+            || !self.script.is_empty()
+    }
+
+    /// Parses the `--faults` text form (see the type docs).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut cfg = Self {
+            stall_ms: 1000,
+            ..Self::default()
+        };
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("fault `{part}` is not key=value"))?;
+            let prob = |v: &str| -> Result<f64, String> {
+                let p: f64 = v
+                    .parse()
+                    .map_err(|_| format!("`{key}`: `{v}` is not a number"))?;
+                if (0.0..=1.0).contains(&p) {
+                    Ok(p)
+                } else {
+                    Err(format!("`{key}`: probability {p} is not in [0, 1]"))
+                }
+            };
+            let int = |v: &str| -> Result<u64, String> {
+                v.parse()
+                    .map_err(|_| format!("`{key}`: `{v}` is not an integer"))
+            };
+            match key {
+                "seed" => cfg.seed = int(value)?,
+                "p5xx" => cfg.p_5xx = prob(value)?,
+                "p429" => cfg.p_429 = prob(value)?,
+                "p408" => cfg.p_408 = prob(value)?,
+                "p410" => cfg.p_410 = prob(value)?,
+                "pdrop" => cfg.p_drop = prob(value)?,
+                "pstall" => cfg.p_stall = prob(value)?,
+                "stall_ms" => cfg.stall_ms = int(value)?,
+                "latency_ms" => {
+                    let (lo, hi) = value.split_once('-').unwrap_or((value, value));
+                    let (lo, hi) = (int(lo)?, int(hi)?);
+                    if lo > hi {
+                        return Err(format!("latency_ms: {lo} > {hi}"));
+                    }
+                    cfg.latency_ms = (lo, hi);
+                }
+                "routes" => {
+                    cfg.routes = value
+                        .split('|')
+                        .filter(|r| !r.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                }
+                "script" => {
+                    for item in value.split(';').filter(|s| !s.is_empty()) {
+                        cfg.script.push(parse_script_item(item)?);
+                    }
+                }
+                _ => return Err(format!("unknown fault key `{key}`")),
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+fn parse_script_item(item: &str) -> Result<ScriptedFault, String> {
+    let bad = || format!("script item `{item}` is not ROUTE#N:STATUS");
+    let (target, status) = item.split_once(':').ok_or_else(bad)?;
+    let (route, nth) = target.split_once('#').ok_or_else(bad)?;
+    let nth: u64 = nth.parse().map_err(|_| bad())?;
+    let status: u16 = status.parse().map_err(|_| bad())?;
+    if nth == 0 || route.is_empty() || (status != 0 && !(100..=599).contains(&status)) {
+        return Err(bad());
+    }
+    Ok(ScriptedFault {
+        route: route.to_owned(),
+        nth,
+        status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_spec() {
+        let cfg = FaultConfig::parse(
+            "seed=7,p5xx=0.1,p429=0.05,latency_ms=5-20,routes=asample|retrieve_future,script=asample#2:429;retrieve_future#1:0",
+        )
+        .unwrap();
+        assert_eq!(cfg.seed, 7);
+        assert_eq!(cfg.p_5xx, 0.1);
+        assert_eq!(cfg.latency_ms, (5, 20));
+        assert_eq!(cfg.routes, vec!["asample", "retrieve_future"]);
+        assert_eq!(cfg.script.len(), 2);
+        assert_eq!(cfg.script[0].nth, 2);
+        assert_eq!(cfg.script[1].status, 0);
+        assert!(cfg.is_active());
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        assert!(FaultConfig::parse("p5xx=2").is_err());
+        assert!(FaultConfig::parse("nope=1").is_err());
+        assert!(FaultConfig::parse("script=asample:429").is_err());
+        assert!(FaultConfig::parse("latency_ms=9-3").is_err());
+        assert!(!FaultConfig::parse("").unwrap().is_active());
+    }
+}

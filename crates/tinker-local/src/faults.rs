@@ -1,0 +1,174 @@
+//! Seeded, reproducible fault injection (see [`crate::FaultConfig`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::FaultConfig;
+use crate::state::lock;
+
+/// What to do to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FaultAction {
+    /// Serve normally.
+    Pass,
+    /// Answer with this status instead of running the handler.
+    Status(u16),
+    /// Close the connection without a complete answer.
+    Drop,
+    /// Serve normally but pause mid-body.
+    Stall(Duration),
+}
+
+#[derive(Debug)]
+struct Inner {
+    rng: StdRng,
+    poll_rng: StdRng,
+    counts: HashMap<String, u64>,
+}
+
+/// Decides faults; one per server.
+#[derive(Debug)]
+pub(crate) struct FaultInjector {
+    config: FaultConfig,
+    inner: Mutex<Inner>,
+}
+
+impl FaultInjector {
+    pub(crate) fn new(config: FaultConfig) -> Self {
+        let inner = Inner {
+            rng: StdRng::seed_from_u64(config.seed),
+            poll_rng: StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15),
+            counts: HashMap::new(),
+        };
+        Self {
+            config,
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn applies_to(&self, path: &str) -> bool {
+        path.starts_with("/api/v1/")
+            && (self.config.routes.is_empty()
+                || self
+                    .config
+                    .routes
+                    .iter()
+                    .any(|r| path.ends_with(r.as_str())))
+    }
+
+    /// Decides the fate of one request: an added latency and an action. Every request that
+    /// the plan covers draws the same number of random values, so the sequence of decisions
+    /// depends only on the seed and the order of requests.
+    pub(crate) fn decide(&self, path: &str) -> (Duration, FaultAction) {
+        if !self.config.is_active() || !self.applies_to(path) {
+            return (Duration::ZERO, FaultAction::Pass);
+        }
+        let cfg = &self.config;
+        let mut inner = lock(&self.inner);
+        let mut scripted = None;
+        for fault in &cfg.script {
+            if path.ends_with(fault.route.as_str()) {
+                let count = inner.counts.entry(fault.route.clone()).or_default();
+                // Count each route once per request even if several items name it.
+                scripted.get_or_insert((fault.route.clone(), *count + 1));
+            }
+        }
+        if let Some((route, n)) = &scripted {
+            inner.counts.insert(route.clone(), *n);
+        }
+        let draws: [f64; 5] = std::array::from_fn(|_| inner.rng.random::<f64>());
+        let latency = if cfg.latency_ms.1 > 0 {
+            Duration::from_millis(inner.rng.random_range(cfg.latency_ms.0..=cfg.latency_ms.1))
+        } else {
+            Duration::ZERO
+        };
+        let status_pick = inner.rng.random_range(0..3usize);
+        drop(inner);
+        if let Some((route, n)) = scripted
+            && let Some(fault) = cfg.script.iter().find(|f| f.route == route && f.nth == n)
+        {
+            let action = if fault.status == 0 {
+                FaultAction::Drop
+            } else {
+                FaultAction::Status(fault.status)
+            };
+            return (latency, action);
+        }
+        let action = if draws[0] < cfg.p_5xx {
+            FaultAction::Status([500, 502, 503][status_pick])
+        } else if draws[1] < cfg.p_429 {
+            FaultAction::Status(429)
+        } else if draws[2] < cfg.p_drop {
+            FaultAction::Drop
+        } else if draws[3] < cfg.p_stall {
+            FaultAction::Stall(Duration::from_millis(cfg.stall_ms))
+        } else {
+            FaultAction::Pass
+        };
+        (latency, action)
+    }
+
+    /// For a `retrieve_future` poll: `Some(408)` or `Some(410)` (sampling futures only).
+    pub(crate) fn poll_fault(&self, is_sample: bool) -> Option<u16> {
+        let cfg = &self.config;
+        if cfg.p_408 <= 0.0 && cfg.p_410 <= 0.0 {
+            return None;
+        }
+        if !self.applies_to("/api/v1/retrieve_future") {
+            return None;
+        }
+        let mut inner = lock(&self.inner);
+        let (a, b) = (
+            inner.poll_rng.random::<f64>(),
+            inner.poll_rng.random::<f64>(),
+        );
+        if is_sample && b < cfg.p_410 {
+            Some(410)
+        } else if a < cfg.p_408 {
+            Some(408)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decisions(spec: &str, n: usize) -> Vec<(Duration, FaultAction)> {
+        let f = FaultInjector::new(FaultConfig::parse(spec).unwrap());
+        (0..n).map(|_| f.decide("/api/v1/asample")).collect()
+    }
+
+    #[test]
+    fn same_seed_same_faults() {
+        let a = decisions("seed=3,p5xx=0.3,p429=0.2,pdrop=0.1,latency_ms=0-9", 200);
+        let b = decisions("seed=3,p5xx=0.3,p429=0.2,pdrop=0.1,latency_ms=0-9", 200);
+        let c = decisions("seed=4,p5xx=0.3,p429=0.2,pdrop=0.1,latency_ms=0-9", 200);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let errors = a.iter().filter(|(_, x)| *x != FaultAction::Pass).count();
+        assert!((60..=160).contains(&errors), "{errors} faults of 200");
+    }
+
+    #[test]
+    fn scripts_hit_the_nth_request() {
+        let f = FaultInjector::new(FaultConfig::parse("script=asample#2:429;asample#3:0").unwrap());
+        let got: Vec<_> = (0..4).map(|_| f.decide("/api/v1/asample").1).collect();
+        assert_eq!(
+            got,
+            vec![
+                FaultAction::Pass,
+                FaultAction::Status(429),
+                FaultAction::Drop,
+                FaultAction::Pass
+            ]
+        );
+        assert_eq!(f.decide("/api/v1/create_session").1, FaultAction::Pass);
+    }
+}

@@ -1,0 +1,413 @@
+//! The protobuf side of the wire: decoding `ForwardBackwardRequest` bodies into engine
+//! batches and encoding `ForwardBackwardOutput` / `SampleResponse` results.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use tinker_types::proto::wire;
+
+use crate::engine::{ForwardOutput, Loss, LossInputs, SampleOutput, StopKind, TrainExample};
+
+/// Logprob of a top-k padding cell (the SDK drops such cells).
+const TOPK_PAD_LOGPROB: f32 = -99999.0;
+
+/// A decoded `forward_backward` request.
+#[derive(Debug)]
+pub(crate) struct FwdBwd {
+    pub(crate) model_id: String,
+    pub(crate) seq_id: i64,
+    pub(crate) forward_only: bool,
+    /// The batch, or why the request cannot run (reported through the future so the
+    /// model's `seq_id` sequence has no gap).
+    pub(crate) batch: Result<(Vec<TrainExample>, Loss), String>,
+    /// Number of input tokens (for accounting).
+    pub(crate) tokens: usize,
+}
+
+/// Decodes a (decompressed) `ForwardBackwardRequest`.
+pub(crate) fn decode_forward_backward(body: &[u8]) -> Result<FwdBwd, String> {
+    let req = wire::ForwardBackwardRequest::decode(body)
+        .map_err(|e| format!("invalid ForwardBackwardRequest protobuf: {e}"))?;
+    if req.model_id.is_empty() {
+        return Err("model_id is required".to_owned());
+    }
+    if req.seq_id < 1 {
+        return Err(format!("seq_id must be >= 1, got {}", req.seq_id));
+    }
+    let tokens = req
+        .data
+        .iter()
+        .map(|d| {
+            d.model_input
+                .iter()
+                .map(|c| match &c.chunk {
+                    Some(wire::chunk::Chunk::EncodedText(t)) => t.tokens.len() / 4,
+                    _ => 0,
+                })
+                .sum::<usize>()
+        })
+        .sum();
+    let batch = build_batch(&req);
+    Ok(FwdBwd {
+        model_id: req.model_id,
+        seq_id: i64::from(req.seq_id),
+        forward_only: req.forward_only,
+        batch,
+        tokens,
+    })
+}
+
+fn build_batch(req: &wire::ForwardBackwardRequest) -> Result<(Vec<TrainExample>, Loss), String> {
+    if req.data.is_empty() {
+        return Err("forward_backward needs at least one datum".to_owned());
+    }
+    let loss = loss_from(&req.loss_fn, &loss_config(req))?;
+    let needs_rl_inputs = !matches!(loss, Loss::CrossEntropy);
+    let mut batch = Vec::with_capacity(req.data.len());
+    for (i, datum) in req.data.iter().enumerate() {
+        let mut tokens = Vec::new();
+        for chunk in &datum.model_input {
+            match &chunk.chunk {
+                Some(wire::chunk::Chunk::EncodedText(t)) => {
+                    if t.tokens.len() % 4 != 0 {
+                        return Err(format!("datum {i}: encoded_text tokens are not int32"));
+                    }
+                    for b in t.tokens.chunks_exact(4) {
+                        let id = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                        let id = u32::try_from(id)
+                            .map_err(|_| format!("datum {i}: negative token id {id}"))?;
+                        tokens.push(id);
+                    }
+                }
+                Some(wire::chunk::Chunk::Image(_)) | Some(wire::chunk::Chunk::Dmel(_)) => {
+                    return Err(format!(
+                        "datum {i}: tinker-local models are text-only (image and dmel chunks are not supported)"
+                    ));
+                }
+                None => return Err(format!("datum {i}: empty chunk")),
+            }
+        }
+        if tokens.is_empty() {
+            return Err(format!("datum {i}: model_input is empty"));
+        }
+        let n = tokens.len();
+        let inputs = &datum.loss_fn_inputs;
+        let target_tokens = match inputs.get("target_tokens") {
+            Some(t) => tensor_i64(t, n, i, "target_tokens")?,
+            None => {
+                return Err(format!(
+                    "datum {i}: loss_fn_inputs.target_tokens is required"
+                ));
+            }
+        };
+        let f32_input = |name: &str| -> Result<Option<Vec<f32>>, String> {
+            inputs
+                .get(name)
+                .map(|t| tensor_f32(t, n, i, name))
+                .transpose()
+        };
+        let weights = f32_input("weights")?;
+        let advantages = f32_input("advantages")?;
+        let logprobs = f32_input("logprobs")?;
+        if needs_rl_inputs {
+            if advantages.is_none() {
+                return Err(format!(
+                    "datum {i}: loss {} needs `advantages`",
+                    req.loss_fn
+                ));
+            }
+            if logprobs.is_none() {
+                return Err(format!("datum {i}: loss {} needs `logprobs`", req.loss_fn));
+            }
+        }
+        batch.push(TrainExample {
+            tokens,
+            inputs: LossInputs {
+                target_tokens,
+                weights,
+                advantages,
+                logprobs,
+            },
+        });
+    }
+    Ok((batch, loss))
+}
+
+/// Numeric loss config, preferring `loss_fn_config_v2`.
+fn loss_config(req: &wire::ForwardBackwardRequest) -> BTreeMap<String, f64> {
+    if req.loss_fn_config_v2.is_empty() {
+        return req.loss_fn_config.clone();
+    }
+    req.loss_fn_config_v2
+        .iter()
+        .filter_map(|(k, v)| match &v.value {
+            Some(wire::loss_config_value::Value::Number(x)) => Some((k.clone(), *x)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn loss_from(name: &str, config: &BTreeMap<String, f64>) -> Result<Loss, String> {
+    let get = |key: &str, default: f64| -> Result<f32, String> {
+        let v = config.get(key).copied().unwrap_or(default);
+        if v.is_finite() {
+            Ok(v as f32)
+        } else {
+            Err(format!("loss_fn_config.{key} must be finite"))
+        }
+    };
+    let known: &[&str] = match name {
+        "cross_entropy" | "importance_sampling" => &[],
+        "ppo" | "cispo" => &["clip_low_threshold", "clip_high_threshold"],
+        "dro" => &["beta"],
+        "gspo" | "stable_reinforce" | "custom" => {
+            return Err(format!("loss_fn `{name}` is not supported by tinker-local"));
+        }
+        other => return Err(format!("unknown loss_fn `{other}`")),
+    };
+    if let Some(k) = config.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!("loss_fn `{name}` does not take config key `{k}`"));
+    }
+    Ok(match name {
+        "cross_entropy" => Loss::CrossEntropy,
+        "importance_sampling" => Loss::ImportanceSampling,
+        "ppo" => Loss::Ppo {
+            clip_low: get("clip_low_threshold", 0.8)?,
+            clip_high: get("clip_high_threshold", 1.2)?,
+        },
+        "cispo" => Loss::Cispo {
+            clip_low: get("clip_low_threshold", 0.8)?,
+            clip_high: get("clip_high_threshold", 1.2)?,
+        },
+        _ => Loss::Dro {
+            beta: get("beta", 0.05)?,
+        },
+    })
+}
+
+/// Checks a loss input's shape (1-D, one entry per token) and returns its raw elements.
+fn tensor_elems<'a>(
+    t: &'a wire::Tensor,
+    n: usize,
+    datum: usize,
+    name: &str,
+) -> Result<&'a [u8], String> {
+    let bad = |why: String| format!("datum {datum}: loss_fn_inputs.{name}: {why}");
+    if t.shape.len() > 1 {
+        return Err(bad(format!(
+            "shape {:?} is not supported (tinker-local takes 1-D inputs)",
+            t.shape
+        )));
+    }
+    if let Some(&len) = t.shape.first()
+        && usize::try_from(len).ok() != Some(n)
+    {
+        return Err(bad(format!("length {len} does not match {n} input tokens")));
+    }
+    match &t.encoding {
+        Some(wire::tensor::Encoding::Dense(bytes)) => Ok(bytes),
+        Some(wire::tensor::Encoding::SparseCsr(_)) => Err(bad(
+            "sparse tensors are not supported for 1-D inputs".to_owned(),
+        )),
+        None => Err(bad("no data".to_owned())),
+    }
+}
+
+fn tensor_i64(t: &wire::Tensor, n: usize, datum: usize, name: &str) -> Result<Vec<i64>, String> {
+    let bytes = tensor_elems(t, n, datum, name)?;
+    let bad = |why: &str| format!("datum {datum}: loss_fn_inputs.{name}: {why}");
+    let out: Vec<i64> = match wire::DType::try_from(t.dtype) {
+        Ok(wire::DType::DtypeInt64) => bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+            .collect(),
+        Ok(wire::DType::DtypeInt32) => bytes
+            .chunks_exact(4)
+            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        _ => return Err(bad("must be an integer tensor")),
+    };
+    if out.len() != n {
+        return Err(bad(&format!("{} values for {n} input tokens", out.len())));
+    }
+    Ok(out)
+}
+
+fn tensor_f32(t: &wire::Tensor, n: usize, datum: usize, name: &str) -> Result<Vec<f32>, String> {
+    let bytes = tensor_elems(t, n, datum, name)?;
+    let bad = |why: &str| format!("datum {datum}: loss_fn_inputs.{name}: {why}");
+    let out: Vec<f32> = match wire::DType::try_from(t.dtype) {
+        Ok(wire::DType::DtypeFloat32) => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Ok(wire::DType::DtypeBfloat16) => bytes
+            .chunks_exact(2)
+            .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+            .collect(),
+        Ok(wire::DType::DtypeInt64) => bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+        _ => return Err(bad("must be a float tensor")),
+    };
+    if out.len() != n {
+        return Err(bad(&format!("{} values for {n} input tokens", out.len())));
+    }
+    if out.iter().any(|v| !v.is_finite()) {
+        return Err(bad("values must be finite"));
+    }
+    Ok(out)
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// True for metric keys the SDK's chunk combiner accepts (`name:reduction`).
+pub(crate) fn valid_metric_key(key: &str) -> bool {
+    let mut parts = key.split(':');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(name), Some("mean" | "sum" | "min" | "max" | "slack" | "hash2" | "unique"), None)
+            if !name.is_empty()
+    )
+}
+
+/// Encodes a forward/backward result: one `ArrayRecord` with a per-datum `logprobs` field.
+pub(crate) fn encode_forward_output(out: &ForwardOutput) -> Vec<u8> {
+    let mut data = Vec::new();
+    let mut offsets = vec![0i64];
+    for lp in &out.logprobs {
+        data.extend(f32_bytes(lp));
+        offsets.push(i64::try_from(data.len()).unwrap_or(i64::MAX));
+    }
+    let field = wire::BatchedTensor {
+        data,
+        offsets: offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
+        dtype: wire::DType::DtypeFloat32 as i32,
+        trailing_shape: Vec::new(),
+    };
+    let record = wire::ArrayRecord {
+        type_tag: "ArrayRecord".to_owned(),
+        fields: BTreeMap::from([("logprobs".to_owned(), field)]),
+        num_datums: i64::try_from(out.logprobs.len()).unwrap_or(i64::MAX),
+    };
+    let metrics = out
+        .metrics
+        .iter()
+        .filter(|(k, _)| valid_metric_key(k))
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    wire::ForwardBackwardOutput {
+        loss_fn_output_type: "ArrayRecord".to_owned(),
+        loss_fn_outputs: vec![record],
+        metrics,
+    }
+    .encode_to_vec()
+}
+
+/// Packs rows of `(token, logprob)` pairs into a `TopkLogprobs` matrix, padding short rows.
+fn topk_message(rows: &[Vec<(u32, f32)>]) -> Option<wire::TopkLogprobs> {
+    let k = rows.iter().map(Vec::len).max().unwrap_or(0);
+    if k == 0 || rows.is_empty() {
+        return None;
+    }
+    let mut ids = Vec::with_capacity(rows.len() * k * 4);
+    let mut lps = Vec::with_capacity(rows.len() * k * 4);
+    for row in rows {
+        for j in 0..k {
+            let (id, lp) = row.get(j).copied().unwrap_or((0, TOPK_PAD_LOGPROB));
+            ids.extend(i32::try_from(id).unwrap_or(i32::MAX).to_le_bytes());
+            lps.extend(lp.to_le_bytes());
+        }
+    }
+    Some(wire::TopkLogprobs {
+        token_ids: ids,
+        logprobs: lps,
+        k: u32::try_from(k).unwrap_or(u32::MAX),
+        length: u32::try_from(rows.len()).unwrap_or(u32::MAX),
+    })
+}
+
+/// Encodes a sampling result. `prompt_logprobs_last_n` blanks (NaN / padding) every prompt
+/// position before the last `n`.
+pub(crate) fn encode_sample_output(
+    out: &SampleOutput,
+    prompt_logprobs_last_n: Option<usize>,
+) -> Vec<u8> {
+    let sequences = out
+        .sequences
+        .iter()
+        .map(|s| wire::SampledSequence {
+            stop_reason: match s.stop {
+                StopKind::Length => wire::StopReason::Length as i32,
+                _ => wire::StopReason::Stop as i32,
+            },
+            tokens: s
+                .tokens
+                .iter()
+                .flat_map(|t| i32::try_from(*t).unwrap_or(i32::MAX).to_le_bytes())
+                .collect(),
+            logprobs: if s.logprobs.is_empty() {
+                None
+            } else {
+                Some(f32_bytes(&s.logprobs))
+            },
+            topk_sampled_logprobs: s.topk.as_deref().and_then(topk_message),
+        })
+        .collect();
+    let keep_from = |len: usize| prompt_logprobs_last_n.map_or(0, |n| len.saturating_sub(n));
+    let prompt_logprobs = out.prompt_logprobs.as_ref().map(|lps| {
+        let from = keep_from(lps.len());
+        let masked: Vec<f32> = lps
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i < from { f32::NAN } else { *v })
+            .collect();
+        f32_bytes(&masked)
+    });
+    let topk_prompt_logprobs = out.topk_prompt_logprobs.as_ref().and_then(|rows| {
+        let from = keep_from(rows.len());
+        let masked: Vec<Vec<(u32, f32)>> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| if i < from { Vec::new() } else { r.clone() })
+            .collect();
+        topk_message(&masked)
+    });
+    wire::SampleResponse {
+        sequences,
+        prompt_logprobs,
+        topk_prompt_logprobs,
+        prompt_cache_hit_tokens: 0,
+        target_prompt_logprobs: None,
+        prompt_alt_tokens: None,
+    }
+    .encode_to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_keys() {
+        assert!(valid_metric_key("loss:sum"));
+        assert!(valid_metric_key("custom/x:mean"));
+        assert!(!valid_metric_key("loss"));
+        assert!(!valid_metric_key("a:b:sum"));
+        assert!(!valid_metric_key("loss:avg"));
+    }
+
+    #[test]
+    fn rejects_unsupported_losses() {
+        assert!(loss_from("custom", &BTreeMap::new()).is_err());
+        assert!(loss_from("nope", &BTreeMap::new()).is_err());
+        assert!(loss_from("cross_entropy", &BTreeMap::from([("beta".into(), 1.0)])).is_err());
+        assert!(matches!(
+            loss_from("ppo", &BTreeMap::from([("clip_low_threshold".into(), 0.7)])),
+            Ok(Loss::Ppo { clip_low, clip_high }) if (clip_low - 0.7).abs() < 1e-6 && (clip_high - 1.2).abs() < 1e-6
+        ));
+    }
+}

@@ -1,0 +1,262 @@
+//! The server's shared state: sessions, live models and samplers, accounting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::LocalServerConfig;
+use crate::engine::{ModelSpec, SamplerModel, builtin_models};
+use crate::faults::FaultInjector;
+use crate::persist::Store;
+use crate::promise::Promises;
+use crate::worker::ModelWorker;
+use crate::{DataDirSnafu, Error};
+use snafu::ResultExt;
+
+/// Locks a mutex, ignoring poisoning (state stays usable after a panicking request).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a session ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Finish {
+    pub(crate) reason: String,
+    pub(crate) detail: Option<String>,
+}
+
+/// A client session.
+#[derive(Debug, Clone)]
+pub(crate) struct Session {
+    pub(crate) id: String,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) user_metadata: BTreeMap<String, String>,
+    pub(crate) project_id: Option<String>,
+    pub(crate) display_name: Option<String>,
+    pub(crate) owner: String,
+    pub(crate) finished: Option<Finish>,
+    pub(crate) last_heartbeat: DateTime<Utc>,
+    pub(crate) training_run_ids: Vec<String>,
+    pub(crate) sampler_ids: Vec<String>,
+}
+
+/// A sampling session.
+#[derive(Debug, Clone)]
+pub(crate) struct SamplerEntry {
+    pub(crate) id: String,
+    pub(crate) session_id: String,
+    pub(crate) base_model: String,
+    pub(crate) model_path: Option<String>,
+    pub(crate) model: SamplerModel,
+    pub(crate) clients: u64,
+}
+
+/// One unit of accounted work.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct UsageRecord {
+    /// When the work finished.
+    pub time: DateTime<Utc>,
+    /// The session it belongs to.
+    pub session_id: String,
+    /// The base model used.
+    pub base_model: String,
+    /// `training`, `sampling_prefill`, `sampling_sample` or `checkpoint`.
+    pub kind: String,
+    /// Tokens processed (or checkpoints written, for `checkpoint`).
+    pub count: u64,
+}
+
+/// One audit-log entry.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[non_exhaustive]
+pub struct AuditRecord {
+    /// When it happened.
+    pub timestamp: DateTime<Utc>,
+    /// `<resource>_<action>`, e.g. `checkpoint_create`.
+    pub event: String,
+    /// The model involved, if any.
+    pub model_id: Option<String>,
+    /// The checkpoint involved, if any.
+    pub tinker_path: Option<String>,
+    /// Extra details.
+    pub event_details: serde_json::Value,
+}
+
+/// `(sampling session, seq_id)` → `(request id, sequence ids)`.
+pub(crate) type SampleSubmissions = HashMap<(String, i64), (String, Vec<String>)>;
+
+/// Everything the request handlers share.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) config: LocalServerConfig,
+    pub(crate) store: Store,
+    pub(crate) promises: Arc<Promises>,
+    pub(crate) specs: Vec<ModelSpec>,
+    pub(crate) sessions: Mutex<BTreeMap<String, Session>>,
+    pub(crate) models: Mutex<HashMap<String, Arc<ModelWorker>>>,
+    pub(crate) samplers: Mutex<HashMap<String, SamplerEntry>>,
+    /// `(sampling session, seq_id)` → `(request id, sequence ids)` for idempotent resubmission.
+    pub(crate) sample_submissions: Mutex<SampleSubmissions>,
+    /// Idempotent creation requests keyed by `(session, kind, seq)`.
+    pub(crate) creations: Mutex<HashMap<(String, &'static str, i64), serde_json::Value>>,
+    pub(crate) telemetry: Mutex<Vec<serde_json::Value>>,
+    pub(crate) usage: Mutex<Vec<UsageRecord>>,
+    pub(crate) audit: Mutex<Vec<AuditRecord>>,
+    pub(crate) executions: Mutex<BTreeMap<(String, i64), u32>>,
+    pub(crate) sampling_slots: Arc<Semaphore>,
+    pub(crate) faults: FaultInjector,
+    secret: std::hash::RandomState,
+    pub(crate) shutdown_rx: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
+}
+
+impl AppState {
+    /// Opens the data directory and builds the state.
+    pub(crate) fn open(config: LocalServerConfig) -> Result<Arc<Self>, Error> {
+        let store = Store::open(&config.data_dir).context(DataDirSnafu {
+            path: config.data_dir.clone(),
+        })?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let faults = FaultInjector::new(config.faults.clone());
+        Ok(Arc::new(Self {
+            store,
+            promises: Arc::new(Promises::default()),
+            specs: builtin_models(),
+            sessions: Mutex::default(),
+            models: Mutex::default(),
+            samplers: Mutex::default(),
+            sample_submissions: Mutex::default(),
+            creations: Mutex::default(),
+            telemetry: Mutex::default(),
+            usage: Mutex::default(),
+            audit: Mutex::default(),
+            executions: Mutex::default(),
+            sampling_slots: Arc::new(Semaphore::new(1)),
+            faults,
+            secret: std::hash::RandomState::new(),
+            shutdown_rx,
+            shutdown_tx,
+            config,
+        }))
+    }
+
+    /// The spec of a base model by name.
+    pub(crate) fn spec(&self, name: &str) -> Option<&ModelSpec> {
+        self.specs.iter().find(|s| s.name == name)
+    }
+
+    /// A keyed 128-bit MAC (SipHash with a per-process random key) of `data`, hex encoded.
+    pub(crate) fn sign(&self, data: &str) -> String {
+        let mut out = String::with_capacity(32);
+        for salt in [0x5u8, 0xa] {
+            let mut h = self.secret.build_hasher();
+            h.write_u8(salt);
+            h.write(data.as_bytes());
+            out.push_str(&format!("{:016x}", h.finish()));
+        }
+        out
+    }
+
+    /// Appends an audit entry.
+    pub(crate) fn audit(
+        &self,
+        event: &str,
+        model_id: Option<&str>,
+        tinker_path: Option<&str>,
+        event_details: serde_json::Value,
+    ) {
+        lock(&self.audit).push(AuditRecord {
+            timestamp: Utc::now(),
+            event: event.to_owned(),
+            model_id: model_id.map(str::to_owned),
+            tinker_path: tinker_path.map(str::to_owned),
+            event_details,
+        });
+    }
+
+    /// Records accounted work.
+    pub(crate) fn account(&self, session_id: &str, base_model: &str, kind: &str, count: u64) {
+        lock(&self.usage).push(UsageRecord {
+            time: Utc::now(),
+            session_id: session_id.to_owned(),
+            base_model: base_model.to_owned(),
+            kind: kind.to_owned(),
+            count,
+        });
+    }
+
+    /// Counts one execution of a training request.
+    pub(crate) fn record_execution(&self, model_id: &str, seq_id: i64) {
+        *lock(&self.executions)
+            .entry((model_id.to_owned(), seq_id))
+            .or_default() += 1;
+    }
+
+    pub(crate) fn telemetry_events(&self) -> Vec<serde_json::Value> {
+        lock(&self.telemetry).clone()
+    }
+
+    pub(crate) fn usage_records(&self) -> Vec<UsageRecord> {
+        lock(&self.usage).clone()
+    }
+
+    pub(crate) fn audit_records(&self) -> Vec<AuditRecord> {
+        lock(&self.audit).clone()
+    }
+
+    pub(crate) fn executions(&self) -> Vec<((String, i64), u32)> {
+        lock(&self.executions)
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
+    /// The owner reported for runs created by `api_key` (a stable, non-secret label).
+    pub(crate) fn owner_of(&self, api_key: &str) -> String {
+        format!(
+            "tml:user:local-{}",
+            &self.sign(&format!("owner:{api_key}"))[..12]
+        )
+    }
+
+    /// Releases long polls and pending futures when the server begins shutting down.
+    pub(crate) fn begin_shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+    }
+
+    /// Stops every model worker (their threads exit once their queues drain).
+    pub(crate) fn stop_workers(&self) {
+        self.begin_shutdown();
+        lock(&self.models).clear();
+        lock(&self.samplers).clear();
+        self.promises.fail_all_pending("the server shut down");
+    }
+}
+
+/// Periodically expires checkpoints whose TTL passed and forgets old futures.
+pub(crate) fn spawn_sweeper(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for (run, ckpt) in state.store.expire(Utc::now()) {
+                let path = format!("tinker://{run}/{ckpt}");
+                tracing::info!(%path, "checkpoint expired");
+                state.audit(
+                    "checkpoint_expire",
+                    Some(&run),
+                    Some(&path),
+                    serde_json::json!({}),
+                );
+            }
+            state.promises.forget_older_than(Duration::from_secs(3600));
+        }
+    })
+}

@@ -1,0 +1,493 @@
+//! One worker thread per training model: requests run strictly in `seq_id` order, one at a
+//! time, off the async executor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak};
+
+use chrono::Utc;
+use serde_json::json;
+
+use crate::engine::{
+    AdamStep, EngineError, LoraSpec, Loss, ModelSpec, TrainExample, TrainableModel,
+};
+use crate::persist::{CheckpointRecord, dir_size};
+use crate::promise::{Completer, FutureKind, Outcome};
+use crate::proto;
+use crate::state::{AppState, SamplerEntry, lock};
+
+/// A training request, ready to run.
+#[derive(Debug)]
+pub(crate) enum TrainOp {
+    ForwardBackward {
+        batch: Vec<TrainExample>,
+        loss: Loss,
+        forward_only: bool,
+        tokens: usize,
+    },
+    OptimStep(AdamStep),
+    SaveWeights {
+        name: String,
+        ttl_seconds: Option<i64>,
+        overwrite: bool,
+        user_metadata: Option<BTreeMap<String, String>>,
+    },
+    SaveForSampler {
+        /// `Some` = named checkpoint; `None` = ephemeral sampling session.
+        name: Option<String>,
+        ttl_seconds: Option<i64>,
+        user_metadata: Option<BTreeMap<String, String>>,
+        sampling_session_id: Option<String>,
+    },
+    SaveExternal {
+        name: String,
+        ttl_seconds: Option<i64>,
+    },
+    LoadWeights {
+        dir: PathBuf,
+        path: String,
+        optimizer: bool,
+    },
+    /// The request was well-formed enough to take its `seq_id`, but cannot run.
+    Reject(String),
+}
+
+impl TrainOp {
+    /// The future kind clients poll with (`Accept: application/x-protobuf` for fwd/bwd).
+    fn name(&self) -> &'static str {
+        match self {
+            Self::ForwardBackward { .. } => "forward_backward",
+            Self::OptimStep(_) => "optim_step",
+            Self::SaveWeights { .. } => "save_weights",
+            Self::SaveForSampler { .. } => "save_weights_for_sampler",
+            Self::SaveExternal { .. } => "save_weights_external",
+            Self::LoadWeights { .. } => "load_weights",
+            Self::Reject(_) => "rejected",
+        }
+    }
+}
+
+struct Job {
+    seq_id: i64,
+    op: TrainOp,
+    done: Completer,
+}
+
+/// How a model starts.
+#[derive(Debug)]
+pub(crate) enum Init {
+    Fresh,
+    /// From a checkpoint directory (adapter, and optimizer state if asked).
+    FromCheckpoint {
+        dir: PathBuf,
+        path: String,
+        optimizer: bool,
+    },
+}
+
+#[derive(Debug, Default)]
+struct SeqState {
+    /// The next `seq_id` to dispatch.
+    next: i64,
+    /// Arrived early, waiting for a gap to fill.
+    waiting: BTreeMap<i64, (TrainOp, Completer)>,
+    /// Every accepted `seq_id` and its request id.
+    seen: HashMap<i64, String>,
+}
+
+/// A live training model.
+#[derive(Debug)]
+pub(crate) struct ModelWorker {
+    pub(crate) model_id: String,
+    pub(crate) session_id: String,
+    pub(crate) spec: ModelSpec,
+    pub(crate) lora: LoraSpec,
+    seq: Mutex<SeqState>,
+    tx: Mutex<mpsc::Sender<Job>>,
+}
+
+impl ModelWorker {
+    /// Starts the worker thread, which creates the model (the request with `seq_id` 0)
+    /// and then runs requests as they are dispatched.
+    pub(crate) fn spawn(
+        state: &Arc<AppState>,
+        model_id: String,
+        session_id: String,
+        spec: ModelSpec,
+        lora: LoraSpec,
+        init: Init,
+        created: Completer,
+    ) -> std::io::Result<Arc<Self>> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let worker = Arc::new(Self {
+            model_id: model_id.clone(),
+            session_id,
+            spec: spec.clone(),
+            lora: lora.clone(),
+            seq: Mutex::new(SeqState {
+                next: 1,
+                ..SeqState::default()
+            }),
+            tx: Mutex::new(tx),
+        });
+        let weak = Arc::downgrade(state);
+        std::thread::Builder::new()
+            .name(format!("model-{model_id}"))
+            .spawn(move || run(weak, model_id, spec, lora, init, created, rx))?;
+        Ok(worker)
+    }
+
+    /// Accepts request `seq_id`. A resubmitted `seq_id` returns the original request id and
+    /// does not run again; a `seq_id` ahead of the sequence waits for the gap to fill.
+    pub(crate) fn submit(
+        &self,
+        state: &Arc<AppState>,
+        seq_id: i64,
+        op: TrainOp,
+    ) -> Result<String, String> {
+        let mut seq = lock(&self.seq);
+        if let Some(id) = seq.seen.get(&seq_id) {
+            tracing::debug!(model = %self.model_id, seq_id, "duplicate submission");
+            return Ok(id.clone());
+        }
+        if seq_id < seq.next {
+            return Err(format!(
+                "seq_id {seq_id} of model {} was already used",
+                self.model_id
+            ));
+        }
+        let request_id = format!("{}:{}:{}", self.model_id, seq_id, short_id());
+        let done = state
+            .promises
+            .create(request_id.clone(), FutureKind::Training);
+        tracing::debug!(model = %self.model_id, seq_id, op = op.name(), %request_id, "accepted");
+        seq.seen.insert(seq_id, request_id.clone());
+        seq.waiting.insert(seq_id, (op, done));
+        let tx = lock(&self.tx);
+        loop {
+            let next = seq.next;
+            let Some((op, done)) = seq.waiting.remove(&next) else {
+                break;
+            };
+            seq.next += 1;
+            if let Err(mpsc::SendError(job)) = tx.send(Job {
+                seq_id: next,
+                op,
+                done,
+            }) {
+                job.done
+                    .complete(Outcome::server("the model's worker has stopped"));
+            }
+        }
+        Ok(request_id)
+    }
+
+    /// The `seq_id` the model expects next (for diagnostics).
+    pub(crate) fn queue_state(&self) -> (i64, usize) {
+        let seq = lock(&self.seq);
+        (seq.next, seq.waiting.len())
+    }
+}
+
+/// A short random id component.
+pub(crate) fn short_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+fn engine_outcome(e: &EngineError) -> Outcome {
+    if e.is_user_error() {
+        Outcome::user(e.to_string())
+    } else {
+        Outcome::server(e.to_string())
+    }
+}
+
+fn run(
+    state: Weak<AppState>,
+    model_id: String,
+    spec: ModelSpec,
+    lora: LoraSpec,
+    init: Init,
+    created: Completer,
+    rx: mpsc::Receiver<Job>,
+) {
+    let built = catch_unwind(AssertUnwindSafe(
+        || -> Result<TrainableModel, EngineError> {
+            let mut model = TrainableModel::new(&spec, &lora)?;
+            if let Init::FromCheckpoint { dir, optimizer, .. } = &init {
+                model.load_adapter(dir)?;
+                if *optimizer {
+                    model.load_optimizer(&optimizer_dir(dir))?;
+                }
+            }
+            Ok(model)
+        },
+    ));
+    let mut model = match built {
+        Ok(Ok(model)) => {
+            let mut result = json!({ "model_id": model_id, "type": "create_model" });
+            if let Init::FromCheckpoint { path, .. } = &init {
+                result = json!({ "model_id": model_id, "path": path, "type": "load_weights" });
+            }
+            created.complete(Outcome::Json(result));
+            model
+        }
+        Ok(Err(e)) => {
+            created.complete(engine_outcome(&e));
+            if let Some(state) = state.upgrade() {
+                lock(&state.models).remove(&model_id);
+            }
+            return;
+        }
+        Err(_) => {
+            created.complete(Outcome::server("model creation panicked"));
+            if let Some(state) = state.upgrade() {
+                lock(&state.models).remove(&model_id);
+            }
+            return;
+        }
+    };
+    while let Ok(job) = rx.recv() {
+        let Some(state) = state.upgrade() else { break };
+        state.record_execution(&model_id, job.seq_id);
+        let started = std::time::Instant::now();
+        let op_name = job.op.name();
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            execute(&state, &model_id, &mut model, job.op)
+        }))
+        .unwrap_or_else(|_| Outcome::server(format!("{op_name} panicked in the engine")));
+        tracing::debug!(model = %model_id, seq_id = job.seq_id, op = op_name,
+            elapsed_ms = started.elapsed().as_millis() as u64, "executed");
+        let _ = state.store.update_run(&model_id, |run| {
+            run.last_request_time = Utc::now();
+            Ok(())
+        });
+        job.done.complete(outcome);
+    }
+}
+
+fn expires_at(ttl_seconds: Option<i64>) -> Option<chrono::DateTime<Utc>> {
+    ttl_seconds.map(|s| Utc::now() + chrono::Duration::seconds(s))
+}
+
+/// What to save.
+struct SaveSpec<'a> {
+    segment: &'a str,
+    name: &'a str,
+    with_optimizer: bool,
+    ttl_seconds: Option<i64>,
+    user_metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Saves into a staging dir and commits it as checkpoint `segment/name`.
+fn save_checkpoint(
+    state: &AppState,
+    model_id: &str,
+    model: &TrainableModel,
+    save: SaveSpec<'_>,
+) -> Result<(String, u64), Outcome> {
+    let SaveSpec {
+        segment,
+        name,
+        with_optimizer,
+        ttl_seconds,
+        user_metadata,
+    } = save;
+    let staged = state
+        .store
+        .staging_dir()
+        .map_err(|e| Outcome::server(format!("staging checkpoint: {e}")))?;
+    let result = (|| -> Result<(), EngineError> {
+        model.save_adapter(&staged)?;
+        if with_optimizer {
+            let dir = optimizer_dir(&staged);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| EngineError::internal(format!("creating optimizer dir: {e}")))?;
+            model.save_optimizer(&dir)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(engine_outcome(&e));
+    }
+    let size = dir_size(&staged);
+    let checkpoint_id = format!("{segment}/{name}");
+    let record = CheckpointRecord {
+        checkpoint_id: checkpoint_id.clone(),
+        time: Utc::now(),
+        size_bytes: size,
+        public: false,
+        user_metadata,
+        expires_at: expires_at(ttl_seconds),
+        has_optimizer: with_optimizer,
+    };
+    if let Err(e) = state.store.commit_checkpoint(model_id, &staged, record) {
+        let _ = std::fs::remove_dir_all(&staged);
+        return Err(Outcome::server(e));
+    }
+    let path = format!("tinker://{model_id}/{checkpoint_id}");
+    state.audit(
+        "checkpoint_create",
+        Some(model_id),
+        Some(&path),
+        json!({ "size_bytes": size }),
+    );
+    Ok((path, size))
+}
+
+fn session_of(state: &AppState, model_id: &str) -> (String, String) {
+    lock(&state.models)
+        .get(model_id)
+        .map(|w| (w.session_id.clone(), w.spec.name.clone()))
+        .unwrap_or_default()
+}
+
+fn execute(
+    state: &Arc<AppState>,
+    model_id: &str,
+    model: &mut TrainableModel,
+    op: TrainOp,
+) -> Outcome {
+    match op {
+        TrainOp::Reject(message) => Outcome::user(message),
+        TrainOp::ForwardBackward {
+            batch,
+            loss,
+            forward_only,
+            tokens,
+        } => match model.forward_backward(&batch, &loss, forward_only) {
+            Ok(out) => {
+                let (session, base) = session_of(state, model_id);
+                state.account(&session, &base, "training", tokens as u64);
+                Outcome::Proto(proto::encode_forward_output(&out))
+            }
+            Err(e) => engine_outcome(&e),
+        },
+        TrainOp::OptimStep(step) => match model.optim_step(&step) {
+            Ok(report) => Outcome::Json(json!({ "metrics": report.metrics, "type": "optim_step" })),
+            Err(e) => engine_outcome(&e),
+        },
+        TrainOp::SaveWeights {
+            name,
+            ttl_seconds,
+            overwrite,
+            user_metadata,
+        } => {
+            let exists = state.store.run(model_id).is_some_and(|r| {
+                r.checkpoints
+                    .iter()
+                    .any(|c| c.checkpoint_id == format!("weights/{name}"))
+            });
+            if exists && !overwrite {
+                return Outcome::user(format!(
+                    "checkpoint weights/{name} already exists (pass overwrite=True to replace it)"
+                ));
+            }
+            let save = SaveSpec {
+                segment: "weights",
+                name: &name,
+                with_optimizer: true,
+                ttl_seconds,
+                user_metadata,
+            };
+            match save_checkpoint(state, model_id, model, save) {
+                Ok((path, _)) => {
+                    let (session, base) = session_of(state, model_id);
+                    state.account(&session, &base, "checkpoint", 1);
+                    Outcome::Json(json!({ "path": path, "type": "save_weights" }))
+                }
+                Err(o) => o,
+            }
+        }
+        TrainOp::SaveExternal { name, ttl_seconds } => {
+            let save = SaveSpec {
+                segment: "external_weights",
+                name: &name,
+                with_optimizer: false,
+                ttl_seconds,
+                user_metadata: None,
+            };
+            match save_checkpoint(state, model_id, model, save) {
+                Ok((path, size)) => {
+                    let (session, base) = session_of(state, model_id);
+                    state.account(&session, &base, "checkpoint", 1);
+                    Outcome::Json(
+                        json!({ "path": path, "size_bytes": size, "type": "save_weights_external" }),
+                    )
+                }
+                Err(o) => o,
+            }
+        }
+        TrainOp::SaveForSampler {
+            name,
+            ttl_seconds,
+            user_metadata,
+            sampling_session_id,
+        } => {
+            let (session, base) = session_of(state, model_id);
+            if let Some(name) = name {
+                let save = SaveSpec {
+                    segment: "sampler_weights",
+                    name: &name,
+                    with_optimizer: false,
+                    ttl_seconds,
+                    user_metadata,
+                };
+                return match save_checkpoint(state, model_id, model, save) {
+                    Ok((path, _)) => {
+                        state.account(&session, &base, "checkpoint", 1);
+                        Outcome::Json(json!({ "path": path, "type": "save_weights_for_sampler" }))
+                    }
+                    Err(o) => o,
+                };
+            }
+            let Some(id) = sampling_session_id else {
+                return Outcome::user(
+                    "save_weights_for_sampler needs a path or a sampling session",
+                );
+            };
+            lock(&state.samplers).insert(
+                id.clone(),
+                SamplerEntry {
+                    id: id.clone(),
+                    session_id: session.clone(),
+                    base_model: base,
+                    model_path: None,
+                    model: model.sampler(),
+                    clients: 0,
+                },
+            );
+            if let Some(s) = lock(&state.sessions).get_mut(&session) {
+                s.sampler_ids.push(id.clone());
+            }
+            Outcome::Json(json!({ "sampling_session_id": id, "type": "save_weights_for_sampler" }))
+        }
+        TrainOp::LoadWeights {
+            dir,
+            path,
+            optimizer,
+        } => {
+            let loaded = (|| -> Result<(), EngineError> {
+                model.load_adapter(&dir)?;
+                if optimizer {
+                    model.load_optimizer(&optimizer_dir(&dir))?;
+                }
+                Ok(())
+            })();
+            match loaded {
+                Ok(()) => Outcome::Json(
+                    json!({ "path": path, "model_id": model_id, "type": "load_weights" }),
+                ),
+                Err(e) => engine_outcome(&e),
+            }
+        }
+    }
+}
+
+/// Where a training checkpoint keeps its optimizer state.
+pub(crate) fn optimizer_dir(checkpoint_dir: &Path) -> PathBuf {
+    checkpoint_dir.join("optimizer")
+}
