@@ -18,7 +18,10 @@
 mod bytes_b64;
 mod macros;
 
+pub mod admin;
+pub mod auth;
 pub mod config;
+pub mod custom_loss;
 pub mod datum;
 pub mod error;
 pub mod futures;
@@ -26,12 +29,58 @@ pub mod json;
 pub mod loss;
 pub mod model_input;
 pub mod optim;
+pub mod path;
 pub mod proto;
+pub mod rest;
 pub mod sampling;
+pub mod search;
 pub mod sensitive;
 pub mod session;
+pub mod telemetry;
 pub mod tensor;
+pub mod time;
 pub mod training;
+pub mod weights;
+
+pub use admin::{
+    AuditEventType, AuditLogEntry, AuditLogQuery, AuditLogResponse, BillingEventInfo,
+    BillingUsageEvent, BillingUsageQuery, BillingUsageResponse, BillingUsageSession,
+    CheckpointBillingEvent, CurrentCheckpointStorageUsageItem, CurrentCheckpointStorageUsageQuery,
+    CurrentCheckpointStorageUsageResponse, SamplingPrefillBillingEvent, SamplingSampleBillingEvent,
+    StorageBillingEvent, TrainingBillingEvent,
+};
+pub use auth::{
+    ApiKeyDetails, AuthTokenRequest, AuthTokenResponse, ErrorDetail, GetServerCapabilitiesResponse,
+    HealthResponse, OrgDetails, SelfApiKeyResponse, SupportedModel, UserDetails, WhoamiResponse,
+};
+pub use custom_loss::{
+    CreateCustomLossRequest, CreateCustomLossResponse, CustomLossGraph, CustomLossInput,
+    CustomLossNode, CustomLossOp,
+};
+pub use path::{CheckpointKind, TINKER_SCHEME, TinkerPath};
+pub use rest::{
+    AccessScope, Checkpoint, CheckpointType, CheckpointsListResponse, CheckpointsQuery, Cursor,
+    GetSessionResponse, ListQuery, ListSessionsResponse, SetSessionProjectRequest,
+    TraceExportResponse, TraceExportStatus, TrainingRun, TrainingRunsResponse,
+};
+pub use search::{
+    FailedRequestReason, FailedSamplingSessionReason, FailedTrainingRunReason, SearchOwner,
+    SessionActive, SessionCancelled, SessionClientFinished, SessionFailed, SessionFailedReason,
+    SessionFailureCategory, SessionSearchCursor, SessionSearchRequest, SessionSearchResponse,
+    SessionStatus, SessionStatusQuery, SessionSummary,
+};
+pub use telemetry::{
+    GenericEvent, SessionEndEvent, SessionStartEvent, Severity, TelemetryEvent, TelemetryResponse,
+    TelemetrySendRequest, UnhandledExceptionEvent,
+};
+pub use time::Timestamp;
+pub use weights::{
+    CopyWeightsRequest, CopyWeightsResponse, ExternalWeightsUrlsResponse, LoadWeightsRequest,
+    LoadWeightsResponse, SamplerWeightsKind, SaveWeightsExternalRequest,
+    SaveWeightsExternalResponse, SaveWeightsForSamplerRequest, SaveWeightsForSamplerResponse,
+    SaveWeightsRequest, SaveWeightsResponse, SetCheckpointTtlRequest, WeightsInfoRequest,
+    WeightsInfoResponse,
+};
 
 pub use config::{ClientConfig, ClientConfigRequest, CredentialSource, DynamicConfig};
 pub use datum::{Datum, LossFnInputs, ProvenanceSpan, SpanRef};

@@ -99,12 +99,77 @@ macro_rules! type_last_struct {
                 struct Wire<'a> {
                     $( $(#[$fmeta])* $field: &'a $ty, )*
                     #[serde(rename = "type")]
-                    kind: &'static str,
+                    __type_tag: &'static str,
                 }
-                Wire { $( $field: &self.$field, )* kind: $tag }.serialize(serializer)
+                Wire { $( $field: &self.$field, )* __type_tag: $tag }.serialize(serializer)
             }
         }
     };
 }
 
-pub(crate) use {open_enum, type_last_struct};
+/// A server-sent union discriminated by a string key: each known value maps to a struct
+/// (which serializes its own discriminator), anything else is kept as raw JSON in
+/// `Unknown(serde_json::Value)` instead of failing. A known discriminator whose body does
+/// not decode is an error naming the missing field.
+macro_rules! open_union {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident tag $tag:literal {
+            $( $(#[$vmeta:meta])* $variant:ident($inner:ty) = $wire:literal ),* $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        #[non_exhaustive]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant($inner), )*
+            /// A variant this SDK version does not know, kept verbatim.
+            Unknown(::serde_json::Value),
+        }
+
+        impl $name {
+            /// The discriminator value of this variant.
+            pub fn kind(&self) -> &str {
+                match self {
+                    $( Self::$variant(_) => $wire, )*
+                    Self::Unknown(value) => value.get($tag).and_then(::serde_json::Value::as_str).unwrap_or(""),
+                }
+            }
+        }
+
+        $(
+            impl From<$inner> for $name {
+                fn from(inner: $inner) -> Self {
+                    Self::$variant(inner)
+                }
+            }
+        )*
+
+        impl ::serde::Serialize for $name {
+            fn serialize<S: ::serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                match self {
+                    $( Self::$variant(inner) => inner.serialize(serializer), )*
+                    Self::Unknown(value) => value.serialize(serializer),
+                }
+            }
+        }
+
+        impl<'de> ::serde::Deserialize<'de> for $name {
+            fn deserialize<D: ::serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = ::serde_json::Value::deserialize(deserializer)?;
+                let kind = value.get($tag).and_then(::serde_json::Value::as_str).map(str::to_owned);
+                match kind.as_deref() {
+                    $( Some($wire) => ::serde_json::from_value(value)
+                        .map(Self::$variant)
+                        .map_err(<D::Error as ::serde::de::Error>::custom), )*
+                    Some(_) => Ok(Self::Unknown(value)),
+                    None => Err(<D::Error as ::serde::de::Error>::custom(
+                        concat!("missing field `", $tag, "`"),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use {open_enum, open_union, type_last_struct};
