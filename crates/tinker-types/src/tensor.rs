@@ -476,6 +476,12 @@ impl<'de> Deserialize<'de> for TensorData {
                     .iter()
                     .map(|n| match *n {
                         Number::Int(i) => Ok(i),
+                        // An integral float (`2.0`) is accepted, as numpy's int64 cast does.
+                        Number::Float(f)
+                            if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 =>
+                        {
+                            Ok(f as i64)
+                        }
                         Number::Float(f) => Err(de::Error::custom(format!(
                             "int64 tensor holds a non-integer value {f}"
                         ))),
@@ -516,6 +522,15 @@ mod tests {
         assert!(t.is_sparse());
         assert_eq!(t.values().as_i64().unwrap(), &[5, 7]);
         assert_eq!(t.to_dense_i64(-1).unwrap(), vec![-1, 5, -1, -1, -1, 7]);
+    }
+
+    #[test]
+    fn int64_data_accepts_integral_floats_only() {
+        let t: TensorData = serde_json::from_str(r#"{"data":[2.0,3],"dtype":"int64"}"#).unwrap();
+        assert_eq!(t.values().as_i64().unwrap(), &[2, 3]);
+        assert!(serde_json::from_str::<TensorData>(r#"{"data":[2.5],"dtype":"int64"}"#).is_err());
+        let csr = r#"{"data":[1],"dtype":"int64","shape":[2,2],"sparse_crow_indices":[0,1]}"#;
+        assert!(serde_json::from_str::<TensorData>(csr).is_err());
     }
 
     #[test]
