@@ -41,6 +41,9 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             &["test", "--workspace", "--locked", "--no-fail-fast"],
         )
     })?;
+    step("conformance (official SDK vs tinker-local)", || {
+        conformance(&root)
+    })?;
     println!("xtask test: all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }
@@ -66,6 +69,35 @@ fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("`cargo {}` exited with {status}", args.join(" ")))
+    }
+}
+
+/// Drives a freshly built `tinker-local` with the unchanged official Python SDK.
+fn conformance(root: &Path) -> Result<(), String> {
+    cargo(
+        root,
+        &[
+            "build",
+            "--locked",
+            "-p",
+            "tinker-local",
+            "--bin",
+            "tinker-local",
+        ],
+    )?;
+    let python = crate::venv::sdk_python()?;
+    let server = root.join("target").join("debug").join("tinker-local");
+    let status = Command::new(python)
+        .arg(root.join("scripts").join("conformance").join("run.py"))
+        .arg(&server)
+        .current_dir(root)
+        .env("RAYON_NUM_THREADS", "1")
+        .status()
+        .map_err(|e| format!("could not run the conformance script: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("the conformance script exited with {status}"))
     }
 }
 
