@@ -324,7 +324,14 @@ impl ModelInput {
     /// # Errors
     /// As [`ModelInputChunk::length`].
     pub fn length(&self) -> Result<usize> {
-        self.chunks.iter().map(ModelInputChunk::length).sum()
+        self.chunks.iter().try_fold(0usize, |total, chunk| {
+            total
+                .checked_add(chunk.length()?)
+                .ok_or_else(|| Error::InvalidValue {
+                    field: "chunks".to_owned(),
+                    reason: "total length overflows".to_owned(),
+                })
+        })
     }
 
     /// All tokens, if every chunk is text.

@@ -228,9 +228,10 @@ impl TensorData {
         self.csr.is_some()
     }
 
-    /// Number of cells of the dense tensor (product of [`Self::dims`]).
+    /// Number of cells of the dense tensor (product of [`Self::dims`]; constructors
+    /// guarantee it fits in `usize`). Densifying a CSR tensor allocates this many cells.
     pub fn dense_len(&self) -> usize {
-        self.dims().iter().product()
+        element_count(&self.dims()).unwrap_or(usize::MAX)
     }
 
     /// Splits the tensor into its parts (values, declared shape, CSR indices).
@@ -291,11 +292,12 @@ fn check_csr(values: &TensorValues, shape: &[usize], csr: &CsrIndices) -> Result
             "a CSR tensor needs a 2-D shape, got {shape:?}"
         )));
     };
+    element_count(shape)?;
     let nnz = values.len();
-    if csr.crow_indices.len() != rows + 1 {
+    // Compared as `len - 1` so a hostile `rows = usize::MAX` cannot overflow.
+    if csr.crow_indices.len().checked_sub(1) != Some(*rows) {
         return Err(invalid(format!(
-            "crow_indices needs nrows + 1 = {} entries, got {}",
-            rows + 1,
+            "crow_indices needs nrows + 1 entries for {rows} rows, got {}",
             csr.crow_indices.len()
         )));
     }
@@ -338,8 +340,11 @@ fn sparsify<T: Copy>(
             dense.len()
         )));
     }
+    let pointers = rows
+        .checked_add(1)
+        .ok_or_else(|| invalid(format!("{rows} rows overflow")))?;
     let mut values = Vec::new();
-    let mut crow_indices = Vec::with_capacity(rows + 1);
+    let mut crow_indices = Vec::with_capacity(pointers);
     let mut col_indices = Vec::new();
     crow_indices.push(0);
     for row in 0..rows {
@@ -531,6 +536,9 @@ mod tests {
         assert!(serde_json::from_str::<TensorData>(r#"{"data":[2.5],"dtype":"int64"}"#).is_err());
         let csr = r#"{"data":[1],"dtype":"int64","shape":[2,2],"sparse_crow_indices":[0,1]}"#;
         assert!(serde_json::from_str::<TensorData>(csr).is_err());
+        let huge = r#"{"data":[],"dtype":"int64","shape":[18446744073709551615,0],
+            "sparse_crow_indices":[0],"sparse_col_indices":[]}"#;
+        assert!(serde_json::from_str::<TensorData>(huge).is_err());
     }
 
     #[test]

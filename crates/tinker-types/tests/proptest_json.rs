@@ -730,3 +730,35 @@ proptest! {
         prop_assert!(refused);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Network input never panics: arbitrary tensor-like JSON either fails to decode with an
+    /// error or yields a tensor whose invariants hold (densifying it is safe).
+    #[test]
+    fn hostile_tensor_json_is_refused_or_valid(
+        data in vec(-3i64..6, 0..8), shape in option::of(vec(0usize..4, 0..3)),
+        crow in option::of(vec(-1i64..6, 0..5)), col in option::of(vec(-1i64..6, 0..5)), float in any::<bool>(),
+    ) {
+        let mut value = serde_json::json!({"data": data, "dtype": if float { "float32" } else { "int64" }});
+        if let Some(shape) = shape { value["shape"] = shape.into(); }
+        if let Some(crow) = crow { value["sparse_crow_indices"] = crow.into(); }
+        if let Some(col) = col { value["sparse_col_indices"] = col.into(); }
+        if let Ok(t) = json::from_value::<TensorData>(value) {
+            let dense = t.to_dense_f32(0.0).map(|v| v.len()).or_else(|| t.to_dense_i64(0).map(|v| v.len()));
+            prop_assert_eq!(dense, Some(t.dense_len()));
+        }
+    }
+
+    /// Arbitrary JSON never panics the response decoders.
+    #[test]
+    fn arbitrary_json_never_panics_response_decoders(value in json_value()) {
+        let bytes = serde_json::to_vec(&value).unwrap();
+        let _ = json::from_slice::<SampleResponse>(&bytes);
+        let _ = json::from_slice::<ForwardBackwardOutput>(&bytes);
+        let _ = json::from_slice::<tinker_types::search::SessionSearchResponse>(&bytes);
+        let _ = json::from_slice::<ClientConfig>(&bytes);
+        let _ = FutureOutcome::<Value>::from_json(&bytes);
+    }
+}
