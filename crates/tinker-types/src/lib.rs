@@ -6,6 +6,13 @@
 //! refused. Responses ignore unknown fields and keep unknown enum values. Use [`json`] to
 //! encode and decode; errors are [`Error`].
 //!
+//! Modules, one concept each: [`tensor`] (`TensorData`, dense and CSR), [`model_input`]
+//! (chunks), [`datum`] and [`loss`] (loss names, configs, typed input builders),
+//! [`training`], [`optim`], [`weights`], [`custom_loss`], [`sampling`], [`futures`] (the
+//! future protocol), [`session`], [`config`] (client flags), [`auth`], [`rest`], [`search`],
+//! [`admin`], [`telemetry`], [`path`] (`tinker://` paths), [`time`], [`proto`] (protobuf).
+//! The most used types are re-exported at the crate root.
+//!
 //! ```
 //! use tinker_types::{json, AdamParams, OptimStepRequest};
 //!

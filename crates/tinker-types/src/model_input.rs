@@ -37,8 +37,8 @@ impl ImageFormat {
 }
 
 type_last_struct! {
-    /// An inline image (bytes travel as base64 in JSON).
-    #[derive(Debug, Clone, PartialEq, Eq)]
+    /// An inline image (bytes travel as base64 in JSON; `Debug` shows only their length).
+    #[derive(Clone, PartialEq, Eq)]
     pub struct ImageChunk = "image" {
         /// Raw image bytes.
         #[serde(serialize_with = "crate::bytes_b64::serialize", deserialize_with = "crate::bytes_b64::deserialize")]
@@ -66,12 +66,32 @@ type_last_struct! {
 }
 
 type_last_struct! {
-    /// A dmel tensor: serialized TensorContainer bytes (base64 in JSON).
-    #[derive(Debug, Clone, PartialEq, Eq)]
+    /// A dmel tensor: serialized TensorContainer bytes (base64 in JSON; `Debug` shows only
+    /// their length).
+    #[derive(Clone, PartialEq, Eq)]
     pub struct DmelChunk = "dmel" {
         /// TensorContainer bytes, passed through as-is.
         #[serde(serialize_with = "crate::bytes_b64::serialize", deserialize_with = "crate::bytes_b64::deserialize")]
         pub dmel: Vec<u8>,
+    }
+}
+
+// Image and dmel payloads can be megabytes: keep them out of logs.
+impl std::fmt::Debug for ImageChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageChunk")
+            .field("data", &format_args!("<{} bytes>", self.data.len()))
+            .field("format", &self.format)
+            .field("expected_tokens", &self.expected_tokens)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for DmelChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmelChunk")
+            .field("dmel", &format_args!("<{} bytes>", self.dmel.len()))
+            .finish()
     }
 }
 
