@@ -1,0 +1,358 @@
+//! The futures engine (protocol §3.2): one implementation of `retrieve_future` polling used
+//! by every future-returning call, and [`ApiFuture`], the handle those calls return.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde_json::Value;
+use tinker_transport::{APPLICATION_JSON, APPLICATION_PROTOBUF, BytePermit, RequestSpec};
+use tinker_types::{
+    FutureOutcome, FutureRetrieveRequest, PendingStatusBody, QueueState, RequestErrorCategory,
+    UntypedFuture,
+};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorKind, FailureCategory, Result};
+use crate::holder::Holder;
+
+/// Bare-400 budget per future (§3.2).
+const MAX_BAD_REQUESTS: u32 = 3;
+/// Sleep between polls during a billing pause.
+const BILLING_SLEEP: Duration = Duration::from_secs(5);
+
+/// Called with every queue state the server reports while a request waits.
+pub type QueueStateObserver = Arc<dyn Fn(&QueueState, Option<&str>) + Send + Sync>;
+
+/// The kind of request a future belongs to (`X-Tinker-Request-Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RequestType {
+    CreateModel,
+    ForwardBackward,
+    Forward,
+    OptimStep,
+    SaveWeights,
+    LoadWeights,
+    SaveWeightsForSampler,
+    SaveWeightsExternal,
+    Sample,
+}
+
+impl RequestType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateModel => "CreateModel",
+            Self::ForwardBackward => "ForwardBackward",
+            Self::Forward => "Forward",
+            Self::OptimStep => "OptimStep",
+            Self::SaveWeights => "SaveWeights",
+            Self::LoadWeights => "LoadWeights",
+            Self::SaveWeightsForSampler => "SaveWeightsForSampler",
+            Self::SaveWeightsExternal => "SaveWeightsExternal",
+            Self::Sample => "Sample",
+        }
+    }
+
+    fn expects_proto(self) -> bool {
+        matches!(self, Self::ForwardBackward | Self::Forward | Self::Sample)
+    }
+}
+
+/// A finished future's payload, before typed decoding.
+pub(crate) enum Payload {
+    /// `application/x-protobuf` body.
+    Proto(Bytes),
+    /// A JSON success value.
+    Json(Value),
+}
+
+/// A payload together with the in-flight byte reservation it holds until decoded.
+pub(crate) struct Retrieved {
+    pub payload: Payload,
+    pub _permit: Option<BytePermit>,
+}
+
+/// What to poll.
+pub(crate) struct PollTarget {
+    pub request_id: String,
+    pub request_type: RequestType,
+    /// Time between starting the call and receiving its untyped future.
+    pub roundtrip: Duration,
+    /// Bytes already reserved (e.g. from the session poller); skips the metadata step.
+    pub reserved: Option<BytePermit>,
+}
+
+/// Polls `retrieve_future` until the request finishes (§3.2).
+pub(crate) async fn retrieve(
+    holder: &Holder,
+    target: PollTarget,
+    observer: Option<&QueueStateObserver>,
+) -> Result<Retrieved> {
+    let clock = holder.transport.runtime().clock.clone();
+    let mut permit = target.reserved;
+    let mut allow_metadata_only = permit.is_none();
+    let mut iteration: u64 = 0;
+    let mut backoff_k: u32 = 0;
+    let mut bad_requests: u32 = 0;
+    let accept = if target.request_type.expects_proto() {
+        APPLICATION_PROTOBUF
+    } else {
+        APPLICATION_JSON
+    };
+    loop {
+        let body = FutureRetrieveRequest {
+            request_id: target.request_id.clone(),
+            allow_metadata_only,
+        };
+        let mut spec = RequestSpec::post("/api/v1/retrieve_future")
+            .with_json(&body)?
+            .with_accept(accept)
+            .with_max_retries(0)
+            .with_timeout(Duration::from_secs(45))
+            .with_header(
+                HeaderName::from_static("x-tinker-request-iteration"),
+                HeaderValue::from(iteration),
+            )
+            .with_header(
+                HeaderName::from_static("x-tinker-request-type"),
+                HeaderValue::from_static(target.request_type.as_str()),
+            );
+        if iteration == 0
+            && let Ok(v) = HeaderValue::from_str(&format!("{}", target.roundtrip.as_secs_f64()))
+        {
+            spec = spec.with_header(
+                HeaderName::from_static("x-tinker-create-promise-roundtrip-time"),
+                v,
+            );
+        }
+        iteration += 1;
+        match holder.transport.send(spec).await {
+            Ok(resp) => {
+                backoff_k = 0;
+                if resp.is_protobuf() {
+                    return Ok(Retrieved {
+                        payload: Payload::Proto(resp.into_body()),
+                        _permit: permit,
+                    });
+                }
+                let value: Value = serde_json::from_slice(resp.body())
+                    .map_err(|e| Error::protocol(format!("retrieve_future: invalid JSON: {e}")))?;
+                match FutureOutcome::<Value>::from_value(value)? {
+                    FutureOutcome::TryAgain(t) => {
+                        if let (Some(obs), Some(state)) = (observer, &t.queue_state) {
+                            obs(state, t.queue_state_reason.as_deref());
+                        }
+                    }
+                    FutureOutcome::CompleteMetadata(m) => {
+                        if !allow_metadata_only {
+                            return Err(Error::protocol(
+                                "server sent a metadata-only answer to a request that refused it",
+                            ));
+                        }
+                        permit = Some(
+                            holder
+                                .inflight_budget
+                                .acquire(m.response_payload_size)
+                                .await,
+                        );
+                        allow_metadata_only = false;
+                    }
+                    FutureOutcome::Failed(f) => {
+                        let category = match f.category {
+                            RequestErrorCategory::User => FailureCategory::User,
+                            RequestErrorCategory::Server => FailureCategory::Server,
+                            _ => FailureCategory::Unknown,
+                        };
+                        return Err(Error::request_failed(
+                            format!("request {} failed: {}", target.request_id, f.error),
+                            category,
+                        ));
+                    }
+                    FutureOutcome::Complete(v) => {
+                        if target.request_type.expects_proto() {
+                            return Err(Error::protocol(
+                                "server predates proto response serialization (JSON result for a protobuf type)",
+                            ));
+                        }
+                        return Ok(Retrieved {
+                            payload: Payload::Json(v),
+                            _permit: permit,
+                        });
+                    }
+                    _ => return Err(Error::protocol("unknown retrieve_future outcome")),
+                }
+            }
+            Err(e) => {
+                let Some(status) = e.status().map(|s| s.as_u16()) else {
+                    // Connection failure or timeout: exponential backoff.
+                    clock
+                        .sleep(
+                            Duration::from_secs(1u64 << backoff_k.min(5))
+                                .min(Duration::from_secs(30)),
+                        )
+                        .await;
+                    backoff_k += 1;
+                    continue;
+                };
+                backoff_k = if status == 429 { backoff_k } else { 0 };
+                match status {
+                    408 => {
+                        bad_requests = 0;
+                        if let (Some(obs), Some(body)) = (observer, e.body())
+                            && let Ok(p) = serde_json::from_slice::<PendingStatusBody>(body)
+                            && let Some(state) = &p.queue_state
+                        {
+                            obs(state, p.queue_state_reason.as_deref());
+                        }
+                    }
+                    s if s >= 500 => {}
+                    429 => {
+                        clock
+                            .sleep(
+                                Duration::from_secs(1u64 << backoff_k.min(5))
+                                    .min(Duration::from_secs(30)),
+                            )
+                            .await;
+                        backoff_k += 1;
+                    }
+                    400 => {
+                        bad_requests += 1;
+                        if bad_requests > MAX_BAD_REQUESTS {
+                            return Err(Error::from(e));
+                        }
+                    }
+                    402 if holder
+                        .transport
+                        .billing_pause()
+                        .should_pause(clock.now(), &e.to_string()) =>
+                    {
+                        clock.sleep(BILLING_SLEEP).await;
+                    }
+                    _ => return Err(Error::from(e)),
+                }
+            }
+        }
+    }
+}
+
+/// Decodes a finished payload into a typed result.
+pub(crate) trait FromPayload: Sized {
+    fn from_payload(payload: Payload) -> Result<Self>;
+}
+
+macro_rules! json_payload {
+    ($($t:ty),* $(,)?) => {$(
+        impl $crate::future::FromPayload for $t {
+            fn from_payload(payload: $crate::future::Payload) -> $crate::error::Result<Self> {
+                match payload {
+                    $crate::future::Payload::Json(v) => tinker_types::json::from_value(v)
+                        .map_err(|e| $crate::error::Error::protocol(format!("invalid result: {e}"))),
+                    $crate::future::Payload::Proto(_) => Err($crate::error::Error::protocol("unexpected protobuf result")),
+                }
+            }
+        }
+    )*};
+}
+pub(crate) use json_payload;
+
+json_payload!(
+    Value,
+    tinker_types::CreateModelResponse,
+    tinker_types::OptimStepResponse
+);
+
+/// Submits a future-returning request: POSTs `make()` (through the holder retry loop) and
+/// returns the untyped future with the time it took.
+pub(crate) async fn submit(
+    holder: &Holder,
+    name: &str,
+    make: impl Fn() -> Result<RequestSpec>,
+) -> Result<(UntypedFuture, Duration)> {
+    let clock = holder.transport.runtime().clock.clone();
+    let started = clock.now();
+    let resp = holder.send_retrying(name, make).await?;
+    let fut: UntypedFuture = crate::holder::parse_json(&resp)?;
+    Ok((fut, clock.now() - started))
+}
+
+/// The handle returned by every asynchronous operation. The request is already in flight
+/// (its order was fixed when the method was called); awaiting yields the result.
+#[must_use = "an ApiFuture does nothing useful unless awaited (the request is sent anyway)"]
+pub struct ApiFuture<T> {
+    inner: Inner<T>,
+}
+
+enum Inner<T> {
+    Ready(Option<Result<T>>),
+    Task(JoinHandle<Result<T>>),
+}
+
+impl<T> fmt::Debug for ApiFuture<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.inner {
+            Inner::Ready(_) => "ready",
+            Inner::Task(t) if t.is_finished() => "finished",
+            Inner::Task(_) => "in flight",
+        };
+        f.debug_struct("ApiFuture").field("state", &state).finish()
+    }
+}
+
+impl<T: Send + 'static> ApiFuture<T> {
+    /// Runs `fut` on the tokio runtime; the handle yields its result.
+    pub(crate) fn spawn(fut: impl Future<Output = Result<T>> + Send + 'static) -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => Self {
+                inner: Inner::Task(rt.spawn(fut)),
+            },
+            Err(_) => Self::failed(Error::new(
+                ErrorKind::Config,
+                "tinker clients must be used inside a tokio runtime",
+            )),
+        }
+    }
+
+    /// A handle that yields `err` (nothing was sent).
+    pub(crate) fn failed(err: Error) -> Self {
+        Self {
+            inner: Inner::Ready(Some(Err(err))),
+        }
+    }
+
+    /// Whether the result is available without waiting.
+    pub fn is_finished(&self) -> bool {
+        match &self.inner {
+            Inner::Ready(_) => true,
+            Inner::Task(t) => t.is_finished(),
+        }
+    }
+}
+
+impl<T> Unpin for ApiFuture<T> {}
+
+impl<T> Future for ApiFuture<T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().inner {
+            Inner::Ready(r) => Poll::Ready(r.take().unwrap_or_else(|| {
+                Err(Error::new(
+                    ErrorKind::Cancelled,
+                    "ApiFuture polled after completion",
+                ))
+            })),
+            Inner::Task(t) => Pin::new(t).poll(cx).map(|r| match r {
+                Ok(r) => r,
+                Err(e) => Err(Error::new(
+                    ErrorKind::Cancelled,
+                    format!("the operation's task ended: {e}"),
+                )),
+            }),
+        }
+    }
+}

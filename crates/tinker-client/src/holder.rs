@@ -1,0 +1,399 @@
+//! The shared state behind every client of one session (the SDK's "client holder"):
+//! transport, server flags, session id and counters, byte budgets and background loops.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tinker_transport::limit::SampleDispatchLimiter;
+use tinker_transport::retry::{RetryClass, Retryable};
+use tinker_transport::{ByteBudget, RequestSpec, Response, Transport, TransportError};
+use tinker_types::{
+    ClientConfig, ClientConfigRequest, CreateSessionRequest, CreateSessionResponse, DynamicConfig,
+    SessionHeartbeatRequest,
+};
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The protocol version this SDK speaks (sent as `sdk_version`).
+pub const SDK_VERSION: &str = "0.38.0";
+
+/// Heartbeat period (§2.1).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
+/// Warn about failing heartbeats after this long without a success.
+const HEARTBEAT_WARN_AFTER: Duration = Duration::from_secs(120);
+
+/// Options of `create_session`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionOptions {
+    pub tags: Vec<String>,
+    pub user_metadata: serde_json::Map<String, serde_json::Value>,
+    pub project_id: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// Shared per-session state. Cheap to share through `Arc`.
+pub(crate) struct Holder {
+    pub transport: Transport,
+    pub config: ClientConfig,
+    pub dynamic: RwLock<DynamicConfig>,
+    pub session_id: Option<String>,
+    pub project_id: Option<String>,
+    model_seq: AtomicU64,
+    sampling_seq: AtomicU64,
+    pub fwdbwd_budget: ByteBudget,
+    pub inflight_budget: ByteBudget,
+    pub sample_limiter: SampleDispatchLimiter,
+    closed: AtomicBool,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Holder")
+            .field("transport", &self.transport)
+            .field("session_id", &self.session_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Retryable for Error {
+    fn retry_class(&self) -> RetryClass {
+        match (self.kind(), self.status()) {
+            (ErrorKind::Api, Some(402)) => RetryClass::Billing,
+            (ErrorKind::Connection, _) => RetryClass::Retry,
+            (ErrorKind::Api, Some(s)) if matches!(s, 408 | 409 | 429) || s >= 500 => {
+                RetryClass::Retry
+            }
+            _ => RetryClass::Fatal,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl Holder {
+    /// Runs the start-up sequence (§1.4): client config, JWT when flagged, dynamic config,
+    /// then `create_session` unless `session` is `None` (REST-only holders).
+    pub(crate) async fn start(
+        transport: Transport,
+        session: Option<SessionOptions>,
+    ) -> Result<Arc<Self>> {
+        let retry = transport.operation_retry();
+        let req = ClientConfigRequest {
+            sdk_version: SDK_VERSION.to_owned(),
+        };
+        let config: ClientConfig = retry
+            .run("client/config", || async {
+                let spec = RequestSpec::post("/api/v1/client/config").with_json(&req)?;
+                transport
+                    .send(spec)
+                    .await?
+                    .json::<ClientConfig>()
+                    .map_err(Error::from)
+            })
+            .await?;
+        if config.pjwt_auth_enabled {
+            let command =
+                config.credential_default_source == tinker_types::CredentialSource::CredentialCmd;
+            transport.enable_jwt_auth(command)?;
+        }
+        transport.billing_pause().set_max_pause(Duration::from_secs(
+            config.billing_exception_max_pause_duration_sec,
+        ));
+        let dynamic = fetch_dynamic_config(&transport, true).await?;
+        let project_id = session.as_ref().and_then(|s| s.project_id.clone());
+        let session_id = match session {
+            None => None,
+            Some(opts) => {
+                let mut req = CreateSessionRequest::new(SDK_VERSION);
+                req.tags = opts.tags;
+                req.user_metadata = opts.user_metadata;
+                req.project_id = opts.project_id;
+                req.display_name = opts.display_name;
+                let spec = RequestSpec::post("/api/v1/create_session").with_json(&req)?;
+                let resp: CreateSessionResponse = transport.send(spec).await?.json()?;
+                if let Some(m) = &resp.info_message {
+                    tracing::info!(message = %m, "create_session");
+                }
+                if let Some(m) = &resp.warning_message {
+                    tracing::warn!(message = %m, "create_session");
+                }
+                if let Some(m) = &resp.error_message {
+                    tracing::error!(message = %m, "create_session");
+                }
+                Some(resp.session_id)
+            }
+        };
+        let runtime = transport.runtime().clone();
+        let holder = Arc::new(Self {
+            fwdbwd_budget: ByteBudget::new(config.fwdbwd_dispatch_bytes_semaphore_size),
+            inflight_budget: ByteBudget::new(config.inflight_response_bytes_semaphore_size),
+            sample_limiter: SampleDispatchLimiter::new(
+                config.sample_dispatch_bytes_semaphore_size,
+                runtime,
+            ),
+            transport,
+            config,
+            dynamic: RwLock::new(dynamic),
+            session_id,
+            project_id,
+            model_seq: AtomicU64::new(0),
+            sampling_seq: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        });
+        if holder.session_id.is_some() {
+            let hb = tokio::spawn(heartbeat_loop(Arc::downgrade(&holder)));
+            let refresh = tokio::spawn(dynamic_refresh_loop(Arc::downgrade(&holder)));
+            holder
+                .tasks
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend([hb, refresh]);
+        }
+        Ok(holder)
+    }
+
+    /// The session id, or an error for REST-only holders.
+    pub(crate) fn session_id(&self) -> Result<&str> {
+        self.session_id
+            .as_deref()
+            .ok_or_else(|| Error::new(ErrorKind::Config, "this client has no session"))
+    }
+
+    pub(crate) fn next_model_seq(&self) -> u64 {
+        self.model_seq.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub(crate) fn next_sampling_seq(&self) -> u64 {
+        self.sampling_seq.fetch_add(1, Ordering::SeqCst)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn dynamic_config(&self) -> DynamicConfig {
+        self.dynamic
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Sends `make()` through the holder retry loop (§6.2); each attempt rebuilds the spec.
+    pub(crate) async fn send_retrying(
+        &self,
+        name: &str,
+        make: impl Fn() -> Result<RequestSpec>,
+    ) -> Result<Response> {
+        if self.is_closed() {
+            return Err(Error::new(ErrorKind::Cancelled, "the client was closed"));
+        }
+        self.transport
+            .operation_retry()
+            .run(name, || {
+                let spec = make();
+                async move { Ok(self.transport.send(spec?).await?) }
+            })
+            .await
+    }
+
+    /// POSTs JSON through the holder retry loop and parses the JSON answer.
+    pub(crate) async fn post_json<Req: Serialize + ?Sized, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Req,
+        sdk_method: &str,
+    ) -> Result<Resp> {
+        let bytes = tinker_types::json::to_vec(body)?;
+        let resp = self
+            .send_retrying(path, || {
+                Ok(RequestSpec::post(path)
+                    .with_body(bytes.clone(), tinker_transport::APPLICATION_JSON)
+                    .with_sdk_method(sdk_method))
+            })
+            .await?;
+        parse_json(&resp)
+    }
+
+    /// GETs through the holder retry loop and parses the JSON answer.
+    pub(crate) async fn get_json<Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        sdk_method: &str,
+    ) -> Result<Resp> {
+        let resp = self
+            .send_retrying(path, || {
+                let mut spec = RequestSpec::get(path).with_sdk_method(sdk_method);
+                for (k, v) in query {
+                    spec = spec.with_query(*k, v.clone());
+                }
+                Ok(spec)
+            })
+            .await?;
+        parse_json(&resp)
+    }
+
+    /// Stops the background loops; later calls fail with [`ErrorKind::Cancelled`].
+    pub(crate) fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            t.abort();
+        }
+        self.transport.close();
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+pub(crate) fn parse_json<T: DeserializeOwned>(resp: &Response) -> Result<T> {
+    tinker_types::json::from_slice(resp.body())
+        .map_err(|e| Error::protocol(format!("unexpected response: {e}")))
+}
+
+async fn fetch_dynamic_config(transport: &Transport, retrying: bool) -> Result<DynamicConfig> {
+    let req = ClientConfigRequest {
+        sdk_version: SDK_VERSION.to_owned(),
+    };
+    let once = || async {
+        let spec = RequestSpec::post("/api/v1/client/dynamic_config")
+            .with_json(&req)?
+            .with_max_retries(0)
+            .with_timeout(Duration::from_secs(10));
+        match transport.send(spec).await {
+            Ok(resp) => parse_json::<DynamicConfig>(&resp),
+            Err(e) if e.status().map(|s| s.as_u16()) == Some(404) => Ok(DynamicConfig::default()),
+            Err(e) => Err(Error::from(e)),
+        }
+    };
+    if retrying {
+        transport
+            .operation_retry()
+            .run("client/dynamic_config", once)
+            .await
+    } else {
+        once().await
+    }
+}
+
+async fn heartbeat_loop(holder: Weak<Holder>) {
+    let Some(h) = holder.upgrade() else { return };
+    let clock = h.transport.runtime().clock.clone();
+    let Some(session_id) = h.session_id.clone() else {
+        return;
+    };
+    drop(h);
+    let mut last_ok = clock.now();
+    loop {
+        clock.sleep(HEARTBEAT_EVERY).await;
+        let Some(h) = holder.upgrade() else { return };
+        if h.is_closed() {
+            return;
+        }
+        let req = SessionHeartbeatRequest {
+            session_id: session_id.clone(),
+        };
+        let result = match RequestSpec::post("/api/v1/session_heartbeat").with_json(&req) {
+            Ok(spec) => {
+                h.transport
+                    .send(
+                        spec.with_max_retries(0)
+                            .with_timeout(Duration::from_secs(10)),
+                    )
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(_) => last_ok = clock.now(),
+            Err(e) if e.status().map(|s| s.as_u16()) == Some(410) => {
+                tracing::info!(session_id = %session_id, "session finished; heartbeat stopped");
+                return;
+            }
+            Err(e) => {
+                let since = clock.now() - last_ok;
+                if since >= HEARTBEAT_WARN_AFTER {
+                    tracing::warn!(
+                        session_id = %session_id,
+                        seconds_without_heartbeat = since.as_secs(),
+                        error = %e,
+                        "session heartbeat failing"
+                    );
+                } else {
+                    tracing::debug!(error = %e, "session heartbeat failed");
+                }
+            }
+        }
+    }
+}
+
+async fn dynamic_refresh_loop(holder: Weak<Holder>) {
+    loop {
+        let (clock, every) = {
+            let Some(h) = holder.upgrade() else { return };
+            let every = h.dynamic_config().effective_refresh_interval_sec();
+            (h.transport.runtime().clock.clone(), every)
+        };
+        clock.sleep(Duration::from_secs(every)).await;
+        let Some(h) = holder.upgrade() else { return };
+        if h.is_closed() {
+            return;
+        }
+        match fetch_dynamic_config(&h.transport, false).await {
+            Ok(cfg) => *h.dynamic.write().unwrap_or_else(PoisonError::into_inner) = cfg,
+            Err(e) => {
+                tracing::debug!(error = %e, "dynamic config refresh failed; keeping old values")
+            }
+        }
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        use tinker_transport::ErrorKind as K;
+        let kind = e.kind();
+        let err = if let Some(status) = e.status() {
+            let body = e.body_excerpt().unwrap_or_default();
+            Error::api(status.as_u16(), &body)
+        } else {
+            let k = match kind {
+                K::Connection | K::Timeout => ErrorKind::Connection,
+                K::Credential => ErrorKind::Config,
+                K::InvalidRequest => ErrorKind::InvalidInput,
+                K::Decode => ErrorKind::Protocol,
+                _ => ErrorKind::Connection,
+            };
+            Error::new(k, e.to_string())
+        };
+        err.with_source(e)
+    }
+}
+
+impl From<tinker_types::Error> for Error {
+    fn from(e: tinker_types::Error) -> Self {
+        Error::invalid(e.to_string()).with_source(e)
+    }
+}

@@ -1,0 +1,21 @@
+//! The protobuf codec calls the client makes, in one place: `forward_backward` request
+//! bodies and the `ForwardBackwardOutput` / `SampleResponse` results (codec in
+//! `tinker-types`).
+
+use tinker_types::{ForwardBackwardOutput, ForwardBackwardRequest, SampleResponse};
+
+use crate::error::{Error, Result};
+
+pub(crate) fn encode_forward_backward(req: &ForwardBackwardRequest) -> Result<Vec<u8>> {
+    Ok(req.encode_proto()?)
+}
+
+pub(crate) fn decode_forward_backward_output(bytes: &[u8]) -> Result<ForwardBackwardOutput> {
+    ForwardBackwardOutput::decode_proto(bytes)
+        .map_err(|e| Error::protocol(format!("invalid ForwardBackwardOutput: {e}")).with_source(e))
+}
+
+pub(crate) fn decode_sample_response(bytes: &[u8]) -> Result<SampleResponse> {
+    SampleResponse::decode_proto(bytes)
+        .map_err(|e| Error::protocol(format!("invalid SampleResponse: {e}")).with_source(e))
+}

@@ -1,0 +1,529 @@
+//! [`SamplingClient`]: text generation and prompt scoring from a base model or saved
+//! weights, with the SDK's dispatch limits, 429 backpressure and outer retry handler (§6.5).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use tinker_transport::RequestSpec;
+use tinker_transport::retry::{RetryClass, Retryable};
+use tinker_types::{
+    CreateSamplingSessionRequest, CreateSamplingSessionResponse, GetSamplerResponse,
+    JoinSamplingSessionRequest, JoinSamplingSessionResponse, ModelInput, ModelInputChunk,
+    SampleRequest, SampleResponse, SamplingParams, TensorData,
+};
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::future::{ApiFuture, Payload, PollTarget, QueueStateObserver, RequestType, retrieve};
+use crate::holder::{Holder, parse_json};
+
+/// Bytes charged per prompt token against the sample dispatch budget.
+const BYTES_PER_TOKEN: u64 = 10;
+/// Clone ids space the `seq_id` counters of rehydrated clients.
+const CLONE_STRIDE: u64 = 1_000_000_000;
+/// No-progress window of the stuck detector.
+const STUCK_AFTER: Duration = Duration::from_secs(7200);
+
+/// Per-request sampling options beyond [`SamplingParams`] (protocol §5.8).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SampleOptions {
+    /// Number of independent samples (default 1).
+    pub num_samples: u32,
+    /// Return the logprob of every prompt token.
+    pub prompt_logprobs: bool,
+    /// Top-k logprobs per prompt position.
+    pub topk_prompt_logprobs: u32,
+    /// Top-k logprobs per generated token.
+    pub topk_sample_logprobs: u32,
+    /// A 2-D int64 tensor `[len(prompt) − 1, K]` of token ids to score (−1 = none).
+    pub target_prompt_logprobs: Option<TensorData>,
+    /// Alternative tokens per prompt position.
+    pub prompt_alt_tokens_k: u32,
+    /// Score only the last N prompt positions (needs `prompt_logprobs`).
+    pub prompt_logprobs_last_n: Option<u32>,
+    /// Record stability information (for `stable_reinforce`).
+    pub record_stability_info: bool,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        Self {
+            num_samples: 1,
+            prompt_logprobs: false,
+            topk_prompt_logprobs: 0,
+            topk_sample_logprobs: 0,
+            target_prompt_logprobs: None,
+            prompt_alt_tokens_k: 0,
+            prompt_logprobs_last_n: None,
+            record_stability_info: false,
+        }
+    }
+}
+
+impl SampleOptions {
+    /// `n` samples, other options default.
+    pub fn samples(n: u32) -> Self {
+        Self {
+            num_samples: n,
+            ..Self::default()
+        }
+    }
+
+    /// Requests prompt logprobs.
+    pub fn with_prompt_logprobs(mut self) -> Self {
+        self.prompt_logprobs = true;
+        self
+    }
+
+    /// Requests top-k logprobs of the generated tokens.
+    pub fn with_topk_sample_logprobs(mut self, k: u32) -> Self {
+        self.topk_sample_logprobs = k;
+        self
+    }
+
+    /// Requests top-k logprobs of the prompt tokens.
+    pub fn with_topk_prompt_logprobs(mut self, k: u32) -> Self {
+        self.topk_prompt_logprobs = k;
+        self
+    }
+
+    /// Scores the given target tokens at each prompt position.
+    pub fn with_target_prompt_logprobs(mut self, targets: TensorData) -> Self {
+        self.target_prompt_logprobs = Some(targets);
+        self
+    }
+
+    /// Requests `k` alternative tokens per prompt position.
+    pub fn with_prompt_alt_tokens(mut self, k: u32) -> Self {
+        self.prompt_alt_tokens_k = k;
+        self
+    }
+
+    /// Scores only the last `n` prompt positions (sets `prompt_logprobs`).
+    pub fn with_prompt_logprobs_last_n(mut self, n: u32) -> Self {
+        self.prompt_logprobs = true;
+        self.prompt_logprobs_last_n = Some(n);
+        self
+    }
+}
+
+/// Where a sampling client's weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SamplingSource {
+    /// A base model by name, e.g. `Qwen/Qwen3-8B`.
+    BaseModel(String),
+    /// Saved sampler (or training) weights, `tinker://…`.
+    ModelPath(String),
+}
+
+/// Generates text from one sampling session. Cheap to clone; clones share the `seq_id`
+/// counter and the retry handler.
+#[derive(Clone)]
+pub struct SamplingClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    holder: Arc<Holder>,
+    sampling_session_id: String,
+    base_model: Option<String>,
+    model_path: Option<String>,
+    next_seq: AtomicU64,
+    observer: Option<QueueStateObserver>,
+    /// Last time any request of this client completed (stuck detection).
+    last_progress: Mutex<Instant>,
+}
+
+impl std::fmt::Debug for SamplingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamplingClient")
+            .field("sampling_session_id", &self.inner.sampling_session_id)
+            .field("base_model", &self.inner.base_model)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SamplingClient {
+    /// Creates a sampling session for `source` (`create_sampling_session`).
+    pub(crate) async fn create(
+        holder: Arc<Holder>,
+        source: SamplingSource,
+        observer: Option<QueueStateObserver>,
+    ) -> Result<Self> {
+        let (base_model, model_path) = match source {
+            SamplingSource::BaseModel(m) => (Some(m), None),
+            SamplingSource::ModelPath(p) => {
+                crate::training::check_tinker_path(&p)?;
+                (None, Some(p))
+            }
+        };
+        let req = CreateSamplingSessionRequest {
+            session_id: holder.session_id()?.to_owned(),
+            sampling_session_seq_id: holder.next_sampling_seq(),
+            base_model: base_model.clone(),
+            model_path: model_path.clone(),
+        };
+        let spec = RequestSpec::post("/api/v1/create_sampling_session")
+            .with_json(&req)?
+            .with_sdk_method("ServiceClient.create_sampling_client");
+        let resp: CreateSamplingSessionResponse = parse_json(&holder.transport.send(spec).await?)?;
+        Self::for_session(
+            holder,
+            resp.sampling_session_id,
+            base_model,
+            model_path,
+            observer,
+        )
+        .await
+    }
+
+    /// A client for an existing sampling session; looks up the base model if unknown.
+    pub(crate) async fn for_session(
+        holder: Arc<Holder>,
+        sampling_session_id: String,
+        base_model: Option<String>,
+        model_path: Option<String>,
+        observer: Option<QueueStateObserver>,
+    ) -> Result<Self> {
+        let (base_model, model_path) = match base_model {
+            Some(b) => (Some(b), model_path),
+            None => {
+                let path = format!("/api/v1/samplers/{sampling_session_id}");
+                let info: GetSamplerResponse = holder
+                    .get_json(&path, &[], "SamplingClient.get_sampler")
+                    .await?;
+                (Some(info.base_model), info.model_path.or(model_path))
+            }
+        };
+        let now = holder.transport.runtime().clock.now();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                holder,
+                sampling_session_id,
+                base_model,
+                model_path,
+                next_seq: AtomicU64::new(0),
+                observer,
+                last_progress: Mutex::new(now),
+            }),
+        })
+    }
+
+    /// Joins an existing sampling session as a clone (`join_sampling_session`): the server
+    /// allocates a clone id, so `seq_id`s never collide with the original client's.
+    pub(crate) async fn join(
+        holder: Arc<Holder>,
+        sampling_session_id: String,
+        observer: Option<QueueStateObserver>,
+    ) -> Result<Self> {
+        let req = JoinSamplingSessionRequest {
+            sampling_session_id: sampling_session_id.clone(),
+        };
+        let resp: JoinSamplingSessionResponse = holder
+            .post_json("/api/v1/join_sampling_session", &req, "SamplingClient.join")
+            .await?;
+        let client = Self::for_session(holder, sampling_session_id, None, None, observer).await?;
+        client.inner.next_seq.store(
+            resp.client_counter.saturating_mul(CLONE_STRIDE),
+            Ordering::SeqCst,
+        );
+        Ok(client)
+    }
+
+    /// The sampling session id (`<session>:sample:<n>`). Another process can pass it to
+    /// [`ServiceClient::join_sampling_client`](crate::ServiceClient::join_sampling_client).
+    pub fn sampling_session_id(&self) -> &str {
+        &self.inner.sampling_session_id
+    }
+
+    /// The base model, if known.
+    pub fn base_model(&self) -> Option<&str> {
+        self.inner.base_model.as_deref()
+    }
+
+    /// The `tinker://` weights path, if the client was created from one.
+    pub fn model_path(&self) -> Option<&str> {
+        self.inner.model_path.as_deref()
+    }
+
+    /// The tokenizer of the base model.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Tokenizer`] if it cannot be found or loaded.
+    pub async fn get_tokenizer(&self) -> Result<tinker_tokenizer::Tokenizer> {
+        let name = self.inner.base_model.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Tokenizer,
+                "the base model of this sampler is unknown",
+            )
+        })?;
+        crate::tokenizer::load(name, None).await
+    }
+
+    /// Samples `num_samples` continuations of `prompt`.
+    pub fn sample(
+        &self,
+        prompt: ModelInput,
+        num_samples: u32,
+        params: SamplingParams,
+    ) -> ApiFuture<SampleResponse> {
+        self.sample_with(prompt, params, SampleOptions::samples(num_samples))
+    }
+
+    /// Samples with every option of the protocol (logprobs, top-k, targets, alt tokens…).
+    pub fn sample_with(
+        &self,
+        prompt: ModelInput,
+        params: SamplingParams,
+        options: SampleOptions,
+    ) -> ApiFuture<SampleResponse> {
+        let inner = self.inner.clone();
+        let no_retries = inner.holder.config.sample_no_retries;
+        match build_request(&inner, prompt, params, options) {
+            Err(e) => ApiFuture::failed(e),
+            Ok(template) => ApiFuture::spawn(async move {
+                if no_retries {
+                    sample_once(&inner, template).await
+                } else {
+                    sample_retrying(&inner, template).await
+                }
+            }),
+        }
+    }
+
+    /// The logprob of every prompt token (the first is `None`).
+    pub fn compute_logprobs(&self, prompt: ModelInput) -> ApiFuture<Vec<Option<f32>>> {
+        let inner = self.inner.clone();
+        let options = SampleOptions::samples(1).with_prompt_logprobs();
+        match build_request(&inner, prompt, SamplingParams::with_max_tokens(1), options) {
+            Err(e) => ApiFuture::failed(e),
+            Ok(template) => ApiFuture::spawn(async move {
+                let resp = sample_retrying(&inner, template).await?;
+                resp.prompt_logprobs
+                    .ok_or_else(|| Error::protocol("the server returned no prompt_logprobs"))
+            }),
+        }
+    }
+}
+
+fn build_request(
+    inner: &Inner,
+    prompt: ModelInput,
+    params: SamplingParams,
+    o: SampleOptions,
+) -> Result<SampleRequest> {
+    if inner.holder.is_closed() {
+        return Err(Error::new(
+            ErrorKind::Cancelled,
+            "the service client was closed",
+        ));
+    }
+    if o.num_samples == 0 {
+        return Err(Error::invalid("num_samples must be at least 1"));
+    }
+    if prompt.length()? == 0 {
+        return Err(Error::invalid("the prompt is empty"));
+    }
+    let mut req = SampleRequest::new(
+        inner.sampling_session_id.clone(),
+        0,
+        prompt,
+        params,
+        o.num_samples,
+    );
+    req.prompt_logprobs = o.prompt_logprobs.then_some(true);
+    req.topk_prompt_logprobs = o.topk_prompt_logprobs;
+    req.topk_sample_logprobs = o.topk_sample_logprobs;
+    req.target_prompt_logprobs = o.target_prompt_logprobs;
+    req.prompt_alt_tokens_k = o.prompt_alt_tokens_k;
+    req.prompt_logprobs_last_n = o.prompt_logprobs_last_n;
+    req.record_stability_info = o.record_stability_info.then_some(true);
+    req.validate()?;
+    Ok(req)
+}
+
+fn estimate_prompt_bytes(prompt: &ModelInput) -> u64 {
+    prompt
+        .chunks
+        .iter()
+        .map(|c| match c {
+            ModelInputChunk::EncodedText(t) => t.tokens.len() as u64 * BYTES_PER_TOKEN,
+            ModelInputChunk::Image(i) => i.data.len() as u64,
+            ModelInputChunk::ImageAssetPointer(p) => p.location.len() as u64,
+            ModelInputChunk::Dmel(d) => d.dmel.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The outer retry handler (§6.5): every attempt takes a new `seq_id`; timeouts,
+/// connection errors, 410 and 408/409/429/5xx are retried without limit, with jittered
+/// backoff; if nothing completes for 7200 s the call fails as stuck.
+async fn sample_retrying(inner: &Inner, template: SampleRequest) -> Result<SampleResponse> {
+    let clock = inner.holder.transport.runtime().clock.clone();
+    let jitter = inner.holder.transport.runtime().jitter.clone();
+    let stuck_detection = inner.holder.config.sample_enable_stuck_detection;
+    let mut attempt: u32 = 0;
+    loop {
+        let attempt_fut = sample_once(inner, template.clone());
+        let result = if stuck_detection {
+            tokio::select! {
+                r = attempt_fut => r,
+                () = wait_stuck(inner) => Err(Error::new(
+                    ErrorKind::Stuck,
+                    format!("No progress made in {}s on sampling session {}", STUCK_AFTER.as_secs(), inner.sampling_session_id),
+                )),
+            }
+        } else {
+            attempt_fut.await
+        };
+        match result {
+            Ok(r) => return Ok(r),
+            Err(e) if e.is_retryable() => {
+                attempt += 1;
+                let base = (0.5 * 2f64.powi(attempt as i32 - 1)).min(10.0);
+                let factor = 1.0 + 0.25 * (2.0 * jitter.unit() - 1.0);
+                let delay = (base * factor).clamp(0.0, 10.0);
+                tracing::debug!(attempt, error = %e, delay, "retrying sample");
+                clock.sleep(Duration::from_secs_f64(delay)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn wait_stuck(inner: &Inner) {
+    let clock = inner.holder.transport.runtime().clock.clone();
+    loop {
+        let last = *inner
+            .last_progress
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let now = clock.now();
+        let deadline = last + STUCK_AFTER;
+        if now >= deadline {
+            return;
+        }
+        clock.sleep(deadline - now).await;
+    }
+}
+
+/// A 429 on `asample` is backpressure, not an error for the operation loop.
+struct Submit(Error);
+
+impl Retryable for Submit {
+    fn retry_class(&self) -> RetryClass {
+        if self.0.status() == Some(429) {
+            RetryClass::Fatal
+        } else {
+            self.0.retry_class()
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.0.to_string()
+    }
+}
+
+/// One sampling attempt with a fresh `seq_id`: dispatch limits, submission with
+/// backpressure, then polling.
+async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResponse> {
+    let clock = inner.holder.transport.runtime().clock.clone();
+    req.seq_id = Some(inner.next_seq.fetch_add(1, Ordering::SeqCst));
+    let expected_samples = req.num_samples as usize;
+    let alt_k = req.prompt_alt_tokens_k;
+    let last_n = req.prompt_logprobs_last_n;
+    let estimate = estimate_prompt_bytes(&req.prompt);
+    let body = bytes::Bytes::from(tinker_types::json::to_vec(&req)?);
+    let limiter = &inner.holder.sample_limiter;
+    let started = clock.now();
+    let fut = loop {
+        limiter.wait_backoff().await;
+        let permit = limiter.acquire(estimate).await;
+        let res = inner
+            .holder
+            .transport
+            .operation_retry()
+            .run("asample", || async {
+                let spec = RequestSpec::post("/api/v1/asample")
+                    .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
+                    .with_max_retries(0)
+                    .with_sdk_method("SamplingClient.sample")
+                    .with_header(
+                        HeaderName::from_static("x-tinker-sampling-backpressure"),
+                        HeaderValue::from_static("1"),
+                    );
+                inner
+                    .holder
+                    .transport
+                    .send(spec)
+                    .await
+                    .map_err(|e| Submit(Error::from(e)))
+            })
+            .await;
+        drop(permit);
+        match res {
+            Ok(resp) => break parse_json::<tinker_types::UntypedFuture>(&resp)?,
+            Err(Submit(e)) if e.status() == Some(429) => {
+                limiter.request_backoff(estimate);
+            }
+            Err(Submit(e)) => return Err(e),
+        }
+    };
+    let ids = fut
+        .sample_sequence_ids
+        .clone()
+        .ok_or_else(|| Error::protocol("asample returned no sample_sequence_ids"))?;
+    if ids.len() != expected_samples {
+        return Err(Error::protocol(format!(
+            "asample returned {} sequence ids for {expected_samples} samples",
+            ids.len()
+        )));
+    }
+    let got = retrieve(
+        &inner.holder,
+        PollTarget {
+            request_id: fut.request_id,
+            request_type: RequestType::Sample,
+            roundtrip: clock.now() - started,
+            reserved: None,
+        },
+        inner.observer.as_ref(),
+    )
+    .await?;
+    let mut resp = match got.payload {
+        Payload::Proto(b) => crate::proto::decode_sample_response(&b)?,
+        Payload::Json(_) => {
+            return Err(Error::protocol(
+                "server predates proto response serialization",
+            ));
+        }
+    };
+    *inner
+        .last_progress
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = clock.now();
+    resp.attach_sequence_ids(&ids)?;
+    if alt_k > 0 && resp.prompt_alt_tokens.is_none() {
+        return Err(Error::protocol(
+            "prompt_alt_tokens_k > 0 but the response has no prompt_alt_tokens",
+        ));
+    }
+    if let (Some(n), Some(lps)) = (last_n, &resp.prompt_logprobs) {
+        let cut = lps.len().saturating_sub(n as usize);
+        if lps[..cut]
+            .iter()
+            .skip(1)
+            .any(|v| v.is_some_and(|x| !x.is_nan()))
+        {
+            return Err(Error::protocol(
+                "the server scored prompt positions before prompt_logprobs_last_n (it ignores the option)",
+            ));
+        }
+    }
+    Ok(resp)
+}

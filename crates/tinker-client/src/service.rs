@@ -1,0 +1,482 @@
+//! [`ServiceClient`]: the entry point. Opens a session and creates the other clients.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tinker_transport::{Env, RequestSpec, SecretString, Transport, TransportBuilder};
+use tinker_types::{
+    ClientConfig, CreateModelRequest, CreateModelResponse, FinishSessionRequest, LoraConfig,
+    OptimizerConfig, SessionFinishReason,
+};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::future::{FromPayload, PollTarget, QueueStateObserver, RequestType, retrieve, submit};
+use crate::holder::{Holder, SessionOptions};
+use crate::rest::RestClient;
+use crate::sampling::{SamplingClient, SamplingSource};
+use crate::training::{TrainingClient, check_tinker_path};
+use crate::wire::{LoadWeightsRequest, LoadWeightsResponse};
+
+/// Builds a [`ServiceClient`]. Unset values come from the environment (`TINKER_*`).
+#[derive(Clone)]
+pub struct ServiceClientBuilder {
+    transport: TransportBuilder,
+    env: Env,
+    api_key: Option<SecretString>,
+    session: SessionOptions,
+    observer: Option<QueueStateObserver>,
+}
+
+impl std::fmt::Debug for ServiceClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClientBuilder")
+            .field("transport", &self.transport)
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ServiceClientBuilder {
+    fn default() -> Self {
+        Self::with_env(Env::process())
+    }
+}
+
+impl ServiceClientBuilder {
+    /// A builder reading `TINKER_*` settings from `env` instead of the process environment.
+    pub fn with_env(env: Env) -> Self {
+        let mut session = SessionOptions::default();
+        if let Some(tags) = env.get("TINKER_TAGS") {
+            let mut set: Vec<String> = tags
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+            set.sort();
+            set.dedup();
+            session.tags = set;
+        }
+        session.project_id = env.get("TINKER_PROJECT_ID").filter(|p| !p.is_empty());
+        Self {
+            transport: Transport::builder().env(env.clone()),
+            env,
+            api_key: None,
+            session,
+            observer: None,
+        }
+    }
+
+    /// The server (default `TINKER_BASE_URL`, else the production service).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.transport = self.transport.base_url(url);
+        self
+    }
+
+    /// The API key (`tml-…`) or a JWT (default `TINKER_API_KEY`, `TINKER_CREDENTIAL_CMD`,
+    /// then `~/.tinker/credentials.json`).
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        let key = SecretString::from(key.into());
+        self.transport = self.transport.api_key(key.clone());
+        self.api_key = Some(key);
+        self
+    }
+
+    /// Session tags (default `TINKER_TAGS`, comma separated).
+    pub fn tags(mut self, tags: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.session.tags = tags.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Session metadata.
+    pub fn user_metadata(mut self, metadata: Map<String, Value>) -> Self {
+        self.session.user_metadata = metadata;
+        self
+    }
+
+    /// The project (default `TINKER_PROJECT_ID`).
+    pub fn project_id(mut self, project: impl Into<String>) -> Self {
+        self.session.project_id = Some(project.into());
+        self
+    }
+
+    /// A display name for the session.
+    pub fn display_name(mut self, name: impl Into<String>) -> Self {
+        self.session.display_name = Some(name.into());
+        self
+    }
+
+    /// An extra header on every request (overrides the Cloudflare headers).
+    pub fn default_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        self.transport = self.transport.default_header(name, value);
+        self
+    }
+
+    /// HTTP-level retries per request (default 10).
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.transport = self.transport.max_retries(n);
+        self
+    }
+
+    /// Read timeout per request (default 60 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.transport = self.transport.read_timeout(timeout);
+        self
+    }
+
+    /// Called with every queue state (`active`, `paused_capacity`, …) the server reports
+    /// while a request of any client of this service waits.
+    pub fn queue_state_observer(
+        mut self,
+        observer: impl Fn(&tinker_types::QueueState, Option<&str>) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// The configured transport builder (for settings not mirrored here).
+    pub fn transport(mut self, f: impl FnOnce(TransportBuilder) -> TransportBuilder) -> Self {
+        self.transport = f(self.transport);
+        self
+    }
+
+    /// Connects: client config, JWT exchange when flagged, dynamic config, `create_session`;
+    /// then heartbeats every 10 s until [`ServiceClient::close`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] without a usable credential or URL; API errors from the server.
+    pub async fn build(self) -> Result<ServiceClient> {
+        let _ = &self.env;
+        let transport = self.transport.build()?;
+        let holder = Holder::start(transport, Some(self.session)).await?;
+        Ok(ServiceClient {
+            holder,
+            observer: self.observer,
+        })
+    }
+}
+
+/// How a session ended (for [`ServiceClient::close`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseStatus {
+    /// Normal end.
+    Success,
+    /// The program failed.
+    Errored,
+    /// The program was interrupted.
+    Interrupted,
+}
+
+/// Options of [`ServiceClient::create_lora_training_client_with`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TrainingClientOptions {
+    /// LoRA settings (default rank 32, all parts trained).
+    pub lora: LoraConfig,
+    /// The optimizer family (default AdamW).
+    pub optimizer: OptimizerConfig,
+    /// Metadata of the training run.
+    pub user_metadata: Option<Map<String, Value>>,
+}
+
+impl TrainingClientOptions {
+    /// Options with a LoRA rank.
+    pub fn rank(rank: u32) -> Self {
+        Self {
+            lora: LoraConfig::with_rank(rank),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the optimizer family.
+    pub fn with_optimizer(mut self, optimizer: OptimizerConfig) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+}
+
+/// The entry point of the SDK: one session on a Tinker server. Cheap to clone.
+#[derive(Clone)]
+pub struct ServiceClient {
+    holder: Arc<Holder>,
+    observer: Option<QueueStateObserver>,
+}
+
+impl std::fmt::Debug for ServiceClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceClient")
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceClient {
+    /// A builder.
+    pub fn builder() -> ServiceClientBuilder {
+        ServiceClientBuilder::default()
+    }
+
+    /// Connects with every setting from the environment (`TINKER_API_KEY`,
+    /// `TINKER_BASE_URL`, `TINKER_PROJECT_ID`, `TINKER_TAGS`, `TINKER_CREDENTIAL_CMD`,
+    /// `CLOUDFLARE_ACCESS_CLIENT_ID`/`_SECRET`).
+    ///
+    /// # Errors
+    /// As [`ServiceClientBuilder::build`].
+    pub async fn from_env() -> Result<Self> {
+        Self::builder().build().await
+    }
+
+    /// The session id.
+    pub fn session_id(&self) -> &str {
+        self.holder.session_id.as_deref().unwrap_or_default()
+    }
+
+    /// The base URL of the server.
+    pub fn base_url(&self) -> &str {
+        self.holder.transport.base_url()
+    }
+
+    /// The feature flags the server sent (`client/config`).
+    pub fn client_config(&self) -> &ClientConfig {
+        &self.holder.config
+    }
+
+    /// The models the server offers (`get_server_capabilities`).
+    ///
+    /// # Errors
+    /// API or connection errors.
+    pub async fn get_server_capabilities(&self) -> Result<ServerCapabilities> {
+        self.holder
+            .get_json(
+                "/api/v1/get_server_capabilities",
+                &[],
+                "ServiceClient.get_server_capabilities",
+            )
+            .await
+    }
+
+    /// Creates a LoRA training client on `base_model` with rank `rank`.
+    ///
+    /// # Errors
+    /// Invalid LoRA settings; API errors.
+    pub async fn create_lora_training_client(
+        &self,
+        base_model: &str,
+        rank: u32,
+    ) -> Result<TrainingClient> {
+        self.create_lora_training_client_with(base_model, TrainingClientOptions::rank(rank))
+            .await
+    }
+
+    /// Creates a LoRA training client with every option.
+    ///
+    /// # Errors
+    /// Invalid LoRA settings; API errors.
+    pub async fn create_lora_training_client_with(
+        &self,
+        base_model: &str,
+        options: TrainingClientOptions,
+    ) -> Result<TrainingClient> {
+        options.lora.validate()?;
+        if base_model.is_empty() {
+            return Err(Error::invalid("base_model is empty"));
+        }
+        let session_id = self.holder.session_id()?.to_owned();
+        let model_seq_id = self.holder.next_model_seq();
+        let mut req = CreateModelRequest::new(session_id, model_seq_id, base_model);
+        req.lora_config = Some(options.lora);
+        req.optimizer_config = options.optimizer;
+        req.user_metadata = options.user_metadata;
+        let body = tinker_types::json::to_vec(&req)?;
+        // create_model goes without the holder retry loop (HTTP retries only).
+        let started = self.holder.transport.runtime().clock.now();
+        let spec = RequestSpec::post("/api/v1/create_model")
+            .with_body(body, tinker_transport::APPLICATION_JSON)
+            .with_sdk_method("ServiceClient.create_lora_training_client");
+        let fut: tinker_types::UntypedFuture =
+            crate::holder::parse_json(&self.holder.transport.send(spec).await?)?;
+        let roundtrip = self.holder.transport.runtime().clock.now() - started;
+        let got = retrieve(
+            &self.holder,
+            PollTarget {
+                request_id: fut.request_id,
+                request_type: RequestType::CreateModel,
+                roundtrip,
+                reserved: None,
+            },
+            self.observer.as_ref(),
+        )
+        .await?;
+        let created = CreateModelResponse::from_payload(got.payload)?;
+        TrainingClient::attach(self.holder.clone(), created.model_id, self.observer.clone()).await
+    }
+
+    /// A new training client with the weights (not the optimizer state) of a `tinker://`
+    /// checkpoint (create-via-load).
+    ///
+    /// # Errors
+    /// A path that is not `tinker://`; API errors.
+    pub async fn create_training_client_from_state(&self, path: &str) -> Result<TrainingClient> {
+        self.create_from_state(path, false, None).await
+    }
+
+    /// A new training client with the weights and optimizer state of a checkpoint.
+    ///
+    /// # Errors
+    /// A path that is not `tinker://`; API errors.
+    pub async fn create_training_client_from_state_with_optimizer(
+        &self,
+        path: &str,
+    ) -> Result<TrainingClient> {
+        self.create_from_state(path, true, None).await
+    }
+
+    async fn create_from_state(
+        &self,
+        path: &str,
+        optimizer: bool,
+        optimizer_config: Option<OptimizerConfig>,
+    ) -> Result<TrainingClient> {
+        check_tinker_path(path)?;
+        let session_id = self.holder.session_id()?.to_owned();
+        let model_seq_id = self.holder.next_model_seq();
+        let model_id = format!("{session_id}:train:{model_seq_id}");
+        let req = LoadWeightsRequest {
+            model_id: None,
+            seq_id: None,
+            session_id: Some(session_id),
+            model_seq_id: Some(model_seq_id),
+            base_model: None,
+            user_metadata: None,
+            path: path.to_owned(),
+            optimizer,
+            optimizer_config,
+            kind_tag: "load_weights",
+        };
+        let body = bytes::Bytes::from(tinker_types::json::to_vec(&req)?);
+        let method = if optimizer {
+            "ServiceClient.create_training_client_from_state_with_optimizer"
+        } else {
+            "ServiceClient.create_training_client_from_state"
+        };
+        let (fut, roundtrip) = submit(&self.holder, "load_weights", || {
+            Ok(RequestSpec::post("/api/v1/load_weights")
+                .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
+                .with_sdk_method(method))
+        })
+        .await?;
+        let got = retrieve(
+            &self.holder,
+            PollTarget {
+                request_id: fut.request_id,
+                request_type: RequestType::LoadWeights,
+                roundtrip,
+                reserved: None,
+            },
+            self.observer.as_ref(),
+        )
+        .await?;
+        let _loaded = LoadWeightsResponse::from_payload(got.payload)?;
+        TrainingClient::attach(self.holder.clone(), model_id, self.observer.clone()).await
+    }
+
+    /// A sampling client for a base model or saved weights.
+    ///
+    /// # Errors
+    /// A model path that is not `tinker://`; API errors.
+    pub async fn create_sampling_client(&self, source: SamplingSource) -> Result<SamplingClient> {
+        SamplingClient::create(self.holder.clone(), source, self.observer.clone()).await
+    }
+
+    /// A sampling client joining an existing sampling session (e.g. one created by another
+    /// process of the same session); the server allocates it a clone id.
+    ///
+    /// # Errors
+    /// API errors.
+    pub async fn join_sampling_client(&self, sampling_session_id: &str) -> Result<SamplingClient> {
+        SamplingClient::join(
+            self.holder.clone(),
+            sampling_session_id.to_owned(),
+            self.observer.clone(),
+        )
+        .await
+    }
+
+    /// A REST client sharing this session's connection.
+    pub fn create_rest_client(&self) -> RestClient {
+        RestClient::from_holder(self.holder.clone())
+    }
+
+    /// An admin client (billing, audit) sharing this session's connection.
+    pub fn create_admin_client(&self) -> crate::AdminClient {
+        crate::AdminClient::from_holder(self.holder.clone())
+    }
+
+    /// Copies weights into this client's project (`copy_weights`); returns the new path.
+    ///
+    /// # Errors
+    /// A path that is not `tinker://`; API errors.
+    pub async fn copy_weights(&self, path: &str, ttl_seconds: Option<u64>) -> Result<String> {
+        self.create_rest_client()
+            .copy_weights(path, self.holder.project_id.clone(), ttl_seconds, None)
+            .await
+    }
+
+    /// Ends the session (`sessions/{id}/finish`) and stops the background loops. Further
+    /// calls on any client of this session fail.
+    ///
+    /// # Errors
+    /// API errors of the finish request (the loops stop anyway).
+    pub async fn close(&self, status: CloseStatus, detail: Option<&str>) -> Result<()> {
+        let reason = match status {
+            CloseStatus::Success => SessionFinishReason::Success,
+            CloseStatus::Errored => SessionFinishReason::Errored,
+            CloseStatus::Interrupted => SessionFinishReason::Interrupted,
+        };
+        let req = FinishSessionRequest::new(reason, detail.map(str::to_owned));
+        let path = format!("/api/v1/sessions/{}/finish", self.holder.session_id()?);
+        let result: Result<Value> = self
+            .holder
+            .post_json(&path, &req, "ServiceClient.close")
+            .await
+            .or_else(|e: Error| {
+                // The body is ignored; an empty one is fine.
+                if e.kind() == ErrorKind::Protocol {
+                    Ok(Value::Null)
+                } else {
+                    Err(e)
+                }
+            });
+        self.holder.shutdown();
+        result.map(|_| ())
+    }
+}
+
+/// `GET /api/v1/get_server_capabilities`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct ServerCapabilities {
+    /// The models on offer.
+    #[serde(default)]
+    pub supported_models: Vec<SupportedModel>,
+}
+
+/// One model of [`ServerCapabilities`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SupportedModel {
+    /// Model name.
+    #[serde(default)]
+    pub model_name: Option<String>,
+    /// Maximum context length.
+    #[serde(default)]
+    pub max_context_length: Option<u64>,
+    /// Whether it can be fine-tuned.
+    #[serde(default)]
+    pub trainable: Option<bool>,
+    /// Whether it can be sampled.
+    #[serde(default)]
+    pub sampleable: Option<bool>,
+}

@@ -1,0 +1,991 @@
+//! [`TrainingClient`]: forward/backward passes, optimizer steps and checkpoints of one model.
+//!
+//! Every method reserves its place in the model's request order *when it is called* and
+//! returns an [`ApiFuture`] that is already in flight, so
+//!
+//! ```ignore
+//! let fb = tc.forward_backward(data, LossFn::CrossEntropy);
+//! let step = tc.optim_step(AdamParams::default());
+//! let (fb, step) = (fb.await?, step.await?);
+//! ```
+//!
+//! pipelines both requests without waiting in between, as the Python SDK does.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::future::try_join_all;
+use tinker_transport::{Compression, RequestSpec};
+use tinker_types::{
+    Datum, ForwardBackwardOutput, ForwardBackwardRequest, GetInfoRequest, GetInfoResponse, LossFn,
+    LossFnConfig, ModelInputChunk, OptimParams, OptimStepRequest, OptimStepResponse, TensorData,
+};
+
+use crate::chunk::{ChunkLimits, plan_chunks};
+use crate::error::{Error, ErrorKind, Result};
+use crate::future::{
+    ApiFuture, FromPayload, Payload, PollTarget, QueueStateObserver, RequestType, retrieve, submit,
+};
+use crate::holder::Holder;
+use crate::metrics::{ChunkMetrics, combine_metrics};
+use crate::sampling::SamplingClient;
+use crate::turn::{Turn, TurnOrder};
+use crate::wire::{
+    LoadWeightsRequest, LoadWeightsResponse, SaveWeightsExternalRequest,
+    SaveWeightsExternalResponse, SaveWeightsForSamplerRequest, SaveWeightsForSamplerResponse,
+    SaveWeightsRequest, SaveWeightsResponse,
+};
+
+/// Bytes per text token in the protobuf request (int32).
+const BYTES_PER_TOKEN: u64 = 4;
+/// Bytes per CSR index (int64).
+const SPARSE_INDEX_BYTES: u64 = 8;
+
+/// Options of [`TrainingClient::save_state_with`] and the sampler saves.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SaveOptions {
+    /// Time to live in seconds (3600 s … 10 years); `None` keeps it forever.
+    pub ttl_seconds: Option<u64>,
+    /// Replace an existing checkpoint of the same name (`save_state` only).
+    pub overwrite: bool,
+    /// Free-form metadata stored with the checkpoint.
+    pub user_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl SaveOptions {
+    /// Sets the time to live.
+    pub fn ttl_seconds(mut self, ttl: u64) -> Self {
+        self.ttl_seconds = Some(ttl);
+        self
+    }
+
+    /// Allows overwriting an existing checkpoint.
+    pub fn overwrite(mut self, overwrite: bool) -> Self {
+        self.overwrite = overwrite;
+        self
+    }
+}
+
+/// What a custom loss function returns (see [`TrainingClient::forward_backward_custom`]).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CustomLossOutput {
+    /// The loss value (reported as `loss:sum`).
+    pub loss: f64,
+    /// `dLoss/dlogprobs` for every datum, same length as that datum's logprobs.
+    pub gradients: Vec<Vec<f32>>,
+    /// Extra metrics (`<name>:<reduction>` keys).
+    pub metrics: BTreeMap<String, f64>,
+}
+
+impl CustomLossOutput {
+    /// A loss with its per-datum gradients.
+    pub fn new(loss: f64, gradients: Vec<Vec<f32>>) -> Self {
+        Self {
+            loss,
+            gradients,
+            metrics: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a metric.
+    pub fn with_metric(mut self, key: impl Into<String>, value: f64) -> Self {
+        self.metrics.insert(key.into(), value);
+        self
+    }
+}
+
+/// A fine-tuned model you can train and sample from. Cheap to clone.
+#[derive(Clone)]
+pub struct TrainingClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    holder: Arc<Holder>,
+    model_id: String,
+    info: GetInfoResponse,
+    turns: TurnOrder,
+    failed: Mutex<Option<String>>,
+    observer: Option<QueueStateObserver>,
+}
+
+impl std::fmt::Debug for TrainingClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainingClient")
+            .field("model_id", &self.inner.model_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrainingClient {
+    pub(crate) async fn attach(
+        holder: Arc<Holder>,
+        model_id: String,
+        observer: Option<QueueStateObserver>,
+    ) -> Result<Self> {
+        let info = fetch_info(
+            &holder,
+            &model_id,
+            "ServiceClient.create_lora_training_client",
+        )
+        .await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                holder,
+                model_id,
+                info,
+                turns: TurnOrder::new(),
+                failed: Mutex::new(None),
+                observer,
+            }),
+        })
+    }
+
+    /// The model id (`<session>:train:<n>`), also the training-run id.
+    pub fn model_id(&self) -> &str {
+        &self.inner.model_id
+    }
+
+    /// The model information fetched when the client was created.
+    pub fn info(&self) -> &GetInfoResponse {
+        &self.inner.info
+    }
+
+    /// Fetches the model information again (`get_info`).
+    pub fn get_info(&self) -> ApiFuture<GetInfoResponse> {
+        let inner = self.inner.clone();
+        ApiFuture::spawn(async move {
+            fetch_info(&inner.holder, &inner.model_id, "TrainingClient.get_info").await
+        })
+    }
+
+    /// The tokenizer of the base model (from `get_info`'s `tokenizer_id`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Tokenizer`] if it cannot be found or loaded.
+    pub async fn get_tokenizer(&self) -> Result<tinker_tokenizer::Tokenizer> {
+        let info = &self.inner.info;
+        let name = info
+            .model_data
+            .model_name
+            .clone()
+            .or_else(|| info.model_name.clone())
+            .unwrap_or_default();
+        crate::tokenizer::load(&name, info.tokenizer_id()).await
+    }
+
+    /// A forward pass only: per-datum outputs (e.g. `logprobs`) without gradients.
+    pub fn forward(&self, data: Vec<Datum>, loss_fn: LossFn) -> ApiFuture<ForwardBackwardOutput> {
+        self.fwd(data, loss_fn, None, true, "TrainingClient.forward")
+    }
+
+    /// [`forward`](Self::forward) with a loss configuration.
+    pub fn forward_with_config(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: LossFn,
+        loss_fn_config: LossFnConfig,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        self.fwd(
+            data,
+            loss_fn,
+            Some(loss_fn_config),
+            true,
+            "TrainingClient.forward",
+        )
+    }
+
+    /// Forward and backward pass: accumulates gradients for the next
+    /// [`optim_step`](Self::optim_step). Large batches are split into several requests
+    /// (by the server's chunk limits) and the results combined.
+    pub fn forward_backward(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: LossFn,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        self.fwd(
+            data,
+            loss_fn,
+            None,
+            false,
+            "TrainingClient.forward_backward",
+        )
+    }
+
+    /// [`forward_backward`](Self::forward_backward) with a loss configuration (e.g. PPO
+    /// clip thresholds).
+    pub fn forward_backward_with_config(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: LossFn,
+        loss_fn_config: LossFnConfig,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        self.fwd(
+            data,
+            loss_fn,
+            Some(loss_fn_config),
+            false,
+            "TrainingClient.forward_backward",
+        )
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if let Some(why) = self
+            .inner
+            .failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                format!("this training client has failed: {why}"),
+            ));
+        }
+        if self.inner.holder.is_closed() {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                "the service client was closed",
+            ));
+        }
+        Ok(())
+    }
+
+    fn fwd(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: LossFn,
+        config: Option<LossFnConfig>,
+        forward_only: bool,
+        method: &'static str,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        match self.prepare_fwd(data, &loss_fn) {
+            Err(e) => ApiFuture::failed(e),
+            Ok(prepared) => {
+                let turn = self.inner.turns.reserve(prepared.len() as u64);
+                let inner = self.inner.clone();
+                ApiFuture::spawn(async move {
+                    run_fwd(
+                        &inner,
+                        turn,
+                        prepared,
+                        loss_fn,
+                        config,
+                        forward_only,
+                        method,
+                    )
+                    .await
+                })
+            }
+        }
+    }
+
+    /// Validates and splits `data` into chunks (nothing is sent, nothing reserved).
+    fn prepare_fwd(&self, data: Vec<Datum>, loss_fn: &LossFn) -> Result<Vec<(Vec<Datum>, u64)>> {
+        self.check_usable()?;
+        if data.is_empty() {
+            return Err(Error::invalid(
+                "forward/forward_backward needs at least one datum",
+            ));
+        }
+        for (i, d) in data.iter().enumerate() {
+            d.check_for(loss_fn)
+                .map_err(|e| Error::invalid(format!("datum {i}: {e}")))?;
+        }
+        let costs: Vec<u64> = data.iter().map(estimate_datum_bytes).collect();
+        let cfg = &self.inner.holder.config;
+        let limits = ChunkLimits {
+            max_len: usize::try_from(cfg.fwdbwd_max_chunk_len).unwrap_or(usize::MAX),
+            max_bytes: cfg.fwdbwd_max_chunk_bytes_count,
+        };
+        let plan = plan_chunks(&costs, limits);
+        let mut data = data.into_iter();
+        Ok(plan
+            .into_iter()
+            .map(|c| (data.by_ref().take(c.range.len()).collect(), c.bytes))
+            .collect())
+    }
+
+    /// One optimizer step with the accumulated gradients.
+    pub fn optim_step(&self, params: impl Into<OptimParams>) -> ApiFuture<OptimStepResponse> {
+        let params = params.into();
+        if let Err(e) = self.check_usable() {
+            return ApiFuture::failed(e);
+        }
+        if let OptimParams::Dimuon(d) = &params
+            && let Err(e) = d.validate()
+        {
+            return ApiFuture::failed(e.into());
+        }
+        let turn = self.inner.turns.reserve(1);
+        let inner = self.inner.clone();
+        ApiFuture::spawn(async move {
+            let seq_id = turn.first() + 1;
+            let req = OptimStepRequest::new(inner.model_id.clone(), seq_id, params);
+            let body = tinker_types::json::to_vec(&req)?;
+            inner
+                .run_simple(
+                    turn,
+                    "/api/v1/optim_step",
+                    body,
+                    RequestType::OptimStep,
+                    "TrainingClient.optim_step",
+                )
+                .await
+        })
+    }
+
+    /// Saves weights and optimizer state as `tinker://<run>/weights/<name>`.
+    pub fn save_state(&self, name: &str) -> ApiFuture<SaveWeightsResponse> {
+        self.save_state_with(name, SaveOptions::default())
+    }
+
+    /// [`save_state`](Self::save_state) with a TTL, overwrite flag or metadata.
+    pub fn save_state_with(
+        &self,
+        name: &str,
+        options: SaveOptions,
+    ) -> ApiFuture<SaveWeightsResponse> {
+        if let Err(e) = self.check_usable().and_then(|()| check_name(name)) {
+            return ApiFuture::failed(e);
+        }
+        let turn = self.inner.turns.reserve(1);
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        ApiFuture::spawn(async move {
+            let req = SaveWeightsRequest {
+                model_id: inner.model_id.clone(),
+                path: Some(name),
+                seq_id: turn.first() + 1,
+                ttl_seconds: options.ttl_seconds,
+                overwrite: options.overwrite,
+                user_metadata: options.user_metadata,
+                kind_tag: "save_weights",
+            };
+            let body = tinker_types::json::to_vec(&req)?;
+            inner
+                .run_simple_no_http_retry(
+                    turn,
+                    "/api/v1/save_weights",
+                    body,
+                    RequestType::SaveWeights,
+                    "TrainingClient.save_state",
+                )
+                .await
+        })
+    }
+
+    /// Loads weights (not optimizer state) from a `tinker://` checkpoint into this model.
+    /// Deprecated in the SDK in favour of
+    /// [`ServiceClient::create_training_client_from_state`](crate::ServiceClient::create_training_client_from_state).
+    pub fn load_state(&self, path: &str) -> ApiFuture<LoadWeightsResponse> {
+        self.load(path, false, "TrainingClient.load_state")
+    }
+
+    /// Loads weights and optimizer state from a `tinker://` checkpoint into this model.
+    pub fn load_state_with_optimizer(&self, path: &str) -> ApiFuture<LoadWeightsResponse> {
+        self.load(path, true, "TrainingClient.load_state_with_optimizer")
+    }
+
+    fn load(
+        &self,
+        path: &str,
+        optimizer: bool,
+        method: &'static str,
+    ) -> ApiFuture<LoadWeightsResponse> {
+        if let Err(e) = self.check_usable().and_then(|()| check_tinker_path(path)) {
+            return ApiFuture::failed(e);
+        }
+        let turn = self.inner.turns.reserve(1);
+        let inner = self.inner.clone();
+        let path = path.to_owned();
+        ApiFuture::spawn(async move {
+            let req = LoadWeightsRequest {
+                model_id: Some(inner.model_id.clone()),
+                seq_id: Some(turn.first() + 1),
+                session_id: None,
+                model_seq_id: None,
+                base_model: None,
+                user_metadata: None,
+                path,
+                optimizer,
+                optimizer_config: None,
+                kind_tag: "load_weights",
+            };
+            let body = tinker_types::json::to_vec(&req)?;
+            inner
+                .run_simple(
+                    turn,
+                    "/api/v1/load_weights",
+                    body,
+                    RequestType::LoadWeights,
+                    method,
+                )
+                .await
+        })
+    }
+
+    /// Saves sampler weights as `tinker://<run>/sampler_weights/<name>`. Unlike SDK 0.38,
+    /// the request's place in the order is fixed when this is called.
+    pub fn save_weights_for_sampler(&self, name: &str) -> ApiFuture<SaveWeightsForSamplerResponse> {
+        self.save_weights_for_sampler_with(name, SaveOptions::default())
+    }
+
+    /// [`save_weights_for_sampler`](Self::save_weights_for_sampler) with a TTL or metadata.
+    pub fn save_weights_for_sampler_with(
+        &self,
+        name: &str,
+        options: SaveOptions,
+    ) -> ApiFuture<SaveWeightsForSamplerResponse> {
+        if let Err(e) = self.check_usable().and_then(|()| check_name(name)) {
+            return ApiFuture::failed(e);
+        }
+        let turn = self.inner.turns.reserve(1);
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        ApiFuture::spawn(async move {
+            let req = SaveWeightsForSamplerRequest {
+                model_id: inner.model_id.clone(),
+                path: Some(name),
+                sampling_session_seq_id: None,
+                kind: "snapshot",
+                seq_id: turn.first() + 1,
+                ttl_seconds: options.ttl_seconds,
+                user_metadata: options.user_metadata,
+                kind_tag: "save_weights_for_sampler",
+            };
+            let body = tinker_types::json::to_vec(&req)?;
+            inner
+                .run_simple_no_http_retry(
+                    turn,
+                    "/api/v1/save_weights_for_sampler",
+                    body,
+                    RequestType::SaveWeightsForSampler,
+                    "TrainingClient.save_weights_for_sampler",
+                )
+                .await
+        })
+    }
+
+    /// Snapshots the current weights into a new sampling session and returns a
+    /// [`SamplingClient`] for it (no named checkpoint is kept).
+    pub fn save_weights_and_get_sampling_client(&self) -> ApiFuture<SamplingClient> {
+        if let Err(e) = self.check_usable() {
+            return ApiFuture::failed(e);
+        }
+        let turn = self.inner.turns.reserve(1);
+        let inner = self.inner.clone();
+        ApiFuture::spawn(async move {
+            let seq_id = turn.first() + 1;
+            let model_id = inner.model_id.clone();
+            let holder = inner.holder.clone();
+            // The sampling-session counter is read per attempt, as the SDK does.
+            let make = || {
+                let req = SaveWeightsForSamplerRequest {
+                    model_id: model_id.clone(),
+                    path: None,
+                    sampling_session_seq_id: Some(holder.next_sampling_seq()),
+                    kind: "snapshot",
+                    seq_id,
+                    ttl_seconds: None,
+                    user_metadata: None,
+                    kind_tag: "save_weights_for_sampler",
+                };
+                let body = tinker_types::json::to_vec(&req)?;
+                Ok(RequestSpec::post("/api/v1/save_weights_for_sampler")
+                    .with_body(body, tinker_transport::APPLICATION_JSON)
+                    .with_max_retries(0)
+                    .with_sdk_method("TrainingClient.save_weights_and_get_sampling_client"))
+            };
+            let submitted = submit(&holder, "save_weights_for_sampler", make).await;
+            drop(turn);
+            let (fut, roundtrip) = submitted?;
+            let resp: SaveWeightsForSamplerResponse = inner
+                .poll(
+                    fut.request_id,
+                    RequestType::SaveWeightsForSampler,
+                    roundtrip,
+                )
+                .await?;
+            let session = resp.sampling_session_id.ok_or_else(|| {
+                Error::protocol("save_weights_for_sampler returned no sampling_session_id")
+            })?;
+            let base_model = inner
+                .info
+                .model_data
+                .model_name
+                .clone()
+                .or_else(|| inner.info.model_name.clone());
+            SamplingClient::for_session(holder, session, base_model, None, inner.observer.clone())
+                .await
+        })
+    }
+
+    /// Exports the weights in Hugging Face/PEFT format as
+    /// `tinker://<run>/external_weights/<name>`, downloadable through the REST client.
+    pub fn save_weights_external(&self, name: &str) -> ApiFuture<SaveWeightsExternalResponse> {
+        self.save_weights_external_with(name, None, Vec::new())
+    }
+
+    /// [`save_weights_external`](Self::save_weights_external) with a TTL and `age`
+    /// encryption recipients (at most 10).
+    pub fn save_weights_external_with(
+        &self,
+        name: &str,
+        ttl_seconds: Option<u64>,
+        age_recipients: Vec<String>,
+    ) -> ApiFuture<SaveWeightsExternalResponse> {
+        let check = self
+            .check_usable()
+            .and_then(|()| check_name(name))
+            .and_then(|()| {
+                if age_recipients.len() > 10 {
+                    Err(Error::invalid("at most 10 age encryption recipients"))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = check {
+            return ApiFuture::failed(e);
+        }
+        let turn = self.inner.turns.reserve(1);
+        let inner = self.inner.clone();
+        let name = name.to_owned();
+        ApiFuture::spawn(async move {
+            let req = SaveWeightsExternalRequest {
+                model_id: inner.model_id.clone(),
+                path: name,
+                seq_id: turn.first() + 1,
+                ttl_seconds,
+                age_encryption_recipients: (!age_recipients.is_empty()).then_some(age_recipients),
+                kind_tag: "save_weights_external",
+            };
+            let body = tinker_types::json::to_vec(&req)?;
+            inner
+                .run_simple_no_http_retry(
+                    turn,
+                    "/api/v1/save_weights_external",
+                    body,
+                    RequestType::SaveWeightsExternal,
+                    "TrainingClient.save_weights_external",
+                )
+                .await
+        })
+    }
+
+    /// Trains on a loss computed by your code (protocol §6.8, client-side form).
+    ///
+    /// A forward pass gives `loss_fn` every datum's `logprobs` (one value per
+    /// `target_tokens` row); it returns the loss, `dLoss/dlogprobs` per datum and metrics.
+    /// A `cross_entropy` forward/backward with `weights = −gradient` then applies exactly
+    /// that gradient. The result's metrics hold the server's `loss:sum` as
+    /// `surrogate_loss:sum`, your metrics, and `loss:sum` = your loss.
+    ///
+    /// If any step fails the client is marked failed: its reserved requests can never be
+    /// sent, so later training calls fail instead of waiting forever.
+    pub fn forward_backward_custom<F>(
+        &self,
+        data: Vec<Datum>,
+        loss_fn: F,
+    ) -> ApiFuture<ForwardBackwardOutput>
+    where
+        F: FnOnce(&[Datum], &[Vec<f32>]) -> Result<CustomLossOutput> + Send + 'static,
+    {
+        // Forward data: target_tokens plus weights (given, else zeros).
+        let forward_data: Result<Vec<Datum>> = data
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let targets = d.loss_fn_inputs.get("target_tokens").ok_or_else(|| {
+                    Error::invalid(format!(
+                        "datum {i}: forward_backward_custom needs target_tokens"
+                    ))
+                })?;
+                let weights = match d.loss_fn_inputs.get("weights") {
+                    Some(w) => w.clone(),
+                    None => TensorData::from_f32(vec![0.0; targets.dense_len()], targets.dims())?,
+                };
+                let mut inputs = tinker_types::LossFnInputs::new();
+                inputs.insert("target_tokens".to_owned(), targets.clone());
+                inputs.insert("weights".to_owned(), weights);
+                let mut fd = d.clone();
+                fd.loss_fn_inputs = inputs;
+                Ok(fd)
+            })
+            .collect();
+        let prepared = forward_data.and_then(|fd| self.prepare_fwd(fd, &LossFn::CrossEntropy));
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => return ApiFuture::failed(e),
+        };
+        let n = prepared.len() as u64;
+        let fwd_turn = self.inner.turns.reserve(n);
+        let bwd_turn = self.inner.turns.reserve(n);
+        let inner = self.inner.clone();
+        ApiFuture::spawn(async move {
+            let result = run_custom(&inner, fwd_turn, bwd_turn, prepared, data, loss_fn).await;
+            if let Err(e) = &result {
+                *inner.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+            }
+            result
+        })
+    }
+}
+
+async fn run_custom<F>(
+    inner: &Arc<Inner>,
+    fwd_turn: Turn,
+    bwd_turn: Turn,
+    prepared: Vec<(Vec<Datum>, u64)>,
+    original: Vec<Datum>,
+    loss_fn: F,
+) -> Result<ForwardBackwardOutput>
+where
+    F: FnOnce(&[Datum], &[Vec<f32>]) -> Result<CustomLossOutput> + Send + 'static,
+{
+    let sizes: Vec<(usize, u64)> = prepared.iter().map(|(d, b)| (d.len(), *b)).collect();
+    let fwd = run_fwd(
+        inner,
+        fwd_turn,
+        prepared,
+        LossFn::CrossEntropy,
+        None,
+        true,
+        "TrainingClient.forward_backward_custom",
+    )
+    .await?;
+    let logprobs: Vec<Vec<f32>> = fwd
+        .loss_fn_outputs
+        .iter()
+        .enumerate()
+        .map(|(i, out)| {
+            out.get("logprobs")
+                .and_then(|t| t.to_dense_f32(0.0))
+                .ok_or_else(|| {
+                    Error::protocol(format!("forward output {i} has no float32 logprobs"))
+                })
+        })
+        .collect::<Result<_>>()?;
+    if logprobs.len() != original.len() {
+        return Err(Error::protocol(
+            "forward returned a different number of outputs than datums",
+        ));
+    }
+    let data_for_user = original.clone();
+    let lp = logprobs.clone();
+    let user = tokio::task::spawn_blocking(move || loss_fn(&data_for_user, &lp))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Cancelled, format!("custom loss panicked: {e}")))??;
+    if user.gradients.len() != original.len() {
+        return Err(Error::invalid(format!(
+            "custom loss returned {} gradients for {} datums",
+            user.gradients.len(),
+            original.len()
+        )));
+    }
+    for key in user.metrics.keys() {
+        crate::metrics::split_metric_key(key)?;
+    }
+    let mut backward: Vec<Datum> = Vec::with_capacity(original.len());
+    for (i, (d, g)) in original.into_iter().zip(&user.gradients).enumerate() {
+        if g.len() != logprobs[i].len() {
+            return Err(Error::invalid(format!(
+                "datum {i}: gradient has {} values, logprobs {}",
+                g.len(),
+                logprobs[i].len()
+            )));
+        }
+        let targets = d
+            .loss_fn_inputs
+            .get("target_tokens")
+            .cloned()
+            .ok_or_else(|| Error::invalid("missing target_tokens"))?;
+        let weights = TensorData::from_f32(g.iter().map(|x| -x).collect(), targets.dims())?;
+        let mut inputs = tinker_types::LossFnInputs::new();
+        inputs.insert("target_tokens".to_owned(), targets);
+        inputs.insert("weights".to_owned(), weights);
+        let mut bd = d;
+        bd.loss_fn_inputs = inputs;
+        backward.push(bd);
+    }
+    // Reuse the forward chunk boundaries.
+    let mut it = backward.into_iter();
+    let chunks: Vec<(Vec<Datum>, u64)> = sizes
+        .iter()
+        .map(|(n, b)| (it.by_ref().take(*n).collect(), *b))
+        .collect();
+    let mut out = run_fwd(
+        inner,
+        bwd_turn,
+        chunks,
+        LossFn::CrossEntropy,
+        None,
+        false,
+        "TrainingClient.forward_backward_custom",
+    )
+    .await?;
+    if let Some(server_loss) = out.metrics.remove("loss:sum") {
+        out.metrics
+            .insert("surrogate_loss:sum".to_owned(), server_loss);
+    }
+    out.metrics.extend(user.metrics);
+    out.metrics.insert("loss:sum".to_owned(), user.loss);
+    Ok(out)
+}
+
+impl Inner {
+    /// Posts a JSON training request in turn, then polls its result.
+    async fn run_simple<T: FromPayload>(
+        &self,
+        turn: Turn,
+        path: &'static str,
+        body: Vec<u8>,
+        request_type: RequestType,
+        method: &'static str,
+    ) -> Result<T> {
+        self.run_json(turn, path, body, request_type, method, None)
+            .await
+    }
+
+    /// As [`run_simple`](Self::run_simple) without HTTP-level retries (the save family).
+    async fn run_simple_no_http_retry<T: FromPayload>(
+        &self,
+        turn: Turn,
+        path: &'static str,
+        body: Vec<u8>,
+        request_type: RequestType,
+        method: &'static str,
+    ) -> Result<T> {
+        self.run_json(turn, path, body, request_type, method, Some(0))
+            .await
+    }
+
+    async fn run_json<T: FromPayload>(
+        &self,
+        turn: Turn,
+        path: &'static str,
+        body: Vec<u8>,
+        request_type: RequestType,
+        method: &'static str,
+        max_retries: Option<u32>,
+    ) -> Result<T> {
+        turn.wait().await;
+        let body = bytes::Bytes::from(body);
+        let submitted = submit(&self.holder, path, || {
+            let mut spec = RequestSpec::post(path)
+                .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
+                .with_sdk_method(method);
+            if let Some(n) = max_retries {
+                spec = spec.with_max_retries(n);
+            }
+            Ok(spec)
+        })
+        .await;
+        drop(turn);
+        let (fut, roundtrip) = submitted?;
+        self.poll(fut.request_id, request_type, roundtrip).await
+    }
+
+    async fn poll<T: FromPayload>(
+        &self,
+        request_id: String,
+        request_type: RequestType,
+        roundtrip: std::time::Duration,
+    ) -> Result<T> {
+        let got = retrieve(
+            &self.holder,
+            PollTarget {
+                request_id,
+                request_type,
+                roundtrip,
+                reserved: None,
+            },
+            self.observer.as_ref(),
+        )
+        .await?;
+        T::from_payload(got.payload)
+    }
+}
+
+async fn run_fwd(
+    inner: &Arc<Inner>,
+    turn: Turn,
+    chunks: Vec<(Vec<Datum>, u64)>,
+    loss_fn: LossFn,
+    config: Option<LossFnConfig>,
+    forward_only: bool,
+    method: &'static str,
+) -> Result<ForwardBackwardOutput> {
+    turn.wait().await;
+    let first_seq = turn.first() + 1;
+    let request_type = if forward_only {
+        RequestType::Forward
+    } else {
+        RequestType::ForwardBackward
+    };
+    let compress = inner.holder.config.proto_compress_fwdbwd;
+    let bodies: Vec<(bytes::Bytes, u64)> = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, (data, bytes))| {
+            let mut req = ForwardBackwardRequest::new(
+                inner.model_id.clone(),
+                first_seq + i as u64,
+                data,
+                loss_fn.clone(),
+            );
+            req.loss_fn_config = config.clone();
+            req.forward_only = forward_only;
+            Ok((
+                bytes::Bytes::from(crate::proto::encode_forward_backward(&req)?),
+                bytes,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let submit_one = |body: bytes::Bytes, bytes: u64| {
+        let holder = inner.holder.clone();
+        async move {
+            let _permit = holder.fwdbwd_budget.acquire(bytes).await;
+            submit(&holder, "forward_backward", || {
+                let mut spec = RequestSpec::post("/api/v1/forward_backward")
+                    .with_protobuf(body.clone())
+                    .with_sdk_method(method);
+                if compress {
+                    spec = spec.with_compression(Compression::Zstd);
+                }
+                Ok(spec)
+            })
+            .await
+        }
+    };
+    let submitted: Result<Vec<_>> = if inner.holder.config.parallel_fwdbwd_chunks
+        && bodies.len() > 1
+    {
+        // All chunks but the first concurrently, then the first (the SDK's order).
+        let rest = try_join_all(bodies[1..].iter().map(|(b, n)| submit_one(b.clone(), *n))).await;
+        match rest {
+            Ok(rest) => submit_one(bodies[0].0.clone(), bodies[0].1)
+                .await
+                .map(|first| {
+                    let mut all = vec![first];
+                    all.extend(rest);
+                    all
+                }),
+            Err(e) => Err(e),
+        }
+    } else {
+        let mut all = Vec::new();
+        let mut err = None;
+        for (b, n) in &bodies {
+            match submit_one(b.clone(), *n).await {
+                Ok(f) => all.push(f),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        err.map_or(Ok(all), Err)
+    };
+    drop(turn);
+    let submitted = submitted?;
+    let results: Vec<ForwardBackwardOutput> =
+        try_join_all(submitted.into_iter().map(|(fut, rt)| {
+            inner.poll::<ForwardBackwardOutput>(fut.request_id, request_type, rt)
+        }))
+        .await?;
+    combine_outputs(results)
+}
+
+/// Concatenates chunk outputs and combines their metrics (§6.4).
+pub(crate) fn combine_outputs(
+    results: Vec<ForwardBackwardOutput>,
+) -> Result<ForwardBackwardOutput> {
+    let metrics = {
+        let parts: Vec<ChunkMetrics<'_>> = results
+            .iter()
+            .map(|r| ChunkMetrics {
+                metrics: &r.metrics,
+                weight: r.loss_fn_outputs.len(),
+            })
+            .collect();
+        combine_metrics(&parts)?
+    };
+    let loss_fn_output_type = results
+        .first()
+        .map(|r| r.loss_fn_output_type.clone())
+        .unwrap_or_default();
+    let loss_fn_outputs = results
+        .into_iter()
+        .flat_map(|r| r.loss_fn_outputs)
+        .collect();
+    Ok(ForwardBackwardOutput {
+        loss_fn_output_type,
+        loss_fn_outputs,
+        metrics,
+    })
+}
+
+impl FromPayload for ForwardBackwardOutput {
+    fn from_payload(payload: Payload) -> Result<Self> {
+        match payload {
+            Payload::Proto(b) => crate::proto::decode_forward_backward_output(&b),
+            Payload::Json(_) => Err(Error::protocol(
+                "server predates proto response serialization",
+            )),
+        }
+    }
+}
+
+/// Estimated protobuf bytes of one datum (§6.4).
+pub(crate) fn estimate_datum_bytes(d: &Datum) -> u64 {
+    let input: u64 = d
+        .model_input
+        .chunks
+        .iter()
+        .map(|c| match c {
+            ModelInputChunk::EncodedText(t) => t.tokens.len() as u64 * BYTES_PER_TOKEN,
+            ModelInputChunk::Image(i) => i.data.len() as u64,
+            ModelInputChunk::ImageAssetPointer(p) => p.location.len() as u64,
+            ModelInputChunk::Dmel(m) => m.dmel.len() as u64,
+            _ => 0,
+        })
+        .sum();
+    let tensors: u64 = d
+        .loss_fn_inputs
+        .values()
+        .map(|t| {
+            let values = t.values().len() as u64 * t.dtype().item_size() as u64;
+            let csr = t.csr_indices().map_or(0, |c| {
+                (c.crow_indices.len() + c.col_indices.len()) as u64 * SPARSE_INDEX_BYTES
+            });
+            values + csr
+        })
+        .sum();
+    input + tensors
+}
+
+async fn fetch_info(holder: &Holder, model_id: &str, method: &str) -> Result<GetInfoResponse> {
+    let req = GetInfoRequest {
+        model_id: model_id.to_owned(),
+    };
+    holder.post_json("/api/v1/get_info", &req, method).await
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains('/') {
+        return Err(Error::invalid(format!(
+            "checkpoint name {name:?} must be non-empty and contain no '/'"
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_tinker_path(path: &str) -> Result<()> {
+    if !path.starts_with("tinker://") {
+        return Err(Error::invalid(format!("{path:?} is not a tinker:// path")));
+    }
+    Ok(())
+}

@@ -1,0 +1,289 @@
+//! End to end over HTTP against an in-process tinker-local: training, checkpoints,
+//! sampling from trained weights, session lifecycle.
+
+mod common;
+
+use common::{MODEL, datum, start, training};
+use tinker_client::{CloseStatus, CustomLossOutput, ErrorKind, SampleOptions, SamplingSource};
+use tinker_types::{AdamParams, LossFn, ModelInput, SamplingParams};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn train_save_and_sample() {
+    let env = start(None).await;
+    let tc = training(&env).await;
+    assert!(tc.model_id().starts_with(env.service.session_id()));
+    let info = tc.get_info().await.unwrap();
+    assert_eq!(info.model_id, tc.model_id());
+
+    let tokenizer = tc.get_tokenizer().await.unwrap();
+    let tokens = tokenizer
+        .encode("The capital of France is Paris.", true)
+        .unwrap();
+    let data = vec![datum(&tokens)];
+
+    // forward: per-datum logprobs, no training.
+    let fwd = tc
+        .forward(data.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    assert_eq!(fwd.loss_fn_outputs.len(), 1);
+    assert!(fwd.loss_fn_outputs[0].contains_key("logprobs"));
+    let first_loss = fwd.metrics["loss:sum"];
+
+    // Pipelined: several steps submitted before awaiting anything.
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        handles.push((
+            tc.forward_backward(data.clone(), LossFn::CrossEntropy),
+            tc.optim_step(AdamParams::with_learning_rate(2e-2)),
+        ));
+    }
+    for (fb, step) in handles {
+        assert!(fb.await.unwrap().metrics.contains_key("loss:sum"));
+        step.await.unwrap();
+    }
+    let after = tc
+        .forward(data.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap()
+        .metrics["loss:sum"];
+    assert!(
+        after < first_loss,
+        "loss should fall: {first_loss} -> {after}"
+    );
+
+    // Checkpoints.
+    let state = tc.save_state("step-4").await.unwrap();
+    assert!(
+        state.path.starts_with("tinker://") && state.path.ends_with("/weights/step-4"),
+        "{}",
+        state.path
+    );
+    let sampler_path = tc
+        .save_weights_for_sampler("s4")
+        .await
+        .unwrap()
+        .path
+        .unwrap();
+    assert!(sampler_path.ends_with("/sampler_weights/s4"));
+
+    // Sampling from the named sampler weights, with logprob options.
+    let sampler = env
+        .service
+        .create_sampling_client(SamplingSource::ModelPath(sampler_path.clone()))
+        .await
+        .unwrap();
+    assert_eq!(sampler.base_model(), Some(MODEL));
+    let prompt = ModelInput::from_tokens(&tokens[..4]);
+    let out = sampler
+        .sample_with(
+            prompt.clone(),
+            SamplingParams {
+                max_tokens: Some(5),
+                seed: Some(1),
+                ..SamplingParams::default()
+            },
+            SampleOptions::samples(2)
+                .with_prompt_logprobs()
+                .with_topk_sample_logprobs(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.sequences.len(), 2);
+    for s in &out.sequences {
+        assert!(!s.sequence_id.is_empty());
+        assert!(!s.tokens.is_empty() && s.tokens.len() <= 5);
+    }
+    let lps = out.prompt_logprobs.unwrap();
+    assert_eq!(lps.len(), 4);
+    assert!(lps[0].is_none() && lps[1].is_some());
+
+    let lps = sampler.compute_logprobs(prompt.clone()).await.unwrap();
+    assert_eq!(lps.len(), 4);
+
+    // The ephemeral snapshot path.
+    let snap = tc.save_weights_and_get_sampling_client().await.unwrap();
+    let out = snap
+        .sample(prompt.clone(), 1, SamplingParams::with_max_tokens(3))
+        .await
+        .unwrap();
+    assert_eq!(out.sequences.len(), 1);
+
+    // A base-model sampler.
+    let base = env
+        .service
+        .create_sampling_client(SamplingSource::BaseModel(MODEL.to_owned()))
+        .await
+        .unwrap();
+    assert_eq!(
+        base.sample(prompt, 1, SamplingParams::with_max_tokens(2))
+            .await
+            .unwrap()
+            .sequences
+            .len(),
+        1
+    );
+
+    // Loading state: into this model (deprecated form) and into new models.
+    tc.load_state(&state.path).await.unwrap();
+    tc.load_state_with_optimizer(&state.path).await.unwrap();
+    let resumed = env
+        .service
+        .create_training_client_from_state(&state.path)
+        .await
+        .unwrap();
+    let resumed_opt = env
+        .service
+        .create_training_client_from_state_with_optimizer(&state.path)
+        .await
+        .unwrap();
+    assert_ne!(resumed.model_id(), tc.model_id());
+    for c in [&resumed, &resumed_opt] {
+        let loss = c
+            .forward(data.clone(), LossFn::CrossEntropy)
+            .await
+            .unwrap()
+            .metrics["loss:sum"];
+        assert!(
+            (loss - after).abs() < 1e-3 * (1.0 + after.abs()),
+            "loaded weights give {loss}, saved {after}"
+        );
+    }
+
+    let caps = env.service.get_server_capabilities().await.unwrap();
+    assert!(
+        caps.supported_models
+            .iter()
+            .any(|m| m.model_name.as_deref() == Some(MODEL))
+    );
+
+    env.service.close(CloseStatus::Success, None).await.unwrap();
+    let err = tc.forward(data, LossFn::CrossEntropy).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    env.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_loss_applies_the_users_gradient() {
+    let env = start(None).await;
+    let tc = training(&env).await;
+    let data = vec![datum(&[5, 6, 7, 8, 9, 10]), datum(&[11, 12, 13])];
+    let before = tc
+        .forward(data.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap()
+        .metrics["loss:sum"];
+    // Negative log-likelihood: loss = -Σ logprobs, dLoss/dlogprob = -1.
+    let out = tc
+        .forward_backward_custom(data.clone(), |_data, logprobs| {
+            let loss: f64 = logprobs.iter().flatten().map(|&x| -f64::from(x)).sum();
+            let grads = logprobs.iter().map(|l| vec![-1.0; l.len()]).collect();
+            Ok(CustomLossOutput::new(loss, grads).with_metric("nll:sum", loss))
+        })
+        .await
+        .unwrap();
+    let loss = out.metrics["loss:sum"];
+    assert!(
+        (loss - before).abs() < 1e-3 * (1.0 + before.abs()),
+        "custom loss {loss} vs forward {before}"
+    );
+    assert!(out.metrics.contains_key("surrogate_loss:sum"));
+    assert_eq!(out.metrics["nll:sum"], loss);
+    tc.optim_step(AdamParams::with_learning_rate(2e-2))
+        .await
+        .unwrap();
+    let after = tc
+        .forward(data.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap()
+        .metrics["loss:sum"];
+    assert!(after < before, "{before} -> {after}");
+
+    // A loss that fails marks the client failed: later training calls are refused.
+    let err = tc
+        .forward_backward_custom(data.clone(), |_d, _l| {
+            Err(tinker_client::Error::new(ErrorKind::InvalidInput, "boom"))
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = tc.forward(data, LossFn::CrossEntropy).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    env.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_before_sending() {
+    let env = start(None).await;
+    let tc = training(&env).await;
+    let err = tc
+        .forward_backward(vec![], LossFn::CrossEntropy)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+    let mut no_weights = datum(&[1, 2, 3]);
+    no_weights.loss_fn_inputs.remove("weights");
+    let err = tc
+        .forward_backward(vec![no_weights], LossFn::CrossEntropy)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = tc
+        .forward_backward(vec![datum(&[1, 2, 3])], LossFn::Ppo)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    assert_eq!(
+        tc.save_state("a/b").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        tc.load_state("s3://x").await.unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    let err = env
+        .service
+        .create_sampling_client(SamplingSource::ModelPath("/tmp/x".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+    let sampler = env
+        .service
+        .create_sampling_client(SamplingSource::BaseModel(MODEL.into()))
+        .await
+        .unwrap();
+    let err = sampler
+        .sample(
+            ModelInput::from_tokens(&[1, 2]),
+            0,
+            SamplingParams::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = sampler
+        .sample(ModelInput::empty(), 1, SamplingParams::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = sampler
+        .sample_with(
+            ModelInput::from_tokens(&[1, 2, 3]),
+            SamplingParams::default(),
+            SampleOptions::samples(1).with_prompt_logprobs_last_n(5),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+    // Nothing above reached the server: the model's request order has no gap.
+    let out = tc
+        .forward_backward(vec![datum(&[1, 2, 3])], LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    assert_eq!(out.loss_fn_outputs.len(), 1);
+    env.server.shutdown().await;
+}
