@@ -152,6 +152,12 @@ impl Tokenizer {
                 Backend::Tiktoken(Box::new(TiktokenBackend::new(bytes, &config, origin)?))
             }
         };
+        let is_bpe = match &backend {
+            Backend::HuggingFace(tok, _) => {
+                matches!(tok.get_model(), tokenizers::ModelWrapper::BPE(_))
+            }
+            Backend::Tiktoken(_) => true,
+        };
         let mut inner = Inner {
             name,
             backend,
@@ -159,7 +165,9 @@ impl Tokenizer {
             eos: None,
             pad: None,
             chat_template: files.chat_template.or(config.chat_template.clone()),
-            clean_up_spaces: config.clean_up_tokenization_spaces,
+            // transformers 5 (the official SDK's) ignores the flag for BPE models, which
+            // every Tinker model is (tiktoken included): it would strip real spaces.
+            clean_up_spaces: config.clean_up_tokenization_spaces && !is_bpe,
         };
         let special = |inner: &Inner, text: &Option<String>| {
             text.as_ref().map(|text| Special {
@@ -205,8 +213,9 @@ impl Tokenizer {
     }
 
     /// Decodes token ids to text, optionally dropping special tokens. When
-    /// `tokenizer_config.json` sets `clean_up_tokenization_spaces`, spaces before
-    /// punctuation and contractions are removed as in Python.
+    /// `tokenizer_config.json` sets `clean_up_tokenization_spaces` and the model is not BPE
+    /// (WordPiece, Unigram, …), spaces before punctuation and contractions are removed, as
+    /// transformers 5 does; for BPE models the flag is ignored, as there.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
         let name = &self.inner.name;
         let text = match &self.inner.backend {
