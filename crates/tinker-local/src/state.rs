@@ -1,7 +1,8 @@
 //! The server's shared state: sessions, live models and samplers, accounting.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasher, Hasher};
+use std::hash::Hasher;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -112,7 +113,8 @@ pub(crate) struct AppState {
     pub(crate) executions: Mutex<BTreeMap<(String, i64), u32>>,
     pub(crate) sampling_slots: Arc<Semaphore>,
     pub(crate) faults: FaultInjector,
-    secret: std::hash::RandomState,
+    /// Per-data-directory secret for signatures and owner labels (survives restarts).
+    secret: [u8; 32],
     pub(crate) shutdown_rx: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
 }
@@ -125,6 +127,9 @@ impl AppState {
         })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let faults = FaultInjector::new(config.faults.clone());
+        let secret = load_secret(&config.data_dir).context(DataDirSnafu {
+            path: config.data_dir.clone(),
+        })?;
         Ok(Arc::new(Self {
             store,
             promises: Arc::new(Promises::default()),
@@ -140,7 +145,7 @@ impl AppState {
             executions: Mutex::default(),
             sampling_slots: Arc::new(Semaphore::new(1)),
             faults,
-            secret: std::hash::RandomState::new(),
+            secret,
             shutdown_rx,
             shutdown_tx,
             config,
@@ -152,12 +157,14 @@ impl AppState {
         self.specs.iter().find(|s| s.name == name)
     }
 
-    /// A keyed 128-bit MAC (SipHash with a per-process random key) of `data`, hex encoded.
+    /// A 128-bit keyed hash of `data` (SipHash over the server secret and `data`), hex
+    /// encoded: signs URLs and tokens, and derives owner labels.
     pub(crate) fn sign(&self, data: &str) -> String {
         let mut out = String::with_capacity(32);
         for salt in [0x5u8, 0xa] {
-            let mut h = self.secret.build_hasher();
+            let mut h = std::hash::DefaultHasher::new();
             h.write_u8(salt);
+            h.write(&self.secret);
             h.write(data.as_bytes());
             out.push_str(&format!("{:016x}", h.finish()));
         }
@@ -238,6 +245,30 @@ impl AppState {
         lock(&self.samplers).clear();
         self.promises.fail_all_pending("the server shut down");
     }
+}
+
+/// Reads `<data>/secret`, creating it (random, mode 0600) on first use.
+fn load_secret(data_dir: &Path) -> std::io::Result<[u8; 32]> {
+    let file = data_dir.join("secret");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        let bytes: Vec<u8> = (0..text.trim().len() / 2)
+            .filter_map(|i| u8::from_str_radix(text.trim().get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        if let Ok(secret) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(secret);
+        }
+    }
+    let secret: [u8; 32] = rand::random();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = data_dir.join("secret.part");
+    std::fs::write(&tmp, hex)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, &file)?;
+    Ok(secret)
 }
 
 /// Periodically expires checkpoints whose TTL passed and forgets old futures.

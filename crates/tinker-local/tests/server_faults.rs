@@ -1,0 +1,129 @@
+//! Fault injection is off by default, seeded and reproducible.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Harness, config};
+use hyper::Method;
+use serde_json::json;
+use tinker_local::FaultConfig;
+
+/// Status of each of `n` health checks (0 = the connection failed).
+async fn statuses(h: &Harness, n: usize) -> Vec<u16> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = h
+            .request(Method::GET, "/api/v1/healthz", &[], Vec::new())
+            .await;
+        out.push(r.map_or(0, |r| r.status.as_u16()));
+    }
+    out
+}
+
+async fn run_with(spec: &str, n: usize) -> Vec<u16> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.faults = FaultConfig::parse(spec).unwrap();
+    let h = Harness::start(cfg).await;
+    let got = statuses(&h, n).await;
+    h.server.shutdown().await;
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_faults_are_reproducible() {
+    let spec = "seed=11,p5xx=0.2,p429=0.15,routes=healthz";
+    let a = run_with(spec, 60).await;
+    let b = run_with(spec, 60).await;
+    let c = run_with("seed=12,p5xx=0.2,p429=0.15,routes=healthz", 60).await;
+    assert_eq!(a, b, "same seed, same faults");
+    assert_ne!(a, c, "another seed, other faults");
+    let faults = a.iter().filter(|s| **s != 200).count();
+    assert!((8..=40).contains(&faults), "{faults} faults in 60: {a:?}");
+    assert!(
+        a.iter().all(|s| matches!(s, 200 | 429 | 500 | 502 | 503)),
+        "{a:?}"
+    );
+    // Off by default.
+    assert!(run_with("", 20).await.iter().all(|s| *s == 200));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_faults_drops_stalls_and_retry_after() {
+    let got = run_with("script=healthz#2:429;healthz#3:0;healthz#4:503", 5).await;
+    assert_eq!(got, vec![200, 429, 0, 503, 200]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.faults = FaultConfig::parse("p429=1,routes=healthz").unwrap();
+    let h = Harness::start(cfg).await;
+    let r = h
+        .request(Method::GET, "/api/v1/healthz", &[], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(r.headers["retry-after-ms"], "100");
+    h.server.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.faults = FaultConfig::parse("pstall=1,stall_ms=300,latency_ms=50,routes=healthz").unwrap();
+    let h = Harness::start(cfg).await;
+    let started = Instant::now();
+    let r = h
+        .request(Method::GET, "/api/v1/healthz", &[], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["status"],
+        "ok",
+        "a stalled body still arrives whole"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poll_faults_408_and_410() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.faults = FaultConfig::parse("p410=1").unwrap();
+    let h = Harness::start(cfg).await;
+    let session = h.session().await;
+    let model = h.create_model(&session, 0).await;
+    let f = h
+        .ok(
+            "save_weights_for_sampler",
+            json!({"model_id": model, "seq_id": 1, "sampling_session_seq_id": 0}),
+        )
+        .await;
+    let sampler = h.result(&f).await["sampling_session_id"].clone();
+    let s = h
+        .ok("asample", json!({"num_samples": 1, "prompt": {"chunks": [{"tokens": [1, 2], "type": "encoded_text"}]},
+                              "sampling_params": {"max_tokens": 2, "temperature": 1.0, "top_k": -1, "top_p": 1.0},
+                              "sampling_session_id": sampler, "seq_id": 0}))
+        .await;
+    let r = h
+        .post("retrieve_future", json!({"request_id": s["request_id"]}))
+        .await;
+    assert_eq!(r.status, 410, "sampling futures expire");
+    h.server.shutdown().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.faults = FaultConfig::parse("p408=1").unwrap();
+    let h = Harness::start(cfg).await;
+    let session = h.session().await;
+    let f = h
+        .ok("create_model", json!({"session_id": session, "model_seq_id": 0, "base_model": common::MODEL, "lora_config": {"rank": 4}}))
+        .await;
+    let r = h
+        .post("retrieve_future", json!({"request_id": f["request_id"]}))
+        .await;
+    assert_eq!(r.status, 408);
+    assert_eq!(r.json()["queue_state"], "active");
+    h.server.shutdown().await;
+}
