@@ -7,6 +7,7 @@
 //! counted.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -247,6 +248,28 @@ impl Telemetry {
             tracing::info!(session_id = %shared.session_id, "exception logged for session");
         }
         logged
+    }
+
+    /// Runs `operation`; when it fails, logs the error (described by `report`) before
+    /// returning it unchanged — the official SDK's `capture_exceptions`. With `fatal` the
+    /// error ends the session ([`log_fatal_error`](Self::log_fatal_error)).
+    pub async fn capture<T, E>(
+        &self,
+        fatal: bool,
+        severity: Severity,
+        operation: impl Future<Output = Result<T, E>>,
+        report: impl FnOnce(&E) -> ErrorReport,
+    ) -> Result<T, E> {
+        let result = operation.await;
+        if let Err(err) = &result {
+            let report = report(err);
+            if fatal {
+                self.log_fatal_error(&report, severity).await;
+            } else {
+                self.log_error(&report, severity);
+            }
+        }
+        result
     }
 
     /// Asks the background task to flush now.

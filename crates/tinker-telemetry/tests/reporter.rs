@@ -311,3 +311,40 @@ fn starting_outside_a_runtime_is_an_error() {
         Telemetry::start(None, Collect::default().sink(), TelemetryOptions::default()).unwrap_err();
     assert!(err.to_string().contains("tokio runtime"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn capture_logs_failures_and_passes_results_through() {
+    let c = Collect::default();
+    let t = start(Some("sess-10"), c.sink());
+    let ok: Result<u32, std::io::Error> = t
+        .capture(
+            false,
+            Severity::Error,
+            async { Ok(7) },
+            ErrorReport::from_error,
+        )
+        .await;
+    assert_eq!(ok.unwrap(), 7);
+    let failed: Result<u32, std::io::Error> = t
+        .capture(
+            true,
+            Severity::Critical,
+            async { Err(std::io::Error::other("disk full")) },
+            ErrorReport::from_error,
+        )
+        .await;
+    assert_eq!(failed.unwrap_err().to_string(), "disk full");
+    let kinds: Vec<String> = c
+        .events()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["SESSION_START", "UNHANDLED_EXCEPTION", "SESSION_END"]
+    );
+    let e = &c.events()[1];
+    assert_eq!(e["error_type"], "Error");
+    assert_eq!(e["error_message"], "disk full");
+    assert_eq!(e["severity"], "CRITICAL");
+}
