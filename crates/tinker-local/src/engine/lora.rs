@@ -187,3 +187,79 @@ pub(crate) fn adapters_from(
     }
     Ok(out)
 }
+
+/// An adapter read back from a PEFT directory.
+#[derive(Debug)]
+pub(crate) struct SavedAdapter {
+    pub sites: Vec<Site>,
+    /// `[A₀, B₀, A₁, B₁, …]`, each `(shape, data)`.
+    pub tensors: Vec<(Vec<usize>, Vec<f32>)>,
+    pub rank: usize,
+    pub alpha: f64,
+}
+
+/// Reads `adapter_model.safetensors` (+ `adapter_config.json` for `lora_alpha`) from `dir`
+/// and checks every tensor against `spec`'s shapes.
+pub(crate) fn read_adapter(spec: &ModelSpec, dir: &std::path::Path) -> Result<SavedAdapter> {
+    use super::checkpoint::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, load_safetensors, read_json};
+    let mut loaded = load_safetensors(&dir.join(ADAPTER_WEIGHTS))?.tensors;
+    let config_path = dir.join(ADAPTER_CONFIG);
+    let alpha = if config_path.exists() {
+        read_json(&config_path)?
+            .get("lora_alpha")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(LORA_ALPHA)
+    } else {
+        LORA_ALPHA
+    };
+    let all = sites(
+        spec,
+        &LoraSpec {
+            rank: 1,
+            seed: None,
+            train_attn: true,
+            train_mlp: true,
+            train_unembed: true,
+        },
+    );
+    let (mut found, mut tensors, mut rank) = (Vec::new(), Vec::new(), None);
+    let bad = |msg: String| {
+        EngineError::user(format!(
+            "adapter in {} does not fit {}: {msg}",
+            dir.display(),
+            spec.name
+        ))
+    };
+    for site in all {
+        let p = site.peft_prefix();
+        let (an, bn) = (format!("{p}.lora_A.weight"), format!("{p}.lora_B.weight"));
+        let (a, b) = match (loaded.remove(&an), loaded.remove(&bn)) {
+            (None, None) => continue,
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err(bad(format!("{p} has only one of lora_A / lora_B"))),
+        };
+        let (out, inp) = site.shape(spec);
+        let r = *rank.get_or_insert(a.0.first().copied().unwrap_or(0));
+        if r == 0 || a.0 != [r, inp] || b.0 != [out, r] {
+            return Err(bad(format!(
+                "{p} has shapes {:?} / {:?}, expected [{r}, {inp}] / [{out}, {r}]",
+                a.0, b.0
+            )));
+        }
+        found.push(site);
+        tensors.push(a);
+        tensors.push(b);
+    }
+    if let Some(extra) = loaded.keys().next() {
+        return Err(bad(format!("unexpected tensor {extra}")));
+    }
+    let Some(rank) = rank else {
+        return Err(bad("it holds no LoRA tensors".into()));
+    };
+    Ok(SavedAdapter {
+        sites: found,
+        tensors,
+        rank,
+        alpha,
+    })
+}

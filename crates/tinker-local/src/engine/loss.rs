@@ -105,13 +105,11 @@ impl Loss {
             | Loss::Cispo {
                 clip_low,
                 clip_high,
-            } => {
-                if !(clip_low.is_finite() && clip_high.is_finite() && clip_low <= clip_high) {
-                    return Err(EngineError::user(format!(
-                        "{}: clip thresholds must be finite with clip_low_threshold <= clip_high_threshold (got {clip_low}, {clip_high})",
-                        self.name()
-                    )));
-                }
+            } if !(clip_low.is_finite() && clip_high.is_finite() && clip_low <= clip_high) => {
+                return Err(EngineError::user(format!(
+                    "{}: clip thresholds must be finite with clip_low_threshold <= clip_high_threshold (got {clip_low}, {clip_high})",
+                    self.name()
+                )));
             }
             Loss::Dro { beta } if !beta.is_finite() => {
                 return Err(EngineError::user(format!(
@@ -293,4 +291,121 @@ pub(crate) fn datum_loss(loss: &Loss, inputs: &LossInputs, lp: &[f32]) -> (f64, 
         })
         .collect();
     (total, grads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn losses() -> Vec<Loss> {
+        vec![
+            Loss::CrossEntropy,
+            Loss::ImportanceSampling,
+            Loss::Ppo {
+                clip_low: 0.8,
+                clip_high: 1.2,
+            },
+            Loss::Cispo {
+                clip_low: 0.8,
+                clip_high: 1.2,
+            },
+            Loss::Dro { beta: 0.3 },
+        ]
+    }
+
+    #[test]
+    fn token_derivatives_match_finite_differences() {
+        // Points away from the clip boundaries (r = e^(lp - q)); both advantage signs.
+        let h = 1e-6;
+        for loss in losses() {
+            for (lp, q) in [(-1.0, -1.0), (-2.0, -1.0), (-0.5, -1.5), (-3.0, -3.1)] {
+                for a in [1.5, -0.7] {
+                    let (_, grad) = loss.token(lp, q, a, 2.0);
+                    let fd = (loss.token(lp + h, q, a, 2.0).0 - loss.token(lp - h, q, a, 2.0).0)
+                        / (2.0 * h);
+                    // CISPO's ratio is stop-gradient: its derivative treats the clipped ratio as constant.
+                    let fd = if let Loss::Cispo {
+                        clip_low,
+                        clip_high,
+                    } = loss
+                    {
+                        -2.0 * (lp - q)
+                            .exp()
+                            .clamp(f64::from(clip_low), f64::from(clip_high))
+                            * a
+                    } else {
+                        fd
+                    };
+                    assert!(
+                        (grad - fd).abs() < 1e-5,
+                        "{loss:?} lp={lp} q={q} a={a}: {grad} vs {fd}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn values_follow_the_documented_formulas() {
+        let (lp, q, a) = (-1.0f64, -1.5f64, 2.0f64);
+        let r = (lp - q).exp(); // ≈ 1.6487, above clip_high
+        assert_eq!(Loss::CrossEntropy.token(lp, q, a, 0.5).0, 0.5);
+        assert!((Loss::ImportanceSampling.token(lp, q, a, 1.0).0 + r * a).abs() < 1e-12);
+        let ppo = Loss::Ppo {
+            clip_low: 0.8,
+            clip_high: 1.2,
+        };
+        // A > 0, r > 1.2: the clipped term is smaller, so it wins and the gradient is zero.
+        let (v, g) = ppo.token(lp, q, a, 1.0);
+        assert!((v + 1.2 * a).abs() < 1e-6 && g == 0.0, "{v} {g}");
+        // A < 0: the unclipped term is smaller and keeps its gradient.
+        let (v, g) = ppo.token(lp, q, -a, 1.0);
+        assert!((v - r * a).abs() < 1e-12 && (g - r * a).abs() < 1e-12);
+        let cispo = Loss::Cispo {
+            clip_low: 0.8,
+            clip_high: 1.2,
+        };
+        assert!((cispo.token(lp, q, a, 1.0).0 - (-1.2 * lp * a)).abs() < 1e-6);
+        let dro = Loss::Dro { beta: 0.1 };
+        assert!((dro.token(lp, q, a, 1.0).0 - (-(lp * a - 0.05 * 0.25))).abs() < 1e-6);
+    }
+
+    #[test]
+    fn names_and_configs() {
+        let cfg = BTreeMap::from([
+            ("clip_low_threshold".to_string(), 0.5),
+            ("clip_high_threshold".to_string(), 2.0),
+        ]);
+        assert_eq!(
+            Loss::from_name("ppo", &cfg).unwrap(),
+            Loss::Ppo {
+                clip_low: 0.5,
+                clip_high: 2.0
+            }
+        );
+        assert_eq!(
+            Loss::from_name("cispo", &BTreeMap::new()).unwrap(),
+            Loss::Cispo {
+                clip_low: 0.8,
+                clip_high: 1.2
+            }
+        );
+        assert_eq!(
+            Loss::from_name("dro", &BTreeMap::from([("beta".to_string(), 0.2)]))
+                .unwrap()
+                .name(),
+            "dro"
+        );
+        assert!(Loss::from_name("dro", &cfg).unwrap_err().is_user_error());
+        assert!(
+            Loss::from_name("nope", &BTreeMap::new())
+                .unwrap_err()
+                .is_user_error()
+        );
+        let inverted = BTreeMap::from([
+            ("clip_low_threshold".to_string(), 2.0),
+            ("clip_high_threshold".to_string(), 1.0),
+        ]);
+        assert!(Loss::from_name("ppo", &inverted).is_err());
+    }
 }

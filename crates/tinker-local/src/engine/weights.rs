@@ -110,9 +110,9 @@ fn check_spec(spec: &ModelSpec) -> Result<()> {
         && spec.hidden > 0
         && spec.heads > 0
         && spec.kv_heads > 0
-        && spec.hidden % spec.heads == 0
-        && spec.heads % spec.kv_heads == 0
-        && spec.head_dim() % 2 == 0
+        && spec.hidden.is_multiple_of(spec.heads)
+        && spec.heads.is_multiple_of(spec.kv_heads)
+        && spec.head_dim().is_multiple_of(2)
         && spec.intermediate > 0
         && spec.max_context > 0;
     if ok {

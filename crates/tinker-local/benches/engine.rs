@@ -1,0 +1,2 @@
+//! Engine benchmarks (filled in later).
+fn main() {}
