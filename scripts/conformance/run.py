@@ -2,7 +2,8 @@
 
 Usage: <venv python> scripts/conformance/run.py PATH/TO/tinker-local
 
-Starts `tinker-local serve` on a free port with a temporary data directory, then runs a
+Starts `tinker-local serve` on a free port with a temporary data directory (extra server
+flags, e.g. `--jwt` or `--faults ...`, can be given in TINKER_LOCAL_ARGS), then runs a
 training + sampling + checkpoint + REST scenario through the SDK. Every step checks
 something a wrong server would fail. Exits 0 on success, 1 on the first failed check.
 """
@@ -48,8 +49,9 @@ def step(name: str) -> None:
 
 
 def start_server(binary: str, data_dir: str) -> tuple[subprocess.Popen[str], str]:
+    extra = os.environ.get("TINKER_LOCAL_ARGS", "").split()
     proc = subprocess.Popen(
-        [binary, "serve", "--addr", "127.0.0.1:0", "--data-dir", data_dir],
+        [binary, "serve", "--addr", "127.0.0.1:0", "--data-dir", data_dir, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
