@@ -76,6 +76,37 @@ impl TokenizerFiles {
         Self::with_siblings(&dir, main, path.display().to_string())
     }
 
+    /// Writes the files into `dir` (replacing it) through a temporary sibling directory
+    /// renamed into place, so readers never see a half-written tokenizer.
+    pub(crate) fn write_dir(&self, dir: &Path) -> std::io::Result<()> {
+        let parent = dir.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(
+            ".tmp-{}-{}",
+            std::process::id(),
+            dir.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("tokenizer")
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        let (name, bytes) = match &self.main {
+            MainFile::TokenizerJson(b) => (TOKENIZER_JSON, b),
+            MainFile::Tiktoken(b) => (TIKTOKEN_MODEL, b),
+        };
+        std::fs::write(tmp.join(name), bytes)?;
+        if let Some(config) = &self.config {
+            std::fs::write(tmp.join(TOKENIZER_CONFIG), config)?;
+        }
+        if let Some(template) = &self.chat_template {
+            std::fs::write(tmp.join(CHAT_TEMPLATE), template)?;
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::rename(&tmp, dir).inspect_err(|_| {
+            let _ = std::fs::remove_dir_all(&tmp);
+        })
+    }
+
     fn with_siblings(dir: &Path, main: MainFile, origin: String) -> Result<Self> {
         let config = read_optional(&dir.join(TOKENIZER_CONFIG))?;
         let chat_template = read_optional(&dir.join(CHAT_TEMPLATE))?

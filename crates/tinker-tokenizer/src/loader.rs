@@ -4,8 +4,11 @@
 //! 1. each directory `D` of the search path (`TINKER_TOKENIZER_PATH`): `D/org/name/`;
 //! 2. the Hugging Face cache: `<hub cache>/models--org--name/snapshots/<commit>/`, where
 //!    `<commit>` is read from `refs/<rev>` (or is `rev` itself, for a pinned commit);
-//! 3. the hub, when online and a [`HubFetcher`] is set: `tokenizer.json`, else
-//!    `tiktoken.model`, plus `tokenizer_config.json` and `chat_template.jinja` if present.
+//! 3. earlier downloads: `<download cache>/org/name/<rev>/` (`TINKER_TOKENIZER_CACHE`);
+//! 4. the hub, when online and a [`HubFetcher`] is set: `tokenizer.json`, else
+//!    `tiktoken.model`, plus `tokenizer_config.json` and `chat_template.jinja` if present;
+//!    the files are then kept in the download cache (a `main` download is not re-checked
+//!    for updates; delete the directory to refresh it).
 //!
 //! A directory counts when it holds `tokenizer.json` or `tiktoken.model`. When nothing is
 //! found the error lists every place tried. Loaded tokenizers are cached per reference.
@@ -133,16 +136,38 @@ impl TokenizerLoader {
             let reference = reference.clone();
             blocking(&name, move || this.find_local(&reference)).await??
         };
-        let files = match local {
-            Found::Files(files) => files,
+        let (files, downloaded) = match local {
+            Found::Files(files) => (files, false),
             Found::Nothing(mut looked) => match self.fetch_hub(reference, &mut looked).await? {
-                Some(files) => files,
+                Some(files) => (files, true),
                 None => return Err(Error::NotFound { id: name, looked }),
             },
         };
         tracing::debug!(tokenizer = %name, origin = %files.origin, "loading tokenizer");
         let task_name = name.clone();
-        blocking(&name, move || Tokenizer::from_files(task_name, files)).await?
+        let keep = downloaded.then(|| self.download_dir(reference)).flatten();
+        blocking(&name, move || {
+            let Some(dir) = keep else {
+                return Tokenizer::from_files(task_name, files);
+            };
+            let tokenizer = Tokenizer::from_files(task_name, files.clone())?;
+            // Only files that parsed are kept; failing to keep them is not an error.
+            if let Err(error) = files.write_dir(&dir) {
+                tracing::warn!(dir = %dir.display(), %error, "could not keep downloaded tokenizer");
+            }
+            Ok(tokenizer)
+        })
+        .await?
+    }
+
+    /// Where downloads of a hub repository are kept: `<download cache>/<repo>/<revision>`.
+    fn download_dir(&self, reference: &TokenizerRef) -> Option<PathBuf> {
+        let TokenizerRef::Hub { repo_id, .. } = reference else {
+            return None;
+        };
+        let revision = reference.revision().unwrap_or("main");
+        let cache = self.settings.download_cache.as_ref()?;
+        Some(cache.join(repo_id).join(revision))
     }
 
     /// Looks on disk; reads the files of the first place that has them.
@@ -192,6 +217,12 @@ impl TokenizerLoader {
                         "Hugging Face cache",
                         "skipped: no HF_HUB_CACHE, HF_HOME or home directory",
                     )),
+                }
+                if let Some(dir) = self.download_dir(reference) {
+                    if let Some(files) = TokenizerFiles::read_dir(&dir)? {
+                        return Ok(Found::Files(files));
+                    }
+                    looked.push(Lookup::new(dir.display().to_string(), missing(&dir)));
                 }
             }
         }

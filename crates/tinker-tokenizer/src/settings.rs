@@ -21,6 +21,11 @@ pub struct LoaderSettings {
     /// `HF_HUB_CACHE`, else `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else
     /// `~/.cache/huggingface/hub`. `None` when no home directory is known.
     pub hf_hub_cache: Option<PathBuf>,
+    /// Where tokenizers downloaded from the hub are kept (`<dir>/<org>/<name>/<revision>/`)
+    /// and found again offline: `TINKER_TOKENIZER_CACHE`, else
+    /// `$XDG_CACHE_HOME/tinker-rs/tokenizers`, else `~/.cache/tinker-rs/tokenizers`. `None`
+    /// keeps downloads in memory only.
+    pub download_cache: Option<PathBuf>,
     /// The hub endpoint (`HF_ENDPOINT`, default [`DEFAULT_HF_ENDPOINT`]).
     pub hf_endpoint: String,
     /// A Hugging Face access token passed to the fetcher (`HF_TOKEN`).
@@ -35,6 +40,7 @@ impl Default for LoaderSettings {
         Self {
             search_path: Vec::new(),
             hf_hub_cache: None,
+            download_cache: None,
             hf_endpoint: DEFAULT_HF_ENDPOINT.to_owned(),
             hf_token: None,
             offline: false,
@@ -50,7 +56,7 @@ impl LoaderSettings {
 
     /// Settings from a variable lookup (`HOME`, `HF_HOME`, `HF_HUB_CACHE`,
     /// `XDG_CACHE_HOME`, `HF_ENDPOINT`, `HF_TOKEN`, `HF_HUB_OFFLINE`,
-    /// `TINKER_TOKENIZER_PATH`). Empty values count as unset.
+    /// `TINKER_TOKENIZER_PATH`, `TINKER_TOKENIZER_CACHE`). Empty values count as unset.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
         let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let search_path = get("TINKER_TOKENIZER_PATH")
@@ -74,6 +80,21 @@ impl LoaderSettings {
                         .join("hub")
                 })
             });
+        let download_cache = get("TINKER_TOKENIZER_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| get("XDG_CACHE_HOME").map(PathBuf::from))
+            .or_else(|| {
+                get("HOME")
+                    .or_else(|| get("USERPROFILE"))
+                    .map(|h| PathBuf::from(h).join(".cache"))
+            })
+            .map(|cache| {
+                if get("TINKER_TOKENIZER_CACHE").is_some() {
+                    cache
+                } else {
+                    cache.join("tinker-rs").join("tokenizers")
+                }
+            });
         let hf_endpoint = get("HF_ENDPOINT")
             .map(|e| e.trim_end_matches('/').to_owned())
             .unwrap_or_else(|| DEFAULT_HF_ENDPOINT.to_owned());
@@ -86,6 +107,7 @@ impl LoaderSettings {
         Self {
             search_path,
             hf_hub_cache,
+            download_cache,
             hf_endpoint,
             hf_token: get("HF_TOKEN"),
             offline,
@@ -120,6 +142,26 @@ mod tests {
         let s = settings(&[("HF_HOME", "/hf"), ("HF_HUB_CACHE", "/cache")]);
         assert_eq!(s.hf_hub_cache, Some(PathBuf::from("/cache")));
         assert_eq!(settings(&[]).hf_hub_cache, None);
+    }
+
+    #[test]
+    fn download_cache_precedence() {
+        let s = settings(&[("HOME", "/home/u")]);
+        assert_eq!(
+            s.download_cache,
+            Some(PathBuf::from("/home/u/.cache/tinker-rs/tokenizers"))
+        );
+        let s = settings(&[("HOME", "/home/u"), ("XDG_CACHE_HOME", "/xdg")]);
+        assert_eq!(
+            s.download_cache,
+            Some(PathBuf::from("/xdg/tinker-rs/tokenizers"))
+        );
+        let s = settings(&[
+            ("XDG_CACHE_HOME", "/xdg"),
+            ("TINKER_TOKENIZER_CACHE", "/tok"),
+        ]);
+        assert_eq!(s.download_cache, Some(PathBuf::from("/tok")));
+        assert_eq!(settings(&[]).download_cache, None);
     }
 
     #[test]

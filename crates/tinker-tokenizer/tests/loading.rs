@@ -385,6 +385,19 @@ struct MemoryHub {
 }
 
 impl MemoryHub {
+    /// Serves `files` (name, bytes) under `base`.
+    fn serving(base: &str, files: Vec<(&str, Vec<u8>)>) -> Self {
+        Self {
+            files: Arc::new(
+                files
+                    .into_iter()
+                    .map(|(name, bytes)| (format!("{base}/{name}"), bytes))
+                    .collect(),
+            ),
+            ..Self::default()
+        }
+    }
+
     fn fetcher(
         &self,
     ) -> impl Fn(HubRequest) -> std::future::Ready<HubResponse> + Send + Sync + 'static {
@@ -412,19 +425,16 @@ impl MemoryHub {
 #[tokio::test]
 async fn hub_download_through_the_fetcher_and_cache() {
     let base = "http://hub.test/acme/tiny/resolve/main";
-    let hub = MemoryHub {
-        files: Arc::new(HashMap::from([
+    let hub = MemoryHub::serving(
+        base,
+        vec![
+            ("tokenizer.json", fixture_file("tokenizer.json")),
             (
-                format!("{base}/tokenizer.json"),
-                fixture_file("tokenizer.json"),
-            ),
-            (
-                format!("{base}/tokenizer_config.json"),
+                "tokenizer_config.json",
                 fixture_file("tokenizer_config.json"),
             ),
-        ])),
-        ..MemoryHub::default()
-    };
+        ],
+    );
     let loader = TokenizerLoader::new(settings(&[
         ("HF_ENDPOINT", "http://hub.test/".to_owned()),
         ("HF_TOKEN", "hf_secret".to_owned()),
@@ -461,15 +471,7 @@ async fn hub_download_through_the_fetcher_and_cache() {
 async fn hub_falls_back_to_tiktoken_and_uses_pinned_revision() {
     let (files, n) = kimi_like_files();
     let base = format!("https://huggingface.co/moonshotai/Kimi-K2.5/resolve/{KIMI_REV}");
-    let hub = MemoryHub {
-        files: Arc::new(
-            files
-                .into_iter()
-                .map(|(name, bytes)| (format!("{base}/{name}"), bytes))
-                .collect(),
-        ),
-        ..MemoryHub::default()
-    };
+    let hub = MemoryHub::serving(&base, files);
     let loader = TokenizerLoader::new(LoaderSettings::default()).with_hub_fetcher(hub.fetcher());
     let tok = loader
         .load_for_model("moonshotai/Kimi-K2.5", None)
@@ -552,4 +554,57 @@ fn loads_many_times_concurrently_share_one_tokenizer() {
     });
     // tokenizer.json, tokenizer_config.json, chat_template.jinja: once.
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn downloads_are_kept_for_offline_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = "https://huggingface.co/acme/kept/resolve/main";
+    let hub = MemoryHub::serving(
+        base,
+        vec![
+            ("tokenizer.json", fixture_file("tokenizer.json")),
+            (
+                "tokenizer_config.json",
+                fixture_file("tokenizer_config.json"),
+            ),
+            ("chat_template.jinja", b"{{ messages }}".to_vec()),
+        ],
+    );
+    let vars = [("HOME", tmp.path().display().to_string())];
+    let online = TokenizerLoader::new(settings(&vars)).with_hub_fetcher(hub.fetcher());
+    let tok = online.load_for_model("acme/kept", None).await.unwrap();
+    assert_eq!(
+        tok.chat_template(),
+        Some("{{ messages }}"),
+        "chat_template.jinja wins"
+    );
+    let kept = tmp
+        .path()
+        .join(".cache/tinker-rs/tokenizers/acme/kept/main");
+    assert!(kept.join("tokenizer.json").is_file(), "{}", kept.display());
+
+    // A new process, offline: found in the download cache.
+    let offline = TokenizerLoader::new(settings(&vars));
+    let tok = offline.load_for_model("acme/kept", None).await.unwrap();
+    assert_eq!(tok.chat_template(), Some("{{ messages }}"));
+    assert_eq!(tok.encode("Hello", false).unwrap().len(), 1);
+    assert_eq!(hub.urls().len(), 3, "nothing downloaded again");
+
+    // Files that do not parse are not kept.
+    let broken = MemoryHub::serving(
+        "https://huggingface.co/acme/broken/resolve/main",
+        vec![("tokenizer.json", b"{\"model\": 1}".to_vec())],
+    );
+    let loader = TokenizerLoader::new(settings(&vars)).with_hub_fetcher(broken.fetcher());
+    let err = loader
+        .load_for_model("acme/broken", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TokenizerJson { .. }), "{err}");
+    assert!(
+        !tmp.path()
+            .join(".cache/tinker-rs/tokenizers/acme/broken")
+            .exists()
+    );
 }
