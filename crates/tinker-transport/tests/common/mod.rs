@@ -111,11 +111,24 @@ impl Server {
     /// Starts a server; `script(request, n)` answers the `n`-th (0-based) request to the
     /// same path.
     pub async fn start(script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_with(None, script).await
+    }
+
+    /// Like [`Server::start`], over TLS when `tls` is given (`url` is then `https://`
+    /// with host `localhost`).
+    pub async fn start_with(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let script: Script = Arc::new(script);
         let seen2 = seen.clone();
+        let url = match &tls {
+            Some(_) => format!("https://localhost:{}", addr.port()),
+            None => format!("http://{addr}"),
+        };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -123,21 +136,28 @@ impl Server {
                 };
                 let seen = seen2.clone();
                 let script = script.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let seen = seen.clone();
                         let script = script.clone();
                         async move { handle(req, seen, script).await }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(s) => builder.serve_connection(TokioIo::new(s), svc).await,
+                            Err(_) => return,
+                        },
+                        None => builder.serve_connection(TokioIo::new(stream), svc).await,
+                    };
                 });
             }
         });
         Server {
             addr,
-            url: format!("http://{addr}"),
+            url,
             seen,
             task,
         }
