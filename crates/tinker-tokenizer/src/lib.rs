@@ -6,8 +6,9 @@
 //!   with the SDK's rules (tag cut at `:`, the Llama 3 override, `org/model/variant`, the
 //!   pinned Kimi revisions, Thinking Machines models refused).
 //! * [`TokenizerLoader`] finds the files — explicit path, `TINKER_TOKENIZER_PATH`, the
-//!   Hugging Face cache, or the hub through a caller-supplied [`HubFetcher`] — and caches
-//!   each tokenizer; offline and missing, its [`Error::NotFound`] lists every place tried.
+//!   Hugging Face cache, earlier downloads (`TINKER_TOKENIZER_CACHE`), or the hub through a
+//!   caller-supplied [`HubFetcher`] — and caches each tokenizer; offline and missing, its
+//!   [`Error::NotFound`] lists every place tried.
 //! * [`Tokenizer`] encodes, decodes and maps tokens, for `tokenizer.json` files (the
 //!   `tokenizers` crate, pure-Rust regex backend) and tiktoken rank files (`tiktoken-rs`).
 //!

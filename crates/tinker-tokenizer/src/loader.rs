@@ -102,7 +102,7 @@ impl TokenizerLoader {
     }
 
     /// Loads a tokenizer from local files only (explicit path, search path, Hugging Face
-    /// cache), synchronously; shares the cache with [`load`](Self::load).
+    /// cache, download cache), synchronously; shares the cache with [`load`](Self::load).
     pub fn load_local(&self, reference: &TokenizerRef) -> Result<Tokenizer> {
         let cell = self.cell(reference);
         if let Some(tok) = cell.get() {
