@@ -1,12 +1,15 @@
-//! Tracing spans shared by the SDK crates, so every operation and HTTP attempt is traced
-//! with the same names and fields.
+//! Tracing spans shared by the SDK crates, so every operation, request and HTTP attempt is
+//! traced with the same names and fields. The names and fields match the spans
+//! `tinker-transport` opens itself (it does not depend on this crate).
 //!
-//! * [`operation_span`] (`tinker.operation`, INFO): one public SDK call such as
-//!   `forward_backward`; fields `op`, then recorded as they become known: `session_id`,
-//!   `model_id`, `seq_id`, `request_id`, `error`.
-//! * [`attempt_span`] (`tinker.attempt`, DEBUG): one HTTP attempt; fields `http.method`,
-//!   `http.path`, `attempt` (1-based), then `http.status`, `elapsed_ms`, `error`
-//!   ([`record_attempt_outcome`]).
+//! * [`operation_span`] (`tinker.operation`, INFO): one SDK operation such as
+//!   `forward_backward` (the transport's retry loop uses the same name and `operation`
+//!   field); recorded as they become known: `session_id`, `model_id`, `seq_id`,
+//!   `request_id`, `error`.
+//! * [`request_span`] (`tinker.request`, INFO): one API request with its retries; fields
+//!   `http.method`, `path`, `sdk_method`, then `status`, `retries`.
+//! * [`attempt_span`] (`tinker.attempt`, DEBUG): one HTTP attempt; field `attempt`, then
+//!   `status`, `elapsed_ms`, `error` ([`record_attempt_outcome`]).
 //! * [`future_span`] (`tinker.future`, DEBUG): polling one server-side future; fields
 //!   `request_id`, then `polls`.
 
@@ -17,8 +20,10 @@ use tracing::field::Empty;
 
 /// Span names.
 pub mod names {
-    /// One public SDK operation.
+    /// One SDK operation.
     pub const OPERATION: &str = "tinker.operation";
+    /// One API request (all its attempts).
+    pub const REQUEST: &str = "tinker.request";
     /// One HTTP attempt.
     pub const ATTEMPT: &str = "tinker.attempt";
     /// Polling one server-side future.
@@ -28,7 +33,7 @@ pub mod names {
 /// Span field names.
 pub mod fields {
     /// The operation (`forward_backward`, `sample`, …).
-    pub const OP: &str = "op";
+    pub const OPERATION: &str = "operation";
     /// The session id.
     pub const SESSION_ID: &str = "session_id";
     /// The model id (training or sampling client).
@@ -41,11 +46,15 @@ pub mod fields {
     pub const ERROR: &str = "error";
     /// HTTP method.
     pub const HTTP_METHOD: &str = "http.method";
-    /// HTTP path.
-    pub const HTTP_PATH: &str = "http.path";
+    /// The API path.
+    pub const PATH: &str = "path";
+    /// The SDK method name sent in the request headers.
+    pub const SDK_METHOD: &str = "sdk_method";
     /// HTTP status.
-    pub const HTTP_STATUS: &str = "http.status";
-    /// The 1-based attempt number.
+    pub const STATUS: &str = "status";
+    /// How many retries a request took.
+    pub const RETRIES: &str = "retries";
+    /// The attempt number.
     pub const ATTEMPT: &str = "attempt";
     /// Milliseconds the attempt took.
     pub const ELAPSED_MS: &str = "elapsed_ms";
@@ -53,11 +62,11 @@ pub mod fields {
     pub const POLLS: &str = "polls";
 }
 
-/// The span of one public SDK operation (`tinker.operation`).
-pub fn operation_span(op: &str) -> Span {
+/// The span of one SDK operation (`tinker.operation`).
+pub fn operation_span(operation: &str) -> Span {
     tracing::info_span!(
         "tinker.operation",
-        op = op,
+        operation = operation,
         session_id = Empty,
         model_id = Empty,
         seq_id = Empty,
@@ -66,14 +75,24 @@ pub fn operation_span(op: &str) -> Span {
     )
 }
 
+/// The span of one API request with its retries (`tinker.request`).
+pub fn request_span(method: &str, path: &str, sdk_method: &str) -> Span {
+    tracing::info_span!(
+        "tinker.request",
+        http.method = method,
+        path = path,
+        sdk_method = sdk_method,
+        status = Empty,
+        retries = Empty,
+    )
+}
+
 /// The span of one HTTP attempt (`tinker.attempt`).
-pub fn attempt_span(method: &str, path: &str, attempt: u32) -> Span {
+pub fn attempt_span(attempt: u32) -> Span {
     tracing::debug_span!(
         "tinker.attempt",
-        http.method = method,
-        http.path = path,
         attempt = attempt,
-        http.status = Empty,
+        status = Empty,
         elapsed_ms = Empty,
         error = Empty,
     )
@@ -93,7 +112,7 @@ pub fn record_attempt_outcome(
     error: Option<&dyn std::fmt::Display>,
 ) {
     if let Some(status) = status {
-        span.record(fields::HTTP_STATUS, status);
+        span.record(fields::STATUS, status);
     }
     span.record(
         fields::ELAPSED_MS,

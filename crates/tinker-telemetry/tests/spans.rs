@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tinker_telemetry::spans::{
-    attempt_span, fields, future_span, names, operation_span, record_attempt_outcome,
+    attempt_span, fields, future_span, names, operation_span, record_attempt_outcome, request_span,
 };
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -60,7 +60,9 @@ fn spans_have_the_shared_names_and_fields() {
         op.record(fields::SEQ_ID, 3);
         op.record(fields::SESSION_ID, "s1");
         let _entered = op.enter();
-        let attempt = attempt_span("POST", "/api/v1/forward_backward", 2);
+        let request = request_span("POST", "/api/v1/forward_backward", "forward_backward");
+        request.record(fields::RETRIES, 1);
+        let attempt = attempt_span(2);
         record_attempt_outcome(
             &attempt,
             Some(503),
@@ -73,14 +75,17 @@ fn spans_have_the_shared_names_and_fields() {
     let spans = spans.lock().unwrap();
     let by_name = |name: &str| spans.iter().find(|(n, _)| n == name).unwrap().1.clone();
     let op = by_name(names::OPERATION);
-    assert_eq!(op["op"], "forward_backward");
+    assert_eq!(op["operation"], "forward_backward");
     assert_eq!(op["seq_id"], "3");
     assert_eq!(op["session_id"], "s1");
+    let request = by_name(names::REQUEST);
+    assert_eq!(request["http.method"], "POST");
+    assert_eq!(request["path"], "/api/v1/forward_backward");
+    assert_eq!(request["sdk_method"], "forward_backward");
+    assert_eq!(request["retries"], "1");
     let attempt = by_name(names::ATTEMPT);
-    assert_eq!(attempt["http.method"], "POST");
-    assert_eq!(attempt["http.path"], "/api/v1/forward_backward");
     assert_eq!(attempt["attempt"], "2");
-    assert_eq!(attempt["http.status"], "503");
+    assert_eq!(attempt["status"], "503");
     assert_eq!(attempt["elapsed_ms"], "42");
     assert_eq!(attempt["error"], "busy");
     let fut = by_name(names::FUTURE);
