@@ -627,3 +627,36 @@ async fn user_layer_sees_every_attempt() {
     t.send(post("/api/v1/x")).await.unwrap();
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn bare_400_budget_is_sixteen_and_successes_restore_it() {
+    let server = Server::start(|req, _| {
+        if req.uri.path() == "/api/v1/ok" {
+            Reply::json(200, "{}")
+        } else {
+            Reply::status(400)
+        }
+    })
+    .await;
+    let t = builder(&server.url, RecordingClock::new(0.0))
+        .build()
+        .unwrap();
+    let kinds = |n: usize| {
+        let t = t.clone();
+        async move {
+            let mut kinds = Vec::new();
+            for _ in 0..n {
+                kinds.push(t.send(post("/api/v1/x")).await.unwrap_err().kind());
+            }
+            kinds
+        }
+    };
+    let first = kinds(17).await;
+    assert!(first[..16].iter().all(|k| *k == ErrorKind::Connection));
+    assert_eq!(first[16], ErrorKind::BadRequest);
+    t.send(post("/api/v1/ok")).await.unwrap();
+    assert_eq!(
+        kinds(2).await,
+        vec![ErrorKind::Connection, ErrorKind::BadRequest]
+    );
+}

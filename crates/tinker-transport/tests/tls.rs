@@ -1,6 +1,9 @@
 //! TLS with rustls: ALPN picks HTTP/2 or HTTP/1.1; trust comes from configured CA
 //! certificates or `SSL_CERT_FILE`, never from the network.
 
+// Fixture helpers (certificate, CONNECT proxy) are test code: panicking is the failure.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
@@ -95,4 +98,85 @@ async fn ssl_cert_file_is_trusted_and_unknown_cas_are_not() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Connection);
     assert_eq!(server.seen().len(), 1);
+}
+
+/// A CONNECT proxy that records the authorities it tunnels to.
+async fn connect_proxy() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tunnels: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let record = tunnels.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let authority = req
+                                .uri()
+                                .authority()
+                                .map(|a| a.to_string())
+                                .unwrap_or_default();
+                            record
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} {authority}", req.method()));
+                            tokio::spawn(async move {
+                                let upgraded = hyper::upgrade::on(req).await.unwrap();
+                                let mut upstream =
+                                    tokio::net::TcpStream::connect(authority).await.unwrap();
+                                let _ = tokio::io::copy_bidirectional(
+                                    &mut TokioIo::new(upgraded),
+                                    &mut upstream,
+                                )
+                                .await;
+                            });
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (url, tunnels)
+}
+
+#[tokio::test]
+async fn https_goes_through_a_connect_tunnel() {
+    let (acceptor, cert) = tls_server_config();
+    let server =
+        Server::start_with(Some(acceptor), |_, _| Reply::json(200, r#"{"tls":true}"#)).await;
+    let (proxy_url, tunnels) = connect_proxy().await;
+    let t = Transport::builder()
+        .base_url(&server.url)
+        .env(Env::from_pairs([("HOME", "/nonexistent")]))
+        .api_key(KEY.to_owned().into())
+        .proxy(ProxyConfig::Url {
+            url: proxy_url,
+            no_proxy: None,
+        })
+        .tls(only_roots(vec![cert.cert.der().to_vec()]))
+        .build()
+        .unwrap();
+    let v: serde_json::Value = t
+        .get_json(RequestSpec::get("/api/v1/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(v["tls"], true);
+    assert_eq!(
+        *tunnels.lock().unwrap(),
+        vec![format!("CONNECT localhost:{}", server.addr.port())]
+    );
+    // Inside the tunnel TLS negotiates HTTP/2 with the origin, which gets the key.
+    let seen = server.seen();
+    assert_eq!(seen[0].version, http::Version::HTTP_2);
+    assert_eq!(seen[0].uri.path(), "/api/v1/healthz");
+    assert_eq!(seen[0].header("x-api-key"), Some(KEY));
 }
