@@ -93,7 +93,7 @@ impl SampleDispatchLimiter {
 
     /// Waits for dispatch slots and `estimated_bytes` of the budget.
     pub async fn acquire(&self, estimated_bytes: u64) -> SampleDispatchPermit {
-        let closed = "the limiter's semaphores are never closed";
+        // The limiter never closes its semaphores, so acquiring cannot fail.
         let slot = self.inner.slots.clone().acquire_owned().await;
         let throttled = if self.is_throttled() {
             Some(self.inner.throttled.clone().acquire_owned().await)
@@ -112,7 +112,7 @@ impl SampleDispatchLimiter {
                 _throttled: throttled,
                 _bytes: bytes,
             },
-            _ => unreachable!("{closed}"),
+            _ => unreachable!("the limiter's semaphores are never closed"),
         }
     }
 

@@ -98,11 +98,15 @@ impl Pool {
     }
 }
 
-fn make_client(
-    cfg: &HttpConfig,
-    tls: Option<&rustls::ClientConfig>,
-    matcher: Option<Arc<Matcher>>,
-) -> RawClient {
+/// The TLS implementation the pool is built with.
+#[derive(Clone)]
+enum TlsBackend {
+    Rustls(Box<rustls::ClientConfig>),
+    #[cfg(feature = "native-tls")]
+    Native,
+}
+
+fn make_client(cfg: &HttpConfig, tls: &TlsBackend, matcher: Option<Arc<Matcher>>) -> RawClient {
     let connector = ProxyConnector::new(cfg.connect_timeout, matcher);
     let mut builder = Client::builder(TokioExecutor::new());
     builder
@@ -113,35 +117,30 @@ fn make_client(
     if cfg.version == HttpVersion::Http2PriorKnowledge {
         builder.http2_only(true);
     }
-    #[cfg(feature = "native-tls")]
-    if tls.is_none() {
-        let mut https = hyper_tls::HttpsConnector::new_with_connector(connector);
-        https.https_only(false);
-        return BoxCloneSyncService::new(builder.build(https));
+    match tls {
+        TlsBackend::Rustls(config) => {
+            // hyper-rustls sets the ALPN list from the enabled versions.
+            let start = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((**config).clone())
+                .https_or_http();
+            let https = match cfg.version {
+                HttpVersion::Http1Only => start.enable_http1().wrap_connector(connector),
+                HttpVersion::Auto | HttpVersion::Http2PriorKnowledge => start
+                    .enable_http1()
+                    .enable_http2()
+                    .wrap_connector(connector),
+            };
+            BoxCloneSyncService::new(builder.build(https))
+        }
+        #[cfg(feature = "native-tls")]
+        TlsBackend::Native => {
+            // Platform TLS (HTTP/1.1 over TLS; no ALPN). `new_with_connector` panics only
+            // if the platform TLS library cannot initialise at all.
+            let mut https = hyper_tls::HttpsConnector::new_with_connector(connector);
+            https.https_only(false);
+            BoxCloneSyncService::new(builder.build(https))
+        }
     }
-    let tls = tls.cloned().unwrap_or_else(|| {
-        // Unreachable without native-tls: the builder always makes a rustls config.
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth()
-        })
-        .unwrap_or_else(|_| unreachable!("ring supports the default protocol versions"))
-    });
-    let start = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let https = match cfg.version {
-        HttpVersion::Http1Only => start.enable_http1().wrap_connector(connector),
-        HttpVersion::Auto | HttpVersion::Http2PriorKnowledge => start
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(connector),
-    };
-    BoxCloneSyncService::new(builder.build(https))
 }
 
 /// The leaf service: hyper client + redirects + body reading + decoding.
@@ -155,21 +154,21 @@ pub(crate) struct HyperLeaf {
 impl HyperLeaf {
     pub(crate) fn new(cfg: &HttpConfig, env: &Env) -> Result<Self, TransportError> {
         let matcher = cfg.proxy.matcher(env).map(Arc::new);
-        let tls = if cfg.tls.native_tls {
-            if cfg!(feature = "native-tls") {
-                None
-            } else {
+        let tls = match cfg.tls.native_tls {
+            #[cfg(feature = "native-tls")]
+            true => TlsBackend::Native,
+            #[cfg(not(feature = "native-tls"))]
+            true => {
                 return Err(TransportError::invalid(
                     "native TLS requested but the `native-tls` feature is not enabled",
                 ));
             }
-        } else {
-            Some(cfg.tls.rustls_config(env)?)
+            false => TlsBackend::Rustls(Box::new(cfg.tls.rustls_config(env)?)),
         };
         let factory_cfg = cfg.clone();
         let factory_matcher = matcher.clone();
         let factory: Box<dyn Fn() -> RawClient + Send + Sync> =
-            Box::new(move || make_client(&factory_cfg, tls.as_ref(), factory_matcher.clone()));
+            Box::new(move || make_client(&factory_cfg, &tls, factory_matcher.clone()));
         let pool = Arc::new(Pool {
             current: RwLock::new(factory()),
             factory,
