@@ -78,7 +78,7 @@ pub(crate) fn packed_varints_payload_len(values: impl Iterator<Item = u64>) -> u
 }
 
 /// Size of a packed `repeated int64` field (absent when empty).
-pub(crate) fn packed_varints_len(tag: u32, values: impl Iterator<Item = u64> + Clone) -> usize {
+pub(crate) fn packed_varints_len(tag: u32, values: impl Iterator<Item = u64>) -> usize {
     let payload = packed_varints_payload_len(values);
     if payload == 0 {
         0

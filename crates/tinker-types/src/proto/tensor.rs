@@ -11,8 +11,8 @@
 //! not send BFLOAT16 `Tensor`s to the Python SDK anyway.
 
 use super::fields::{
-    delimited_len, implicit_varint_len, packed_varints_len, write_delimited_header,
-    write_implicit_varint, write_packed_varints,
+    delimited_len, implicit_delimited_len, implicit_varint_len, packed_varints_len,
+    write_delimited_header, write_implicit_varint, write_packed_varints,
 };
 use super::{invalid, packed, wire};
 use crate::error::Result;
@@ -218,15 +218,9 @@ pub(crate) mod direct {
     fn csr_len(values: &TensorValues, csr: &CsrIndices) -> usize {
         // Inside the SparseCsr message the three `bytes` fields are implicit (left out when
         // empty).
-        super::super::fields::implicit_delimited_len(CSR_VALUES, values_byte_len(values))
-            + super::super::fields::implicit_delimited_len(
-                CSR_CROW,
-                packed::byte_len(&csr.crow_indices),
-            )
-            + super::super::fields::implicit_delimited_len(
-                CSR_COL,
-                packed::byte_len(&csr.col_indices),
-            )
+        implicit_delimited_len(CSR_VALUES, values_byte_len(values))
+            + implicit_delimited_len(CSR_CROW, packed::byte_len(&csr.crow_indices))
+            + implicit_delimited_len(CSR_COL, packed::byte_len(&csr.col_indices))
     }
 
     /// Size of the encoded `Tensor` message body.
