@@ -81,8 +81,12 @@ impl FaultInjector {
             inner.counts.insert(route.clone(), *n);
         }
         let draws: [f64; 5] = std::array::from_fn(|_| inner.rng.random::<f64>());
-        let latency = if cfg.latency_ms.1 > 0 {
-            Duration::from_millis(inner.rng.random_range(cfg.latency_ms.0..=cfg.latency_ms.1))
+        let (lo, hi) = (
+            cfg.latency_ms.0.min(cfg.latency_ms.1),
+            cfg.latency_ms.0.max(cfg.latency_ms.1),
+        );
+        let latency = if hi > 0 {
+            Duration::from_millis(inner.rng.random_range(lo..=hi))
         } else {
             Duration::ZERO
         };

@@ -114,6 +114,25 @@ async fn malformed_requests_get_clear_errors() {
     )
     .await;
     expect(&h, Method::GET, "/api/v1/billing/usage/events?starting_on=2026-01-01T00:30:00Z&ending_before=2026-01-02T00:00:00Z", json_ct, b"", 400).await;
+    // Extractor rejections (query strings) get the same JSON shape.
+    expect(
+        &h,
+        Method::GET,
+        "/api/v1/billing/usage/events",
+        json_ct,
+        b"",
+        400,
+    )
+    .await;
+    expect(
+        &h,
+        Method::GET,
+        "/api/v1/training_runs?limit=x",
+        json_ct,
+        b"",
+        400,
+    )
+    .await;
     let zstd_header = h
         .request(
             Method::POST,

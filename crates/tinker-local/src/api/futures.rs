@@ -135,9 +135,9 @@ pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> 
         )));
     }
     let wait = match req.timeout {
-        Some(t) if t.is_finite() && t >= 0.0 => {
-            Duration::from_secs_f64(t).min(state.config.long_poll)
-        }
+        Some(t) if t.is_finite() && t >= 0.0 => Duration::try_from_secs_f64(t)
+            .unwrap_or(Duration::MAX)
+            .min(state.config.long_poll),
         Some(_) => return Err(ApiError::bad_request("timeout must be >= 0")),
         None => state.config.long_poll,
     };

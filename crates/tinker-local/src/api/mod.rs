@@ -187,6 +187,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/traces/{session_id}", get(rest::download_trace))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             inject_faults,
@@ -198,6 +199,37 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
             },
         ))
         .with_state(state)
+}
+
+/// Rewrites error answers produced outside our handlers (extractor rejections such as a bad
+/// query string or path) into the `{"detail": ...}` shape clients expect.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => String::new(),
+    };
+    let detail = if text.trim().is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut rewritten = ApiError::new(status, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rewritten.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    rewritten
 }
 
 async fn not_found() -> ApiError {
