@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tinker_transport::http::HttpVersion;
 use tinker_transport::http::connect::ProxyConfig;
 use tinker_transport::{RequestSpec, Transport};
 
@@ -48,16 +49,18 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        throughput(&url).await;
+        throughput(&url, HttpVersion::Http1Only).await;
+        throughput(&url, HttpVersion::Http2PriorKnowledge).await;
         memory(&url).await;
     });
     child.kill().ok();
     child.wait().ok();
 }
 
-fn transport(url: &str) -> Transport {
+fn transport(url: &str, version: HttpVersion) -> Transport {
     Transport::builder()
         .base_url(url)
+        .http_version(version)
         .no_credential()
         .proxy(ProxyConfig::None)
         .pool(CALLERS, Duration::from_secs(90))
@@ -65,8 +68,8 @@ fn transport(url: &str) -> Transport {
         .unwrap()
 }
 
-async fn throughput(url: &str) {
-    let t = transport(url);
+async fn throughput(url: &str, version: HttpVersion) {
+    let t = transport(url, version);
     let body = Bytes::from_static(br#"{"model_id":"m","seq_id":1}"#);
     let run = |until: Instant| {
         let t = t.clone();
@@ -101,7 +104,7 @@ async fn throughput(url: &str) {
     let wall = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     println!(
-        "loopback HTTP/1.1, {CALLERS} callers: {n} requests in {wall:.2} s = {:.0} req/s; \
+        "loopback {version:?}, {CALLERS} callers: {n} requests in {wall:.2} s = {:.0} req/s; \
          client CPU {:.1} µs/request ({:.2} cores)",
         n as f64 / wall,
         cpu / n as f64 * 1e6,
@@ -112,7 +115,7 @@ async fn throughput(url: &str) {
 /// Holds `IN_FLIGHT` requests open on a server that delays its answer, and reads the
 /// client's RSS growth.
 async fn memory(url: &str) {
-    let t = transport(url);
+    let t = transport(url, HttpVersion::Http1Only);
     // Warm the pool and the allocator with a few requests first.
     for _ in 0..10 {
         t.send(RequestSpec::get("/api/v1/bench")).await.unwrap();
