@@ -59,15 +59,10 @@ fn sample_spec(prompt: Vec<u32>) -> SampleSpec {
         num_samples: 1,
         max_tokens: 12,
         temperature: 1.0,
-        top_k: -1,
-        top_p: 1.0,
         seed: Some(11),
-        stop_tokens: vec![],
-        stop_strings: vec![],
         stop_at_eos: false,
         prompt_logprobs: true,
-        topk_prompt_logprobs: 0,
-        topk_sample_logprobs: 0,
+        ..SampleSpec::default()
     }
 }
 
@@ -364,4 +359,12 @@ fn batching_and_padding_do_not_change_logprobs() {
             assert!((a - b).abs() < 1e-5, "datum {i}: {a} alone vs {b} batched");
         }
     }
+}
+
+#[test]
+fn thread_safety_contract() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send::<TrainableModel>();
+    send_sync::<SamplerModel>();
 }

@@ -20,15 +20,9 @@ fn spec() -> SampleSpec {
         num_samples: 4,
         max_tokens: 16,
         temperature: 1.0,
-        top_k: -1,
-        top_p: 1.0,
         seed: Some(1234),
-        stop_tokens: vec![],
-        stop_strings: vec![],
         stop_at_eos: false,
-        prompt_logprobs: false,
-        topk_prompt_logprobs: 0,
-        topk_sample_logprobs: 0,
+        ..SampleSpec::default()
     }
 }
 

@@ -84,15 +84,8 @@ fn micro_learns_and_reproduces_its_data() {
                 num_samples: 1,
                 max_tokens: 32,
                 temperature: 0.0,
-                top_k: -1,
-                top_p: 1.0,
-                seed: None,
-                stop_tokens: vec![],
-                stop_strings: vec![],
                 stop_at_eos: true,
-                prompt_logprobs: false,
-                topk_prompt_logprobs: 0,
-                topk_sample_logprobs: 0,
+                ..SampleSpec::default()
             })
             .unwrap();
         let got = &out.sequences[0].tokens;

@@ -45,6 +45,28 @@ pub struct SampleSpec {
     pub topk_sample_logprobs: usize,
 }
 
+impl Default for SampleSpec {
+    /// Tinker's `SamplingParams` defaults: one sample of up to 16 tokens at temperature 1, no
+    /// top-k / top-p truncation, a fresh seed, EOS stops; no extra logprobs. `prompt` is empty.
+    fn default() -> Self {
+        Self {
+            prompt: Vec::new(),
+            num_samples: 1,
+            max_tokens: 16,
+            temperature: 1.0,
+            top_k: -1,
+            top_p: 1.0,
+            seed: None,
+            stop_tokens: Vec::new(),
+            stop_strings: Vec::new(),
+            stop_at_eos: true,
+            prompt_logprobs: false,
+            topk_prompt_logprobs: 0,
+            topk_sample_logprobs: 0,
+        }
+    }
+}
+
 /// Why a sample ended.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
