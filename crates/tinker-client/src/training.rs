@@ -36,6 +36,32 @@ use crate::wire::{
     SaveWeightsRequest, SaveWeightsResponse,
 };
 
+/// One single-request training operation: its route, future type and SDK method name.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    path: &'static str,
+    request_type: RequestType,
+    method: &'static str,
+    /// The save family disables HTTP-level retries (only the holder loop retries).
+    http_retries: bool,
+}
+
+impl Op {
+    fn new(path: &'static str, request_type: RequestType, method: &'static str) -> Self {
+        Self {
+            path,
+            request_type,
+            method,
+            http_retries: true,
+        }
+    }
+
+    fn without_http_retries(mut self) -> Self {
+        self.http_retries = false;
+        self
+    }
+}
+
 /// Bytes per text token in the protobuf request (int32).
 const BYTES_PER_TOKEN: u64 = 4;
 /// Bytes per CSR index (int64).
@@ -311,29 +337,17 @@ impl TrainingClient {
     /// One optimizer step with the accumulated gradients.
     pub fn optim_step(&self, params: impl Into<OptimParams>) -> ApiFuture<OptimStepResponse> {
         let params = params.into();
-        if let Err(e) = self.check_usable() {
-            return ApiFuture::failed(e);
-        }
-        if let OptimParams::Dimuon(d) = &params
-            && let Err(e) = d.validate()
-        {
-            return ApiFuture::failed(e.into());
-        }
-        let turn = self.inner.turns.reserve(1);
-        let inner = self.inner.clone();
-        ApiFuture::spawn(async move {
-            let seq_id = turn.first() + 1;
-            let req = OptimStepRequest::new(inner.model_id.clone(), seq_id, params);
-            let body = tinker_types::json::to_vec(&req)?;
-            inner
-                .run_simple(
-                    turn,
-                    "/api/v1/optim_step",
-                    body,
-                    RequestType::OptimStep,
-                    "TrainingClient.optim_step",
-                )
-                .await
+        let check = match &params {
+            OptimParams::Dimuon(d) => d.validate().map_err(Error::from),
+            _ => Ok(()),
+        };
+        let op = Op::new(
+            "/api/v1/optim_step",
+            RequestType::OptimStep,
+            "TrainingClient.optim_step",
+        );
+        self.simple_op(check, op, move |model_id, seq_id| {
+            OptimStepRequest::new(model_id, seq_id, params)
         })
     }
 
@@ -348,32 +362,23 @@ impl TrainingClient {
         name: &str,
         options: SaveOptions,
     ) -> ApiFuture<SaveWeightsResponse> {
-        if let Err(e) = self.check_usable().and_then(|()| check_name(name)) {
-            return ApiFuture::failed(e);
-        }
-        let turn = self.inner.turns.reserve(1);
-        let inner = self.inner.clone();
         let name = name.to_owned();
-        ApiFuture::spawn(async move {
-            let req = SaveWeightsRequest {
-                model_id: inner.model_id.clone(),
+        let op = Op::new(
+            "/api/v1/save_weights",
+            RequestType::SaveWeights,
+            "TrainingClient.save_state",
+        )
+        .without_http_retries();
+        self.simple_op(check_name(&name), op, move |model_id, seq_id| {
+            SaveWeightsRequest {
+                model_id,
                 path: Some(name),
-                seq_id: turn.first() + 1,
+                seq_id,
                 ttl_seconds: options.ttl_seconds,
                 overwrite: options.overwrite,
                 user_metadata: options.user_metadata,
                 kind_tag: "save_weights",
-            };
-            let body = tinker_types::json::to_vec(&req)?;
-            inner
-                .run_simple_no_http_retry(
-                    turn,
-                    "/api/v1/save_weights",
-                    body,
-                    RequestType::SaveWeights,
-                    "TrainingClient.save_state",
-                )
-                .await
+            }
         })
     }
 
@@ -395,16 +400,12 @@ impl TrainingClient {
         optimizer: bool,
         method: &'static str,
     ) -> ApiFuture<LoadWeightsResponse> {
-        if let Err(e) = self.check_usable().and_then(|()| check_tinker_path(path)) {
-            return ApiFuture::failed(e);
-        }
-        let turn = self.inner.turns.reserve(1);
-        let inner = self.inner.clone();
         let path = path.to_owned();
-        ApiFuture::spawn(async move {
-            let req = LoadWeightsRequest {
-                model_id: Some(inner.model_id.clone()),
-                seq_id: Some(turn.first() + 1),
+        let op = Op::new("/api/v1/load_weights", RequestType::LoadWeights, method);
+        self.simple_op(check_tinker_path(&path), op, move |model_id, seq_id| {
+            LoadWeightsRequest {
+                model_id: Some(model_id),
+                seq_id: Some(seq_id),
                 session_id: None,
                 model_seq_id: None,
                 base_model: None,
@@ -413,17 +414,7 @@ impl TrainingClient {
                 optimizer,
                 optimizer_config: None,
                 kind_tag: "load_weights",
-            };
-            let body = tinker_types::json::to_vec(&req)?;
-            inner
-                .run_simple(
-                    turn,
-                    "/api/v1/load_weights",
-                    body,
-                    RequestType::LoadWeights,
-                    method,
-                )
-                .await
+            }
         })
     }
 
@@ -439,33 +430,24 @@ impl TrainingClient {
         name: &str,
         options: SaveOptions,
     ) -> ApiFuture<SaveWeightsForSamplerResponse> {
-        if let Err(e) = self.check_usable().and_then(|()| check_name(name)) {
-            return ApiFuture::failed(e);
-        }
-        let turn = self.inner.turns.reserve(1);
-        let inner = self.inner.clone();
         let name = name.to_owned();
-        ApiFuture::spawn(async move {
-            let req = SaveWeightsForSamplerRequest {
-                model_id: inner.model_id.clone(),
+        let op = Op::new(
+            "/api/v1/save_weights_for_sampler",
+            RequestType::SaveWeightsForSampler,
+            "TrainingClient.save_weights_for_sampler",
+        )
+        .without_http_retries();
+        self.simple_op(check_name(&name), op, move |model_id, seq_id| {
+            SaveWeightsForSamplerRequest {
+                model_id,
                 path: Some(name),
                 sampling_session_seq_id: None,
                 kind: "snapshot",
-                seq_id: turn.first() + 1,
+                seq_id,
                 ttl_seconds: options.ttl_seconds,
                 user_metadata: options.user_metadata,
                 kind_tag: "save_weights_for_sampler",
-            };
-            let body = tinker_types::json::to_vec(&req)?;
-            inner
-                .run_simple_no_http_retry(
-                    turn,
-                    "/api/v1/save_weights_for_sampler",
-                    body,
-                    RequestType::SaveWeightsForSampler,
-                    "TrainingClient.save_weights_for_sampler",
-                )
-                .await
+            }
         })
     }
 
@@ -537,41 +519,54 @@ impl TrainingClient {
         ttl_seconds: Option<u64>,
         age_recipients: Vec<String>,
     ) -> ApiFuture<SaveWeightsExternalResponse> {
-        let check = self
-            .check_usable()
-            .and_then(|()| check_name(name))
-            .and_then(|()| {
-                if age_recipients.len() > 10 {
-                    Err(Error::invalid("at most 10 age encryption recipients"))
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(e) = check {
+        let check = check_name(name).and_then(|()| {
+            if age_recipients.len() > 10 {
+                Err(Error::invalid("at most 10 age encryption recipients"))
+            } else {
+                Ok(())
+            }
+        });
+        let name = name.to_owned();
+        let op = Op::new(
+            "/api/v1/save_weights_external",
+            RequestType::SaveWeightsExternal,
+            "TrainingClient.save_weights_external",
+        )
+        .without_http_retries();
+        self.simple_op(check, op, move |model_id, seq_id| {
+            SaveWeightsExternalRequest {
+                model_id,
+                path: name,
+                seq_id,
+                ttl_seconds,
+                age_encryption_recipients: (!age_recipients.is_empty()).then_some(age_recipients),
+                kind_tag: "save_weights_external",
+            }
+        })
+    }
+
+    /// The common shape of single-request training operations: validate, reserve the
+    /// next id synchronously, then (in a task) wait for the turn, post the JSON body built
+    /// by `build(model_id, seq_id)`, pass the turn on and poll the result.
+    fn simple_op<T, R>(
+        &self,
+        check: Result<()>,
+        op: Op,
+        build: impl FnOnce(String, u64) -> R + Send + 'static,
+    ) -> ApiFuture<T>
+    where
+        T: FromPayload + Send + 'static,
+        R: serde::Serialize,
+    {
+        if let Err(e) = self.check_usable().and(check) {
             return ApiFuture::failed(e);
         }
         let turn = self.inner.turns.reserve(1);
         let inner = self.inner.clone();
-        let name = name.to_owned();
         ApiFuture::spawn(async move {
-            let req = SaveWeightsExternalRequest {
-                model_id: inner.model_id.clone(),
-                path: name,
-                seq_id: turn.first() + 1,
-                ttl_seconds,
-                age_encryption_recipients: (!age_recipients.is_empty()).then_some(age_recipients),
-                kind_tag: "save_weights_external",
-            };
-            let body = tinker_types::json::to_vec(&req)?;
-            inner
-                .run_simple_no_http_retry(
-                    turn,
-                    "/api/v1/save_weights_external",
-                    body,
-                    RequestType::SaveWeightsExternal,
-                    "TrainingClient.save_weights_external",
-                )
-                .await
+            let body =
+                tinker_types::json::to_vec(&build(inner.model_id.clone(), turn.first() + 1))?;
+            inner.run_json(turn, op, body).await
         })
     }
 
@@ -736,56 +731,23 @@ where
 }
 
 impl Inner {
-    /// Posts a JSON training request in turn, then polls its result.
-    async fn run_simple<T: FromPayload>(
-        &self,
-        turn: Turn,
-        path: &'static str,
-        body: Vec<u8>,
-        request_type: RequestType,
-        method: &'static str,
-    ) -> Result<T> {
-        self.run_json(turn, path, body, request_type, method, None)
-            .await
-    }
-
-    /// As [`run_simple`](Self::run_simple) without HTTP-level retries (the save family).
-    async fn run_simple_no_http_retry<T: FromPayload>(
-        &self,
-        turn: Turn,
-        path: &'static str,
-        body: Vec<u8>,
-        request_type: RequestType,
-        method: &'static str,
-    ) -> Result<T> {
-        self.run_json(turn, path, body, request_type, method, Some(0))
-            .await
-    }
-
-    async fn run_json<T: FromPayload>(
-        &self,
-        turn: Turn,
-        path: &'static str,
-        body: Vec<u8>,
-        request_type: RequestType,
-        method: &'static str,
-        max_retries: Option<u32>,
-    ) -> Result<T> {
+    /// Posts a JSON training request in its turn, passes the turn on, polls the result.
+    async fn run_json<T: FromPayload>(&self, turn: Turn, op: Op, body: Vec<u8>) -> Result<T> {
         turn.wait().await;
         let body = bytes::Bytes::from(body);
-        let submitted = submit(&self.holder, path, || {
-            let mut spec = RequestSpec::post(path)
+        let submitted = submit(&self.holder, op.path, || {
+            let mut spec = RequestSpec::post(op.path)
                 .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
-                .with_sdk_method(method);
-            if let Some(n) = max_retries {
-                spec = spec.with_max_retries(n);
+                .with_sdk_method(op.method);
+            if !op.http_retries {
+                spec = spec.with_max_retries(0);
             }
             Ok(spec)
         })
         .await;
         drop(turn);
         let (fut, roundtrip) = submitted?;
-        self.poll(fut.request_id, request_type, roundtrip).await
+        self.poll(fut.request_id, op.request_type, roundtrip).await
     }
 
     async fn poll<T: FromPayload>(

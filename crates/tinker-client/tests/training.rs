@@ -287,3 +287,20 @@ async fn bad_input_is_refused_before_sending() {
     assert_eq!(out.loss_fn_outputs.len(), 1);
     env.server.shutdown().await;
 }
+
+/// With `pjwt_auth_enabled` the client exchanges its key for server JWTs during start-up
+/// and every later call authenticates with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_start_up() {
+    let env = common::start_with(None, |c| c.jwt = true).await;
+    assert!(env.service.client_config().pjwt_auth_enabled);
+    let tc = training(&env).await;
+    let out = tc
+        .forward_backward(vec![datum(&[1, 2, 3])], LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    assert_eq!(out.loss_fn_outputs.len(), 1);
+    let who = env.service.create_rest_client().whoami().await.unwrap();
+    assert!(!who.user_urn.is_empty());
+    env.server.shutdown().await;
+}

@@ -1,3 +1,101 @@
 //! The Tinker SDK for Rust: fine-tune open-weight LLMs with LoRA on the Tinker service.
 //!
-//! This crate is being built; see the README for what works today.
+//! Your program calls [`TrainingClient::forward_backward`], [`TrainingClient::optim_step`],
+//! [`SamplingClient::sample`] and [`TrainingClient::save_state`]; the service does the
+//! heavy lifting. Every asynchronous operation returns an [`ApiFuture`] whose request is
+//! already in flight, in the order the calls were made, so training steps pipeline.
+//!
+//! # Quickstart
+//!
+//! This runs against `tinker-local`, the CPU server that ships with the SDK (feature
+//! `local`: `tinker::local::LocalServer`). Against the real service, drop the server lines
+//! and call [`ServiceClient::from_env`] with `TINKER_API_KEY` set.
+//!
+//! ```
+//! use tinker::prelude::*;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> tinker::Result<()> {
+//! # let dir = tempfile::tempdir().expect("temp dir");
+//! # let server = tinker_local::LocalServer::start(tinker_local::LocalServerConfig::new(dir.path()))
+//! #     .await
+//! #     .expect("local server");
+//! # let base_url = server.url().to_string();
+//! let service = ServiceClient::builder()
+//!     .base_url(base_url)
+//!     .api_key("tml-local")
+//!     .build()
+//!     .await?;
+//! let training = service.create_lora_training_client("tinker-local/micro", 8).await?;
+//!
+//! // One datum: predict each next token of a short sequence.
+//! let tokens: Vec<u32> = vec![5, 6, 7, 8, 9];
+//! let input = ModelInput::from_tokens(&tokens[..4]);
+//! let targets: Vec<i64> = tokens[1..].iter().map(|&t| i64::from(t)).collect();
+//! let datum = Datum::new(input, CrossEntropyInputs::new(targets, vec![1.0; 4])?.into_inputs()?);
+//!
+//! // Both requests are sent in order without waiting in between.
+//! let fb = training.forward_backward(vec![datum], LossFn::CrossEntropy);
+//! let step = training.optim_step(AdamParams::with_learning_rate(1e-3));
+//! let fb = fb.await?;
+//! step.await?;
+//! assert!(fb.metrics.contains_key("loss:sum"));
+//!
+//! let sampler = training.save_weights_and_get_sampling_client().await?;
+//! let out = sampler
+//!     .sample(ModelInput::from_tokens(&[5, 6]), 1, SamplingParams::with_max_tokens(4))
+//!     .await?;
+//! assert_eq!(out.sequences.len(), 1);
+//! service.close(CloseStatus::Success, None).await?;
+//! # server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! * `rustls` (default): TLS through rustls.
+//! * `native-tls`: TLS through the platform library.
+//! * `local`: embeds [`tinker-local`](local), a Tinker-compatible server training a tiny
+//!   transformer on the CPU, so programs and tests run offline.
+//!
+//! # Crates
+//!
+//! [`types`] (wire types), [`transport`] (HTTP, retries, auth), [`tokenizer`],
+//! [`telemetry`], and the clients, re-exported at the root.
+
+pub use tinker_client::*;
+
+/// Wire types of the API (re-export of `tinker-types`).
+pub use tinker_types as types;
+
+/// The HTTP transport (re-export of `tinker-transport`).
+pub use tinker_transport as transport;
+
+/// Tokenizers (re-export of `tinker-tokenizer`).
+pub use tinker_tokenizer as tokenizer;
+
+/// Tracing and telemetry (re-export of `tinker-telemetry`).
+pub use tinker_telemetry as telemetry;
+
+/// `tinker-local`: a Tinker-compatible server running a tiny transformer on the CPU.
+#[cfg(feature = "local")]
+pub use tinker_local as local;
+
+pub use tinker_types::{
+    AdamParams, CrossEntropyInputs, Datum, ForwardBackwardOutput, LoraConfig, LossFn, ModelInput,
+    OptimStepResponse, SampleResponse, SamplingParams, TensorData,
+};
+
+/// The names most programs need: `use tinker::prelude::*;`.
+pub mod prelude {
+    pub use tinker_client::{
+        AccessScope, ApiFuture, CloseStatus, CustomLossOutput, Error, ErrorKind, RestClient,
+        SampleOptions, SamplingClient, SamplingSource, ServiceClient, TrainingClient,
+        TrainingClientOptions,
+    };
+    pub use tinker_types::{
+        AdamParams, CrossEntropyInputs, Datum, ForwardBackwardOutput, LossFn, ModelInput,
+        SamplingParams, TensorData,
+    };
+}
