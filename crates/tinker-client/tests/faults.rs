@@ -134,3 +134,50 @@ async fn random_faults() {
     }
     env.server.shutdown().await;
 }
+
+/// 408s carrying a queue state reach the observer; results larger than the inline limit
+/// come as metadata-only answers first (the in-flight byte budget is charged, then the
+/// payload fetched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_states_and_metadata_only_answers() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let env = common::start_with(Some("seed=3,p408=0.5,routes=retrieve_future"), |c| {
+        c.inline_result_limit = 1;
+    })
+    .await;
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let service = tinker_client::ServiceClient::builder()
+        .base_url(env.server.url())
+        .api_key("tml-test-key")
+        .queue_state_observer(move |_state, _reason| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .await
+        .unwrap();
+    let tc = service.create_lora_training_client(MODEL, 4).await.unwrap();
+    for _ in 0..3 {
+        let out = tc
+            .forward(vec![datum(&[1, 2, 3, 4])], LossFn::CrossEntropy)
+            .await
+            .unwrap();
+        assert_eq!(out.loss_fn_outputs.len(), 1);
+    }
+    let sampler = tc.save_weights_and_get_sampling_client().await.unwrap();
+    let out = sampler
+        .sample(
+            ModelInput::from_tokens(&[1, 2]),
+            2,
+            SamplingParams::with_max_tokens(3),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.sequences.len(), 2);
+    assert!(
+        seen.load(Ordering::SeqCst) > 0,
+        "no queue state was observed"
+    );
+    env.server.shutdown().await;
+}
