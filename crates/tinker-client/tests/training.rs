@@ -304,3 +304,41 @@ async fn jwt_start_up() {
     assert!(!who.user_urn.is_empty());
     env.server.shutdown().await;
 }
+
+/// A batch over the server's chunk limit (1024 datums) is split into two requests,
+/// submitted in parallel in the SDK's order, and combined: outputs concatenated in order,
+/// `loss:sum` summed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_are_chunked_and_combined() {
+    let env = start(None).await;
+    let tc = training(&env).await;
+    let data: Vec<_> = (0..1030u32)
+        .map(|i| datum(&[1 + i % 50, 2 + i % 7, 3]))
+        .collect();
+    let whole = tc
+        .forward(data.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    assert_eq!(whole.loss_fn_outputs.len(), 1030);
+    let head = tc
+        .forward(data[..1024].to_vec(), LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    let tail = tc
+        .forward(data[1024..].to_vec(), LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    let sum = head.metrics["loss:sum"] + tail.metrics["loss:sum"];
+    let got = whole.metrics["loss:sum"];
+    assert!(
+        (got - sum).abs() < 1e-3 * (1.0 + sum.abs()),
+        "{got} vs {sum}"
+    );
+    assert_eq!(whole.loss_fn_outputs[1024], tail.loss_fn_outputs[0]);
+    // Training on the big batch works too (two chunks, one turn window).
+    let fb = tc.forward_backward(data, LossFn::CrossEntropy);
+    let step = tc.optim_step(AdamParams::default());
+    assert_eq!(fb.await.unwrap().loss_fn_outputs.len(), 1030);
+    step.await.unwrap();
+    env.server.shutdown().await;
+}
