@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{FaultConfig, LocalServerConfig, ScriptedFault};
-pub use state::{AuditRecord, UsageRecord};
+pub use state::{AuditRecord, FuturesPoll, UsageRecord};
 
 /// Errors starting the server.
 #[derive(Debug, Snafu)]
@@ -150,6 +150,16 @@ impl LocalServerHandle {
     /// `(model_id, seq_id)`; a correct server never executes one twice.
     pub fn executions(&self) -> Vec<((String, i64), u32)> {
         self.state.executions()
+    }
+
+    /// Every `retrieve_futures` poll answered so far, in order (a read-only test hook).
+    pub fn futures_polls(&self) -> Vec<FuturesPoll> {
+        state::lock(&self.state.futures_polls).clone()
+    }
+
+    /// The request id of every `cancel_future` call received so far (a read-only test hook).
+    pub fn cancel_requests(&self) -> Vec<String> {
+        state::lock(&self.state.cancel_requests).clone()
     }
 
     /// Stops accepting connections, lets in-flight requests finish (long polls are released

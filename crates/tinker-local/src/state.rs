@@ -90,6 +90,26 @@ pub struct AuditRecord {
     pub event_details: serde_json::Value,
 }
 
+/// One `retrieve_futures` poll as the server answered it (a read-only test hook).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct FuturesPoll {
+    /// The polled sampling session.
+    pub sampling_session_id: String,
+    /// The polled clone id.
+    pub cloned_sampler_id: i64,
+    /// The client's `prev_cursor`.
+    pub prev_cursor: u64,
+    /// The client's `timeout` (`None` = long poll).
+    pub timeout: Option<f64>,
+    /// The ids the client acknowledged as retrieved.
+    pub retrieved_request_ids: Vec<String>,
+    /// The cursor the server answered with.
+    pub cursor: u64,
+    /// The request ids the server reported as completed.
+    pub completed: Vec<String>,
+}
+
 /// `(sampling session, seq_id)` → `(request id, sequence ids)`.
 pub(crate) type SampleSubmissions = HashMap<(String, i64), (String, Vec<String>)>;
 
@@ -111,6 +131,10 @@ pub(crate) struct AppState {
     pub(crate) usage: Mutex<Vec<UsageRecord>>,
     pub(crate) audit: Mutex<Vec<AuditRecord>>,
     pub(crate) executions: Mutex<BTreeMap<(String, i64), u32>>,
+    /// Every answered `retrieve_futures` poll (test hook).
+    pub(crate) futures_polls: Mutex<Vec<FuturesPoll>>,
+    /// Every `cancel_future` request id received (test hook).
+    pub(crate) cancel_requests: Mutex<Vec<String>>,
     pub(crate) sampling_slots: Arc<Semaphore>,
     pub(crate) faults: FaultInjector,
     /// Per-data-directory secret for signatures and owner labels (survives restarts).
@@ -143,6 +167,8 @@ impl AppState {
             usage: Mutex::default(),
             audit: Mutex::default(),
             executions: Mutex::default(),
+            futures_polls: Mutex::default(),
+            cancel_requests: Mutex::default(),
             sampling_slots: Arc::new(Semaphore::new(1)),
             faults,
             secret,

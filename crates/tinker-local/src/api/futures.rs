@@ -124,6 +124,8 @@ struct RetrieveFutures {
     prev_cursor: u64,
     #[serde(default)]
     timeout: Option<f64>,
+    #[serde(default)]
+    retrieved_request_ids: Vec<String>,
 }
 
 pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> ApiResult {
@@ -172,6 +174,15 @@ pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> 
             }
         })
         .collect();
+    crate::state::lock(&state.futures_polls).push(crate::state::FuturesPoll {
+        sampling_session_id: group.0,
+        cloned_sampler_id: group.1,
+        prev_cursor: req.prev_cursor,
+        timeout: req.timeout,
+        retrieved_request_ids: req.retrieved_request_ids,
+        cursor,
+        completed: found.iter().map(|c| c.request_id.clone()).collect(),
+    });
     ok(json!({ "completions": items, "cursor": cursor }))
 }
 
@@ -182,6 +193,7 @@ struct CancelFuture {
 
 pub(crate) async fn cancel_future(State(state): AppStateRef, body: Bytes) -> ApiResult {
     let req: CancelFuture = parse(&body)?;
+    crate::state::lock(&state.cancel_requests).push(req.request_id.clone());
     // Only sampling requests are cancellable: a training request keeps its place in the
     // model's sequence and always runs.
     let is_sample = state
