@@ -107,6 +107,23 @@ impl TokenizerFiles {
         })
     }
 
+    /// Writes the files into `dir` (created if needed), each through a temporary file
+    /// renamed into place; other files in `dir` are kept.
+    pub(crate) fn write_into(&self, dir: &Path) -> std::io::Result<()> {
+        let (name, bytes) = match &self.main {
+            MainFile::TokenizerJson(b) => (TOKENIZER_JSON, b),
+            MainFile::Tiktoken(b) => (TIKTOKEN_MODEL, b),
+        };
+        write_atomically(&dir.join(name), bytes)?;
+        if let Some(config) = &self.config {
+            write_atomically(&dir.join(TOKENIZER_CONFIG), config)?;
+        }
+        if let Some(template) = &self.chat_template {
+            write_atomically(&dir.join(CHAT_TEMPLATE), template.as_bytes())?;
+        }
+        Ok(())
+    }
+
     fn with_siblings(dir: &Path, main: MainFile, origin: String) -> Result<Self> {
         let config = read_optional(&dir.join(TOKENIZER_CONFIG))?;
         let chat_template = read_optional(&dir.join(CHAT_TEMPLATE))?
@@ -118,4 +135,17 @@ impl TokenizerFiles {
             chat_template,
         })
     }
+}
+
+/// Writes `bytes` to `path` (creating its directory) through a temporary sibling renamed
+/// into place, so readers never see a half-written file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }

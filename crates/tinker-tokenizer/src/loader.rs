@@ -6,9 +6,12 @@
 //!    `<commit>` is read from `refs/<rev>` (or is `rev` itself, for a pinned commit);
 //! 3. earlier downloads: `<download cache>/org/name/<rev>/` (`TINKER_TOKENIZER_CACHE`);
 //! 4. the hub, when online and a [`HubFetcher`] is set: `tokenizer.json`, else
-//!    `tiktoken.model`, plus `tokenizer_config.json` and `chat_template.jinja` if present;
-//!    the files are then kept in the download cache (a `main` download is not re-checked
-//!    for updates; delete the directory to refresh it).
+//!    `tiktoken.model`, plus `tokenizer_config.json` and `chat_template.jinja` if present.
+//!    The files are then kept in the Hugging Face cache, as `huggingface_hub` lays it out
+//!    without symlinks (`models--org--name/snapshots/<commit>/…` and `refs/<rev>`), when
+//!    the hub names the commit (`/api/models/<repo>/revision/<rev>`, or `rev` is a commit
+//!    hash); otherwise in the download cache. A `main` download is not re-checked for
+//!    updates; delete the snapshot (or directory) to refresh it.
 //!
 //! A directory counts when it holds `tokenizer.json` or `tiktoken.model`. When nothing is
 //! found the error lists every place tried. Loaded tokenizers are cached per reference.
@@ -136,28 +139,82 @@ impl TokenizerLoader {
             let reference = reference.clone();
             blocking(&name, move || this.find_local(&reference)).await??
         };
-        let (files, downloaded) = match local {
-            Found::Files(files) => (files, false),
+        let (files, keep) = match local {
+            Found::Files(files) => (files, None),
             Found::Nothing(mut looked) => match self.fetch_hub(reference, &mut looked).await? {
-                Some(files) => (files, true),
+                Some((files, commit)) => {
+                    let keep = self.keep_target(reference, commit.as_deref());
+                    (files, keep)
+                }
                 None => return Err(Error::NotFound { id: name, looked }),
             },
         };
         tracing::debug!(tokenizer = %name, origin = %files.origin, "loading tokenizer");
         let task_name = name.clone();
-        let keep = downloaded.then(|| self.download_dir(reference)).flatten();
         blocking(&name, move || {
-            let Some(dir) = keep else {
+            let Some(keep) = keep else {
                 return Tokenizer::from_files(task_name, files);
             };
             let tokenizer = Tokenizer::from_files(task_name, files.clone())?;
             // Only files that parsed are kept; failing to keep them is not an error.
-            if let Err(error) = files.write_dir(&dir) {
-                tracing::warn!(dir = %dir.display(), %error, "could not keep downloaded tokenizer");
+            if let Err(error) = keep.write(&files) {
+                tracing::warn!(%error, "could not keep downloaded tokenizer");
             }
             Ok(tokenizer)
         })
         .await?
+    }
+
+    /// Where a download is kept: the Hugging Face cache snapshot of `commit` when both are
+    /// known, else the download cache.
+    fn keep_target(&self, reference: &TokenizerRef, commit: Option<&str>) -> Option<Keep> {
+        let TokenizerRef::Hub { repo_id, .. } = reference else {
+            return None;
+        };
+        if let (Some(cache), Some(commit)) = (&self.settings.hf_hub_cache, commit) {
+            let revision = reference.revision().unwrap_or("main");
+            let repo_dir = cache.join(format!("models--{}", repo_id.replace('/', "--")));
+            return Some(Keep::HfSnapshot {
+                snapshot: repo_dir.join("snapshots").join(commit),
+                // A pinned commit needs no ref.
+                reference: (revision != commit)
+                    .then(|| (repo_dir.join("refs").join(revision), commit.to_owned())),
+            });
+        }
+        self.download_dir(reference).map(Keep::Dir)
+    }
+
+    /// The commit a revision points to, from the hub's model API (`sha`); the revision
+    /// itself when it already is a commit hash; `None` when the hub does not say.
+    async fn resolve_commit(
+        &self,
+        fetcher: &dyn HubFetcher,
+        repo_id: &str,
+        revision: &str,
+    ) -> Option<String> {
+        if is_commit_hash(revision) {
+            return Some(revision.to_owned());
+        }
+        let url = format!(
+            "{}/api/models/{repo_id}/revision/{revision}",
+            self.settings.hf_endpoint.trim_end_matches('/')
+        );
+        let request = HubRequest {
+            url,
+            bearer_token: self.settings.hf_token.clone(),
+        };
+        match fetcher.fetch(request).await {
+            Ok(Some(body)) => {
+                let info: serde_json::Value = serde_json::from_slice(&body).ok()?;
+                let sha = info.get("sha")?.as_str()?;
+                is_commit_hash(sha).then(|| sha.to_owned())
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(%error, repo_id, revision, "could not resolve the hub commit");
+                None
+            }
+        }
     }
 
     /// Where downloads of a hub repository are kept: `<download cache>/<repo>/<revision>`.
@@ -230,11 +287,13 @@ impl TokenizerLoader {
     }
 
     /// Downloads the files from the hub; `None` (with `looked` extended) when unavailable.
+    /// Downloads the files from the hub, with the commit they belong to when the hub says
+    /// (only asked for when there is a Hugging Face cache to keep them in).
     async fn fetch_hub(
         &self,
         reference: &TokenizerRef,
         looked: &mut Vec<Lookup>,
-    ) -> Result<Option<TokenizerFiles>> {
+    ) -> Result<Option<(TokenizerFiles, Option<String>)>> {
         let TokenizerRef::Hub { repo_id, .. } = reference else {
             return Ok(None);
         };
@@ -300,13 +359,53 @@ impl TokenizerLoader {
         let chat_template = optional(CHAT_TEMPLATE)
             .await?
             .map(|b| String::from_utf8_lossy(&b).into_owned());
-        Ok(Some(TokenizerFiles {
+        let commit = match &self.settings.hf_hub_cache {
+            Some(_) => self.resolve_commit(&**fetcher, repo_id, revision).await,
+            None => None,
+        };
+        let files = TokenizerFiles {
             origin,
             main,
             config,
             chat_template,
-        }))
+        };
+        Ok(Some((files, commit)))
     }
+}
+
+/// Where downloaded files are kept.
+enum Keep {
+    /// `snapshots/<commit>/` of the Hugging Face cache, and `refs/<revision>` → commit.
+    HfSnapshot {
+        snapshot: PathBuf,
+        reference: Option<(PathBuf, String)>,
+    },
+    /// A directory of the download cache, replaced as a whole.
+    Dir(PathBuf),
+}
+
+impl Keep {
+    fn write(&self, files: &TokenizerFiles) -> std::io::Result<()> {
+        match self {
+            Self::HfSnapshot {
+                snapshot,
+                reference,
+            } => {
+                // Other files of the snapshot (weights, configs) are left alone.
+                files.write_into(snapshot)?;
+                if let Some((ref_file, commit)) = reference {
+                    crate::files::write_atomically(ref_file, commit.as_bytes())?;
+                }
+                Ok(())
+            }
+            Self::Dir(dir) => files.write_dir(dir),
+        }
+    }
+}
+
+/// A full 40-hex-digit commit hash.
+fn is_commit_hash(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Why a candidate directory did not count.

@@ -589,7 +589,13 @@ async fn downloads_are_kept_for_offline_use() {
     let tok = offline.load_for_model("acme/kept", None).await.unwrap();
     assert_eq!(tok.chat_template(), Some("{{ messages }}"));
     assert_eq!(tok.encode("Hello", false).unwrap().len(), 1);
-    assert_eq!(hub.urls().len(), 3, "nothing downloaded again");
+    // Three files and the commit lookup (unknown to this hub, so the download cache is
+    // used rather than the Hugging Face cache); nothing downloaded again.
+    assert_eq!(
+        hub.urls()[3],
+        "https://huggingface.co/api/models/acme/kept/revision/main"
+    );
+    assert_eq!(hub.urls().len(), 4, "nothing downloaded again");
 
     // Files that do not parse are not kept.
     let broken = MemoryHub::serving(
