@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod chunk;
+pub mod console;
 pub mod error;
 pub mod future;
 mod holder;
@@ -17,16 +18,28 @@ pub mod service;
 mod tokenizer;
 pub mod training;
 mod turn;
-pub mod wire;
 
-pub use admin::{AdminClient, AuditEventType};
+pub use admin::AdminClient;
 pub use error::{Error, ErrorKind, FailureCategory, Result};
 pub use future::{ApiFuture, QueueStateObserver};
 pub use holder::SDK_VERSION;
-pub use rest::{AccessScope, DownloadProgress, Paged, RestClient};
+pub use rest::{DownloadProgress, Paged, RestClient, Whoami};
 pub use sampling::{SampleOptions, SamplingClient, SamplingSource};
 pub use service::{CloseStatus, ServiceClient, ServiceClientBuilder, TrainingClientOptions};
-pub use training::{CustomLossOutput, SaveOptions, TrainingClient};
+pub use training::{CustomLossOutput, LoadStateOptions, SaveOptions, TrainingClient};
+
+/// Request inputs and results of the client methods, from `tinker-types` (one set of wire
+/// types for the whole SDK).
+pub use tinker_types::{
+    AccessScope, AuditEventType, AuditLogEntry, AuditLogQuery, AuditLogResponse, BillingEventInfo,
+    BillingUsageEvent, BillingUsageQuery, BillingUsageResponse, Checkpoint, CheckpointType,
+    CheckpointsListResponse, CurrentCheckpointStorageUsageItem, CurrentCheckpointStorageUsageQuery,
+    CurrentCheckpointStorageUsageResponse, ExternalWeightsUrlsResponse, GetSessionResponse,
+    ListSessionsResponse, LoadWeightsResponse, SaveWeightsExternalResponse,
+    SaveWeightsForSamplerResponse, SaveWeightsResponse, SearchOwner, SessionSearchCursor,
+    SessionSearchRequest, SessionSearchResponse, SessionStatus, SessionStatusQuery, SessionSummary,
+    TinkerPath, TrainingRun, TrainingRunsResponse, WeightsInfoResponse,
+};
 pub use wire::{
     LoadWeightsResponse, SaveWeightsExternalResponse, SaveWeightsForSamplerResponse,
     SaveWeightsResponse,

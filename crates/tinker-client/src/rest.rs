@@ -1,7 +1,6 @@
 //! [`RestClient`]: the session-less REST catalogue (protocol §2.6): training runs,
 //! checkpoints, sessions, weights info, copies and external-weights downloads.
 
-use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,174 +8,23 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use http::{HeaderName, HeaderValue};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tinker_transport::{RequestSpec, Transport};
-use tinker_types::GetSamplerResponse;
+use tinker_types::{
+    CheckpointKind, CopyWeightsRequest, CopyWeightsResponse, GetSamplerResponse,
+    GetServerCapabilitiesResponse, ListSessionsResponse, SearchOwner, SessionSearchCursor,
+    SessionSearchRequest, SessionSearchResponse, SessionSummary, SetCheckpointTtlRequest,
+    SetSessionProjectRequest, TinkerPath, TraceExportResponse, TraceExportStatus,
+    WeightsInfoRequest,
+};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::holder::{Holder, parse_json};
 
-/// Who owns the listed resources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum AccessScope {
-    /// Only the caller's own (default).
-    #[default]
-    Owned,
-    /// Everything the caller can read.
-    Accessible,
-}
-
-impl AccessScope {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Owned => "owned",
-            Self::Accessible => "accessible",
-        }
-    }
-}
-
-/// Pagination cursor of list answers.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Cursor {
-    /// Offset of this page.
-    pub offset: u64,
-    /// Page size.
-    pub limit: u64,
-    /// Total number of items.
-    pub total_count: u64,
-}
-
-/// A saved checkpoint.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Checkpoint {
-    /// `weights/<n>`, `sampler_weights/<n>` or `external_weights/<n>`.
-    pub checkpoint_id: String,
-    /// `training`, `sampler` or `external`.
-    pub checkpoint_type: String,
-    /// Creation time (ISO 8601).
-    pub time: String,
-    /// `tinker://…` path.
-    pub tinker_path: String,
-    /// Size, if known.
-    #[serde(default)]
-    pub size_bytes: Option<u64>,
-    /// Whether anyone may read it.
-    #[serde(default)]
-    pub public: bool,
-    /// Metadata.
-    #[serde(default)]
-    pub user_metadata: Option<BTreeMap<String, String>>,
-    /// Expiry time, if any.
-    #[serde(default)]
-    pub expires_at: Option<String>,
-}
-
-/// A training run (one model).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct TrainingRun {
-    /// Run id (`<session>:train:<n>`).
-    pub training_run_id: String,
-    /// Base model.
-    pub base_model: String,
-    /// Owner.
-    pub model_owner: String,
-    /// LoRA or full fine-tune.
-    pub is_lora: bool,
-    /// Whether the run is corrupted.
-    #[serde(default)]
-    pub corrupted: bool,
-    /// LoRA rank.
-    #[serde(default)]
-    pub lora_rank: Option<u32>,
-    /// Last activity (ISO 8601).
-    pub last_request_time: String,
-    /// Latest training checkpoint.
-    #[serde(default)]
-    pub last_checkpoint: Option<Checkpoint>,
-    /// Latest sampler checkpoint.
-    #[serde(default)]
-    pub last_sampler_checkpoint: Option<Checkpoint>,
-    /// Metadata.
-    #[serde(default)]
-    pub user_metadata: Option<BTreeMap<String, String>>,
-}
-
-/// A page of training runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct TrainingRunsResponse {
-    /// The runs.
-    pub training_runs: Vec<TrainingRun>,
-    /// Where this page is.
-    pub cursor: Cursor,
-}
-
-/// A list of checkpoints.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct CheckpointsListResponse {
-    /// The checkpoints.
-    pub checkpoints: Vec<Checkpoint>,
-    /// Where this page is (absent for per-run lists).
-    #[serde(default)]
-    pub cursor: Option<Cursor>,
-}
-
-/// What a checkpoint holds (`weights_info`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct WeightsInfoResponse {
-    /// Base model.
-    pub base_model: String,
-    /// LoRA or full.
-    pub is_lora: bool,
-    /// LoRA rank.
-    #[serde(default)]
-    pub lora_rank: Option<u32>,
-    /// Optimizer configuration.
-    #[serde(default)]
-    pub optimizer_config: Option<Value>,
-    /// LoRA on the unembedding.
-    #[serde(default)]
-    pub train_unembed: Option<bool>,
-    /// LoRA on the MLPs.
-    #[serde(default)]
-    pub train_mlp: Option<bool>,
-    /// LoRA on attention.
-    #[serde(default)]
-    pub train_attn: Option<bool>,
-}
-
-/// A session's resources.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct GetSessionResponse {
-    /// Its training runs.
-    pub training_run_ids: Vec<String>,
-    /// Its samplers.
-    pub sampler_ids: Vec<String>,
-    /// Metadata.
-    #[serde(default)]
-    pub user_metadata: Option<Value>,
-    /// Display name.
-    #[serde(default)]
-    pub display_name: Option<String>,
-}
-
-/// Signed download URLs of an external-weights export.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ExternalWeightsUrls {
-    /// Relative file path → signed URL.
-    pub urls: BTreeMap<String, String>,
-    /// When the URLs expire (ISO 8601).
-    pub expires: String,
-}
+pub use tinker_types::rest::{
+    AccessScope, Checkpoint, CheckpointType, CheckpointsListResponse, Cursor, GetSessionResponse,
+    TrainingRun, TrainingRunsResponse,
+};
+pub use tinker_types::weights::{ExternalWeightsUrlsResponse, WeightsInfoResponse};
 
 /// Progress of [`RestClient::download_external_weights`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,29 +40,36 @@ pub struct DownloadProgress {
     pub bytes: u64,
 }
 
-#[derive(Deserialize)]
-struct SessionsPage {
-    sessions: Vec<String>,
-}
+/// Most sessions one search page may return (the SDK's `le=200`).
+const MAX_SEARCH_LIMIT: u32 = 200;
+/// Most owners one `SearchOwner::User` may name.
+const MAX_SEARCH_OWNERS: usize = 10;
 
-/// `tinker://<run>/<segment>/<name>` → `(run, "<segment>/<name>")`.
-pub fn parse_tinker_path(path: &str) -> Result<(String, String)> {
-    let rest = path
-        .strip_prefix("tinker://")
-        .ok_or_else(|| Error::invalid(format!("{path:?} is not a tinker:// path")))?;
-    let parts: Vec<&str> = rest.split('/').collect();
-    match parts.as_slice() {
-        [
-            run,
-            segment @ ("weights" | "sampler_weights" | "external_weights"),
-            name,
-        ] if !run.is_empty() && !name.is_empty() => {
-            Ok(((*run).to_owned(), format!("{segment}/{name}")))
-        }
-        _ => Err(Error::invalid(format!(
-            "{path:?} is not a checkpoint path (tinker://<run>/<weights|sampler_weights|external_weights>/<name>)"
-        ))),
+/// The checks the SDK's pydantic model makes on a [`SessionSearchRequest`].
+fn check_search(request: &SessionSearchRequest) -> Result<()> {
+    if !(1..=MAX_SEARCH_LIMIT).contains(&request.limit) {
+        return Err(Error::invalid(format!(
+            "search limit {} must be in 1..={MAX_SEARCH_LIMIT}",
+            request.limit
+        )));
     }
+    if request.display_name.as_deref() == Some("") {
+        return Err(Error::invalid("search display_name must not be empty"));
+    }
+    if request.statuses.as_ref().is_some_and(Vec::is_empty) {
+        return Err(Error::invalid(
+            "search statuses must name at least one status (or be None for all)",
+        ));
+    }
+    if let SearchOwner::User { owner_urns } = &request.owner
+        && !(1..=MAX_SEARCH_OWNERS).contains(&owner_urns.len())
+    {
+        return Err(Error::invalid(format!(
+            "a user search names 1..={MAX_SEARCH_OWNERS} owners, not {}",
+            owner_urns.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Session-less access to runs, checkpoints and sessions. Cheap to clone.
@@ -231,9 +86,24 @@ impl std::fmt::Debug for RestClient {
     }
 }
 
+/// `/api/v1/training_runs/<run>/checkpoints/<kind>/<name>` of a checkpoint path.
+fn checkpoint_route(path: &TinkerPath) -> String {
+    format!(
+        "/api/v1/training_runs/{}/checkpoints/{}",
+        path.training_run_id,
+        path.checkpoint_id()
+    )
+}
+
 impl RestClient {
     pub(crate) fn from_holder(holder: Arc<Holder>) -> Self {
         Self { holder }
+    }
+
+    /// The telemetry reporter of this client's holder (`None` when telemetry is off); a
+    /// session-less REST client reports as `sessionless-<uuid4>`.
+    pub fn get_telemetry(&self) -> Option<&crate::Telemetry> {
+        self.holder.telemetry()
     }
 
     /// A REST-only client (no session): client config and dynamic config only.
@@ -273,8 +143,9 @@ impl RestClient {
     /// Every training run, as a stream that fetches pages of `page_size` on demand.
     pub fn training_runs(&self, page_size: u64, scope: AccessScope) -> Paged<TrainingRun> {
         let me = self.clone();
-        Paged::new(page_size, move |limit, offset| {
+        Paged::by_offset(page_size, move |limit, offset| {
             let me = me.clone();
+            let scope = scope.clone();
             Box::pin(async move {
                 let page = me.list_training_runs(limit, offset, scope, None).await?;
                 Ok((page.training_runs, Some(page.cursor.total_count)))
@@ -302,23 +173,23 @@ impl RestClient {
     /// # Errors
     /// A bad path; API errors.
     pub async fn get_training_run_by_tinker_path(&self, path: &str) -> Result<TrainingRun> {
-        let (run, _) = parse_tinker_path(path)?;
-        self.get_training_run(&run, AccessScope::Accessible).await
+        let parsed = TinkerPath::parse(path)?;
+        self.get_training_run(&parsed.training_run_id, AccessScope::Accessible)
+            .await
     }
 
-    /// What a checkpoint holds (base model, LoRA settings).
+    /// What a checkpoint holds (base model, LoRA settings, optimizer).
     ///
     /// # Errors
     /// API errors.
     pub async fn get_weights_info_by_tinker_path(&self, path: &str) -> Result<WeightsInfoResponse> {
-        #[derive(Serialize)]
-        struct Req<'a> {
-            tinker_path: &'a str,
-        }
+        let req = WeightsInfoRequest {
+            tinker_path: path.to_owned(),
+        };
         self.holder
             .post_json(
                 "/api/v1/weights_info",
-                &Req { tinker_path: path },
+                &req,
                 "RestClient.get_weights_info_by_tinker_path",
             )
             .await
@@ -357,7 +228,7 @@ impl RestClient {
     /// Every checkpoint of the caller, as a paging stream.
     pub fn user_checkpoints(&self, page_size: u64) -> Paged<Checkpoint> {
         let me = self.clone();
-        Paged::new(page_size, move |limit, offset| {
+        Paged::by_offset(page_size, move |limit, offset| {
             let me = me.clone();
             Box::pin(async move {
                 let page = me.list_user_checkpoints(limit, offset).await?;
@@ -366,17 +237,13 @@ impl RestClient {
         })
     }
 
-    /// Deletes a checkpoint.
+    /// Deletes a checkpoint; `checkpoint_id` is `<kind>/<name>` (e.g. `weights/step-1`).
     ///
     /// # Errors
-    /// API errors.
+    /// A malformed checkpoint id; API errors.
     pub async fn delete_checkpoint(&self, run_id: &str, checkpoint_id: &str) -> Result<()> {
-        let path = format!("/api/v1/training_runs/{run_id}/checkpoints/{checkpoint_id}");
-        self.send_ignoring(
-            || Ok(RequestSpec::delete(path.clone())),
-            "RestClient.delete_checkpoint",
-        )
-        .await
+        let path = TinkerPath::parse(&format!("tinker://{run_id}/{checkpoint_id}"))?;
+        self.delete(&path).await
     }
 
     /// Deletes the checkpoint at a `tinker://` path.
@@ -384,8 +251,16 @@ impl RestClient {
     /// # Errors
     /// A bad path; API errors.
     pub async fn delete_checkpoint_from_tinker_path(&self, path: &str) -> Result<()> {
-        let (run, ckpt) = parse_tinker_path(path)?;
-        self.delete_checkpoint(&run, &ckpt).await
+        self.delete(&TinkerPath::parse(path)?).await
+    }
+
+    async fn delete(&self, path: &TinkerPath) -> Result<()> {
+        let route = checkpoint_route(path);
+        self.send_ignoring(
+            || Ok(RequestSpec::delete(route.clone())),
+            "RestClient.delete_checkpoint",
+        )
+        .await
     }
 
     /// Makes a checkpoint public (409 if it already is).
@@ -393,11 +268,10 @@ impl RestClient {
     /// # Errors
     /// A bad path; API errors.
     pub async fn publish_checkpoint_from_tinker_path(&self, path: &str) -> Result<()> {
-        let (run, ckpt) = parse_tinker_path(path)?;
-        let p = format!("/api/v1/training_runs/{run}/checkpoints/{ckpt}/publish");
+        let route = format!("{}/publish", checkpoint_route(&TinkerPath::parse(path)?));
         self.send_ignoring(
             || {
-                Ok(RequestSpec::post(p.clone())
+                Ok(RequestSpec::post(route.clone())
                     .with_body(bytes::Bytes::new(), tinker_transport::APPLICATION_JSON))
             },
             "RestClient.publish_checkpoint_from_tinker_path",
@@ -410,10 +284,9 @@ impl RestClient {
     /// # Errors
     /// A bad path; API errors.
     pub async fn unpublish_checkpoint_from_tinker_path(&self, path: &str) -> Result<()> {
-        let (run, ckpt) = parse_tinker_path(path)?;
-        let p = format!("/api/v1/training_runs/{run}/checkpoints/{ckpt}/publish");
+        let route = format!("{}/publish", checkpoint_route(&TinkerPath::parse(path)?));
         self.send_ignoring(
-            || Ok(RequestSpec::delete(p.clone())),
+            || Ok(RequestSpec::delete(route.clone())),
             "RestClient.unpublish_checkpoint_from_tinker_path",
         )
         .await
@@ -428,11 +301,10 @@ impl RestClient {
         path: &str,
         ttl_seconds: Option<u64>,
     ) -> Result<()> {
-        let (run, ckpt) = parse_tinker_path(path)?;
-        let p = format!("/api/v1/training_runs/{run}/checkpoints/{ckpt}/ttl");
-        let body = serde_json::json!({ "ttl_seconds": ttl_seconds });
+        let route = format!("{}/ttl", checkpoint_route(&TinkerPath::parse(path)?));
+        let body = SetCheckpointTtlRequest { ttl_seconds };
         self.send_ignoring(
-            || Ok(RequestSpec::put(p.clone()).with_json(&body)?),
+            || Ok(RequestSpec::put(route.clone()).with_json(&body)?),
             "RestClient.set_checkpoint_ttl_from_tinker_path",
         )
         .await
@@ -442,16 +314,19 @@ impl RestClient {
     ///
     /// # Errors
     /// A path that is not an `external_weights` checkpoint; API errors.
-    pub async fn get_external_weights_urls(&self, path: &str) -> Result<ExternalWeightsUrls> {
-        let (run, ckpt) = parse_tinker_path(path)?;
-        if !ckpt.starts_with("external_weights/") {
+    pub async fn get_external_weights_urls(
+        &self,
+        path: &str,
+    ) -> Result<ExternalWeightsUrlsResponse> {
+        let parsed = TinkerPath::parse(path)?;
+        if parsed.kind != CheckpointKind::ExternalWeights {
             return Err(Error::invalid(format!(
                 "{path:?} is not an external_weights checkpoint"
             )));
         }
-        let p = format!("/api/v1/training_runs/{run}/checkpoints/{ckpt}/external_weights_urls");
+        let route = format!("{}/external_weights_urls", checkpoint_route(&parsed));
         self.holder
-            .get_json(&p, &[], "RestClient.get_external_weights_urls")
+            .get_json(&route, &[], "RestClient.get_external_weights_urls")
             .await
     }
 
@@ -505,25 +380,27 @@ impl RestClient {
         limit: u64,
         offset: u64,
         scope: AccessScope,
-    ) -> Result<Vec<String>> {
+    ) -> Result<ListSessionsResponse> {
         let q = [
             ("limit", limit.to_string()),
             ("offset", offset.to_string()),
             ("access_scope", scope.as_str().to_owned()),
         ];
-        let page: SessionsPage = self
-            .holder
+        self.holder
             .get_json("/api/v1/sessions", &q, "RestClient.list_sessions")
-            .await?;
-        Ok(page.sessions)
+            .await
     }
 
     /// Every session id, as a paging stream (ends at the first short page).
     pub fn sessions(&self, page_size: u64, scope: AccessScope) -> Paged<String> {
         let me = self.clone();
-        Paged::new(page_size, move |limit, offset| {
+        Paged::by_offset(page_size, move |limit, offset| {
             let me = me.clone();
-            Box::pin(async move { Ok((me.list_sessions(limit, offset, scope).await?, None)) })
+            let scope = scope.clone();
+            Box::pin(async move {
+                let page = me.list_sessions(limit, offset, scope).await?;
+                Ok((page.sessions, None))
+            })
         })
     }
 
@@ -552,7 +429,9 @@ impl RestClient {
     /// API errors.
     pub async fn assign_session_project(&self, session_id: &str, project_id: &str) -> Result<()> {
         let p = format!("/api/v1/sessions/{session_id}/project");
-        let body = serde_json::json!({ "project_id": project_id });
+        let body = SetSessionProjectRequest {
+            project_id: project_id.to_owned(),
+        };
         self.send_ignoring(
             || Ok(RequestSpec::put(p.clone()).with_json(&body)?),
             "RestClient.assign_session_project",
@@ -565,24 +444,18 @@ impl RestClient {
     /// # Errors
     /// The export failing; API errors.
     pub async fn export_session_trace(&self, session_id: &str) -> Result<String> {
-        #[derive(Deserialize)]
-        struct Status {
-            status: String,
-            #[serde(default)]
-            url: Option<String>,
-            #[serde(default)]
-            error: Option<String>,
-        }
         let p = format!("/api/v1/sessions/{session_id}/trace_export");
         let clock = self.holder.transport.runtime().clock.clone();
         loop {
-            let s: Status = self
+            let s: TraceExportResponse = self
                 .holder
                 .get_json(&p, &[], "RestClient.export_session_trace")
                 .await?;
-            match s.status.as_str() {
-                "pending" => clock.sleep(std::time::Duration::from_secs(5)).await,
-                "ready" => {
+            match s.status {
+                TraceExportStatus::Pending => {
+                    clock.sleep(std::time::Duration::from_secs(5)).await;
+                }
+                TraceExportStatus::Ready => {
                     return s
                         .url
                         .ok_or_else(|| Error::protocol("trace export ready without url"));
@@ -597,11 +470,17 @@ impl RestClient {
         }
     }
 
-    /// Searches sessions (experimental endpoint); `request` is a `SessionSearchRequest`.
+    /// One page of a session search (experimental endpoint), newest first; pass the
+    /// answer's `next_cursor` as the next request's `cursor`.
     ///
     /// # Errors
-    /// API errors.
-    pub async fn search_sessions(&self, request: &Value) -> Result<Value> {
+    /// A request the SDK would refuse (limit outside 1..=200, empty `display_name` or
+    /// `statuses`, a user search naming 0 or more than 10 owners); API errors.
+    pub async fn search_sessions(
+        &self,
+        request: &SessionSearchRequest,
+    ) -> Result<SessionSearchResponse> {
+        check_search(request)?;
         self.holder
             .post_json(
                 "/api/v1/sessions/search",
@@ -609,6 +488,22 @@ impl RestClient {
                 "RestClient.search_sessions",
             )
             .await
+    }
+
+    /// Every session matching `request`, as a stream that follows `next_cursor` one page
+    /// (of `request.limit`) at a time, starting at `request.cursor`.
+    pub fn search_sessions_stream(&self, request: SessionSearchRequest) -> Paged<SessionSummary> {
+        let me = self.clone();
+        let first = request.cursor.clone();
+        Paged::by_cursor(first, move |cursor: Option<SessionSearchCursor>| {
+            let me = me.clone();
+            let mut request = request.clone();
+            request.cursor = cursor;
+            Box::pin(async move {
+                let page = me.search_sessions(&request).await?;
+                Ok((page.sessions, page.next_cursor))
+            })
+        })
     }
 
     /// A sampler's base model and weights path.
@@ -626,7 +521,7 @@ impl RestClient {
     ///
     /// # Errors
     /// API errors.
-    pub async fn get_server_capabilities(&self) -> Result<crate::service::ServerCapabilities> {
+    pub async fn get_server_capabilities(&self) -> Result<GetServerCapabilitiesResponse> {
         self.holder
             .get_json(
                 "/api/v1/get_server_capabilities",
@@ -657,7 +552,8 @@ impl RestClient {
     }
 
     /// Copies weights into a project (`copy_weights`); returns the new `tinker://` path.
-    /// The idempotency key is fixed across every retry.
+    /// The idempotency key is fixed across every retry; the access token travels in the
+    /// `X-Tinker-Weights-Access-Token` header, as the SDK sends it.
     ///
     /// # Errors
     /// A bad path; API errors.
@@ -669,22 +565,13 @@ impl RestClient {
         weights_access_token: Option<&str>,
     ) -> Result<String> {
         crate::training::check_tinker_path(path)?;
-        #[derive(Serialize)]
-        struct Req<'a> {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            destination_project_id: Option<String>,
-            source_path: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            ttl_seconds: Option<u64>,
-        }
-        #[derive(Deserialize)]
-        struct Resp {
-            tinker_path: String,
-        }
-        let body = tinker_types::json::to_vec(&Req {
+        let body = tinker_types::json::to_vec(&CopyWeightsRequest {
+            session_id: None,
+            model_seq_id: None,
             destination_project_id,
-            source_path: path,
+            source_path: path.to_owned(),
             ttl_seconds,
+            weights_access_token: None,
         })?;
         let key = uuid::Uuid::new_v4().to_string();
         let token = match weights_access_token {
@@ -712,7 +599,7 @@ impl RestClient {
                 Ok(spec)
             })
             .await?;
-        Ok(parse_json::<Resp>(&resp)?.tinker_path)
+        Ok(parse_json::<CopyWeightsResponse>(&resp)?.tinker_path)
     }
 
     async fn send_ignoring(
@@ -776,45 +663,117 @@ async fn fetch_signed(url: &str) -> Result<bytes::Bytes> {
     Ok(resp.into_body())
 }
 
-type PageFuture<T> =
-    Pin<Box<dyn std::future::Future<Output = Result<(Vec<T>, Option<u64>)>> + Send>>;
-type PageFn<T> = Box<dyn FnMut(u64, u64) -> PageFuture<T> + Send>;
+type PageFuture<T, K> = Pin<Box<dyn std::future::Future<Output = Result<(Vec<T>, K)>> + Send>>;
+type PageFn<T> = Box<dyn FnMut(PageKey) -> PageFuture<T, NextPage> + Send>;
+
+/// Where the next page starts: an offset (offset-paged listings) or a search cursor.
+enum PageKey {
+    Offset(u64),
+    Cursor(Option<SessionSearchCursor>),
+}
+
+/// What a fetched page says about the rest.
+enum NextPage {
+    /// Offset listings: the total count, if the server sends one.
+    Total(Option<u64>),
+    /// Cursor listings: the cursor of the next page, `None` at the end.
+    Cursor(Option<SessionSearchCursor>),
+}
 
 /// A `Stream` over every item of a paginated list; fetches one page at a time.
 pub struct Paged<T> {
     fetch: PageFn<T>,
     page_size: u64,
-    offset: u64,
+    /// The page to fetch next; `None` once the list is exhausted (or failed).
+    next: Option<PageKey>,
+    /// Offset of the page in flight (offset listings).
+    started_at: Option<u64>,
     buffer: std::collections::VecDeque<T>,
-    pending: Option<PageFuture<T>>,
-    done: bool,
+    pending: Option<PageFuture<T, NextPage>>,
 }
 
 impl<T> std::fmt::Debug for Paged<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Paged")
-            .field("offset", &self.offset)
-            .field("done", &self.done)
+            .field("offset", &self.started_at)
+            .field("done", &(self.next.is_none() && self.pending.is_none()))
             .finish_non_exhaustive()
     }
 }
 
-impl<T> Paged<T> {
-    fn new(page_size: u64, fetch: impl FnMut(u64, u64) -> PageFuture<T> + Send + 'static) -> Self {
+impl<T: 'static> Paged<T> {
+    /// Pages by `limit`/`offset`; `fetch` answers the items and the total count, if known.
+    /// The stream ends at a short or empty page or once the total is reached.
+    fn by_offset(
+        page_size: u64,
+        mut fetch: impl FnMut(u64, u64) -> PageFuture<T, Option<u64>> + Send + 'static,
+    ) -> Self {
+        let page_size = page_size.max(1);
+        Self::new(page_size, PageKey::Offset(0), move |key| {
+            let offset = match key {
+                PageKey::Offset(o) => o,
+                PageKey::Cursor(_) => 0,
+            };
+            let page = fetch(page_size, offset);
+            Box::pin(async move {
+                let (items, total) = page.await?;
+                Ok((items, NextPage::Total(total)))
+            })
+        })
+    }
+
+    /// Pages by cursor; `fetch` answers the items and the next cursor (`None` at the end).
+    fn by_cursor(
+        first: Option<SessionSearchCursor>,
+        mut fetch: impl FnMut(Option<SessionSearchCursor>) -> PageFuture<T, Option<SessionSearchCursor>>
+        + Send
+        + 'static,
+    ) -> Self {
+        Self::new(0, PageKey::Cursor(first), move |key| {
+            let cursor = match key {
+                PageKey::Cursor(c) => c,
+                PageKey::Offset(_) => None,
+            };
+            let page = fetch(cursor);
+            Box::pin(async move {
+                let (items, next) = page.await?;
+                Ok((items, NextPage::Cursor(next)))
+            })
+        })
+    }
+
+    fn new(
+        page_size: u64,
+        first: PageKey,
+        fetch: impl FnMut(PageKey) -> PageFuture<T, NextPage> + Send + 'static,
+    ) -> Self {
         Self {
             fetch: Box::new(fetch),
-            page_size: page_size.max(1),
-            offset: 0,
+            page_size,
+            next: Some(first),
+            started_at: None,
             buffer: std::collections::VecDeque::new(),
             pending: None,
-            done: false,
+        }
+    }
+
+    /// The key of the page after the one in flight, which brought `n` items (an empty
+    /// page always ends the stream, whatever the server says).
+    fn after(&self, n: u64, next: NextPage) -> Option<PageKey> {
+        match next {
+            NextPage::Cursor(c) => c.filter(|_| n > 0).map(|c| PageKey::Cursor(Some(c))),
+            NextPage::Total(total) => {
+                let offset = self.started_at.unwrap_or(0) + n;
+                let more = n > 0 && n >= self.page_size && total.is_none_or(|t| offset < t);
+                more.then_some(PageKey::Offset(offset))
+            }
         }
     }
 }
 
 impl<T> Unpin for Paged<T> {}
 
-impl<T> Stream for Paged<T> {
+impl<T: 'static> Stream for Paged<T> {
     type Item = Result<T>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -823,29 +782,29 @@ impl<T> Stream for Paged<T> {
             if let Some(item) = this.buffer.pop_front() {
                 return Poll::Ready(Some(Ok(item)));
             }
-            if this.done {
-                return Poll::Ready(None);
+            if this.pending.is_none() {
+                let Some(key) = this.next.take() else {
+                    return Poll::Ready(None);
+                };
+                this.started_at = match &key {
+                    PageKey::Offset(o) => Some(*o),
+                    PageKey::Cursor(_) => None,
+                };
+                this.pending = Some((this.fetch)(key));
             }
-            let fut = match &mut this.pending {
-                Some(f) => f,
-                None => this
-                    .pending
-                    .insert((this.fetch)(this.page_size, this.offset)),
+            let Some(fut) = this.pending.as_mut() else {
+                return Poll::Ready(None);
             };
             match fut.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => {
                     this.pending = None;
-                    this.done = true;
+                    this.next = None;
                     return Poll::Ready(Some(Err(e)));
                 }
-                Poll::Ready(Ok((items, total))) => {
+                Poll::Ready(Ok((items, next))) => {
                     this.pending = None;
-                    let n = items.len() as u64;
-                    this.offset += n;
-                    if n < this.page_size || total.is_some_and(|t| this.offset >= t) || n == 0 {
-                        this.done = true;
-                    }
+                    this.next = this.after(items.len() as u64, next);
                     this.buffer.extend(items);
                 }
             }
@@ -858,14 +817,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tinker_paths() {
+    fn checkpoint_routes() {
+        let path = TinkerPath::parse("tinker://s:train:0/weights/step-1").unwrap();
         assert_eq!(
-            parse_tinker_path("tinker://s:train:0/weights/step-1").unwrap(),
-            ("s:train:0".to_owned(), "weights/step-1".to_owned())
+            checkpoint_route(&path),
+            "/api/v1/training_runs/s:train:0/checkpoints/weights/step-1"
         );
-        assert!(parse_tinker_path("tinker://s:train:0/other/x").is_err());
-        assert!(parse_tinker_path("http://x/weights/y").is_err());
-        assert!(parse_tinker_path("tinker://run/weights/a/b").is_err());
+    }
+
+    #[test]
+    fn search_requests_are_checked() {
+        let ok = SessionSearchRequest::default();
+        assert!(check_search(&ok).is_ok());
+        let mut bad = ok.clone();
+        bad.limit = 0;
+        assert!(check_search(&bad).is_err());
+        bad.limit = 201;
+        assert!(check_search(&bad).is_err());
+        let mut bad = ok.clone();
+        bad.statuses = Some(Vec::new());
+        assert!(check_search(&bad).is_err());
+        let mut bad = ok.clone();
+        bad.display_name = Some(String::new());
+        assert!(check_search(&bad).is_err());
+        let mut bad = ok;
+        bad.owner = SearchOwner::User {
+            owner_urns: Vec::new(),
+        };
+        assert!(check_search(&bad).is_err());
     }
 
     #[test]

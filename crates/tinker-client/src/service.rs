@@ -15,8 +15,8 @@ use crate::future::{FromPayload, PollTarget, QueueStateObserver, RequestType, re
 use crate::holder::{Holder, SessionOptions};
 use crate::rest::RestClient;
 use crate::sampling::{SamplingClient, SamplingSource};
-use crate::training::{TrainingClient, check_tinker_path};
-use crate::wire::{LoadWeightsRequest, LoadWeightsResponse};
+use crate::training::{LoadStateOptions, TrainingClient, check_tinker_path};
+use tinker_types::{LoadWeightsRequest, LoadWeightsResponse};
 
 /// Builds a [`ServiceClient`]. Unset values come from the environment (`TINKER_*`).
 #[derive(Clone)]
@@ -319,7 +319,8 @@ impl ServiceClient {
     /// # Errors
     /// A path that is not `tinker://`; API errors.
     pub async fn create_training_client_from_state(&self, path: &str) -> Result<TrainingClient> {
-        self.create_from_state(path, false, None).await
+        self.create_training_client_from_state_with(path, LoadStateOptions::weights_only())
+            .await
     }
 
     /// A new training client with the weights and optimizer state of a checkpoint.
@@ -330,16 +331,25 @@ impl ServiceClient {
         &self,
         path: &str,
     ) -> Result<TrainingClient> {
-        self.create_from_state(path, true, None).await
+        self.create_training_client_from_state_with(path, LoadStateOptions::with_optimizer_state())
+            .await
     }
 
-    async fn create_from_state(
+    /// A new training client loaded from a checkpoint with SDK 0.38's overrides: base
+    /// model, training-run metadata, an access token for another account's checkpoint, and
+    /// (weights-only loads) the optimizer. One `load_weights` request creates the model.
+    ///
+    /// # Errors
+    /// A path that is not `tinker://`, an optimizer with `with_optimizer_state`, an empty
+    /// base model (all before sending); API errors.
+    pub async fn create_training_client_from_state_with(
         &self,
         path: &str,
-        optimizer: bool,
-        optimizer_config: Option<OptimizerConfig>,
+        options: LoadStateOptions,
     ) -> Result<TrainingClient> {
         check_tinker_path(path)?;
+        options.check_for_new_client()?;
+        let optimizer = options.with_optimizer_state;
         let session_id = self.holder.session_id()?.to_owned();
         let model_seq_id = self.holder.next_model_seq();
         let model_id = format!("{session_id}:train:{model_seq_id}");
@@ -348,12 +358,14 @@ impl ServiceClient {
             seq_id: None,
             session_id: Some(session_id),
             model_seq_id: Some(model_seq_id),
-            base_model: None,
-            user_metadata: None,
+            base_model: options.base_model,
+            user_metadata: options
+                .user_metadata
+                .map(|m| m.into_iter().map(|(k, v)| (k, Value::String(v))).collect()),
             path: path.to_owned(),
             optimizer,
-            optimizer_config,
-            kind_tag: "load_weights",
+            optimizer_config: options.optimizer,
+            weights_access_token: options.weights_access_token,
         };
         let body = bytes::Bytes::from(tinker_types::json::to_vec(&req)?);
         let method = if optimizer {
@@ -380,6 +392,15 @@ impl ServiceClient {
         .await?;
         let _loaded = LoadWeightsResponse::from_payload(got.payload)?;
         TrainingClient::attach(self.holder.clone(), model_id, self.observer.clone()).await
+    }
+
+    /// The console page of this session (SDK `ServiceClient.get_console_url`; the sessions
+    /// list for a client without a session).
+    pub fn get_console_url(&self) -> String {
+        match self.holder.session_id.as_deref() {
+            Some(id) => crate::console::session_console_url(id),
+            None => crate::console::sessions_console_url(),
+        }
     }
 
     /// A sampling client for a base model or saved weights.
@@ -454,29 +475,7 @@ impl ServiceClient {
     }
 }
 
-/// `GET /api/v1/get_server_capabilities`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct ServerCapabilities {
-    /// The models on offer.
-    #[serde(default)]
-    pub supported_models: Vec<SupportedModel>,
-}
-
+/// `GET /api/v1/get_server_capabilities` (the `tinker-types` response).
+pub use tinker_types::GetServerCapabilitiesResponse as ServerCapabilities;
 /// One model of [`ServerCapabilities`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[non_exhaustive]
-pub struct SupportedModel {
-    /// Model name.
-    #[serde(default)]
-    pub model_name: Option<String>,
-    /// Maximum context length.
-    #[serde(default)]
-    pub max_context_length: Option<u64>,
-    /// Whether it can be fine-tuned.
-    #[serde(default)]
-    pub trainable: Option<bool>,
-    /// Whether it can be sampled.
-    #[serde(default)]
-    pub sampleable: Option<bool>,
-}
+pub use tinker_types::SupportedModel;

@@ -30,11 +30,18 @@ use crate::holder::Holder;
 use crate::metrics::{ChunkMetrics, combine_metrics};
 use crate::sampling::SamplingClient;
 use crate::turn::{Turn, TurnOrder};
-use crate::wire::{
-    LoadWeightsRequest, LoadWeightsResponse, SaveWeightsExternalRequest,
-    SaveWeightsExternalResponse, SaveWeightsForSamplerRequest, SaveWeightsForSamplerResponse,
-    SaveWeightsRequest, SaveWeightsResponse,
+use tinker_types::{
+    LoadWeightsRequest, LoadWeightsResponse, OptimizerConfig, SamplerWeightsKind,
+    SaveWeightsExternalRequest, SaveWeightsExternalResponse, SaveWeightsForSamplerRequest,
+    SaveWeightsForSamplerResponse, SaveWeightsRequest, SaveWeightsResponse, Sensitive,
 };
+
+crate::future::json_payload!(
+    SaveWeightsResponse,
+    SaveWeightsForSamplerResponse,
+    SaveWeightsExternalResponse,
+    LoadWeightsResponse,
+);
 
 /// One single-request training operation: its route, future type and SDK method name.
 #[derive(Debug, Clone, Copy)]
@@ -75,8 +82,8 @@ pub struct SaveOptions {
     pub ttl_seconds: Option<u64>,
     /// Replace an existing checkpoint of the same name (`save_state` only).
     pub overwrite: bool,
-    /// Free-form metadata stored with the checkpoint.
-    pub user_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Metadata stored with the checkpoint.
+    pub user_metadata: Option<BTreeMap<String, String>>,
 }
 
 impl SaveOptions {
@@ -90,6 +97,99 @@ impl SaveOptions {
     pub fn overwrite(mut self, overwrite: bool) -> Self {
         self.overwrite = overwrite;
         self
+    }
+
+    /// Sets the metadata stored with the checkpoint.
+    pub fn user_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.user_metadata = Some(metadata);
+        self
+    }
+}
+
+/// Options of a load from a `tinker://` checkpoint: SDK 0.38's keyword arguments of
+/// `ServiceClient.create_training_client_from_state[_with_optimizer]` (`base_model`,
+/// `user_metadata`, `weights_access_token`, `optimizer`) and of
+/// `TrainingClient.load_state[_with_optimizer]` (`weights_access_token` only).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LoadStateOptions {
+    /// Restore the checkpoint's optimizer state (and optimizer) too; otherwise only the
+    /// weights are loaded and the optimizer starts fresh.
+    pub with_optimizer_state: bool,
+    /// Override of the checkpoint's base model; must be compatible with it (e.g. a
+    /// different context length). New training clients only.
+    pub base_model: Option<String>,
+    /// Metadata of the new training run. New training clients only.
+    pub user_metadata: Option<BTreeMap<String, String>>,
+    /// Access token for a checkpoint of another account.
+    pub weights_access_token: Option<Sensitive>,
+    /// Optimizer of the new training run (default AdamW). Weights-only loads into new
+    /// training clients only: restored optimizer state brings its own optimizer.
+    pub optimizer: Option<OptimizerConfig>,
+}
+
+impl LoadStateOptions {
+    /// Weights only (a fresh optimizer).
+    pub fn weights_only() -> Self {
+        Self::default()
+    }
+
+    /// Weights and optimizer state.
+    pub fn with_optimizer_state() -> Self {
+        Self {
+            with_optimizer_state: true,
+            ..Self::default()
+        }
+    }
+
+    /// Overrides the base model.
+    pub fn base_model(mut self, base_model: impl Into<String>) -> Self {
+        self.base_model = Some(base_model.into());
+        self
+    }
+
+    /// Sets the metadata of the new training run.
+    pub fn user_metadata(mut self, metadata: BTreeMap<String, String>) -> Self {
+        self.user_metadata = Some(metadata);
+        self
+    }
+
+    /// Sets the access token for a checkpoint of another account.
+    pub fn weights_access_token(mut self, token: impl Into<Sensitive>) -> Self {
+        self.weights_access_token = Some(token.into());
+        self
+    }
+
+    /// Sets the optimizer of a weights-only load.
+    pub fn optimizer(mut self, optimizer: OptimizerConfig) -> Self {
+        self.optimizer = Some(optimizer);
+        self
+    }
+
+    /// The SDK's rules: a new optimizer only for a weights-only load (the server refuses
+    /// to override restored state), and an empty override is no override.
+    pub(crate) fn check_for_new_client(&self) -> Result<()> {
+        if self.with_optimizer_state && self.optimizer.is_some() {
+            return Err(Error::invalid(
+                "an optimizer can only be given for a weights-only load; the optimizer state \
+                 restored from the checkpoint brings its own",
+            ));
+        }
+        if self.base_model.as_deref() == Some("") {
+            return Err(Error::invalid("base_model is empty"));
+        }
+        Ok(())
+    }
+
+    /// `TrainingClient.load_state*` takes only the access token: the model exists already.
+    fn check_for_existing_model(&self) -> Result<()> {
+        if self.base_model.is_some() || self.user_metadata.is_some() || self.optimizer.is_some() {
+            return Err(Error::invalid(
+                "loading into an existing training client takes no base_model, user_metadata \
+                 or optimizer (use ServiceClient::create_training_client_from_state_with)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -172,6 +272,16 @@ impl TrainingClient {
     /// The model id (`<session>:train:<n>`), also the training-run id.
     pub fn model_id(&self) -> &str {
         &self.inner.model_id
+    }
+
+    /// The telemetry reporter of this client's session (`None` when telemetry is off).
+    pub fn get_telemetry(&self) -> Option<&crate::Telemetry> {
+        self.inner.holder.telemetry()
+    }
+
+    /// The console page of this training run (SDK `TrainingClient.get_console_url`).
+    pub fn get_console_url(&self) -> String {
+        crate::console::training_run_console_url(&self.inner.model_id)
     }
 
     /// The model information fetched when the client was created.
@@ -373,11 +483,10 @@ impl TrainingClient {
             SaveWeightsRequest {
                 model_id,
                 path: Some(name),
-                seq_id,
+                seq_id: Some(seq_id),
                 ttl_seconds: options.ttl_seconds,
                 overwrite: options.overwrite,
                 user_metadata: options.user_metadata,
-                kind_tag: "save_weights",
             }
         })
     }
@@ -386,35 +495,42 @@ impl TrainingClient {
     /// Deprecated in the SDK in favour of
     /// [`ServiceClient::create_training_client_from_state`](crate::ServiceClient::create_training_client_from_state).
     pub fn load_state(&self, path: &str) -> ApiFuture<LoadWeightsResponse> {
-        self.load(path, false, "TrainingClient.load_state")
+        self.load_state_with(path, LoadStateOptions::weights_only())
     }
 
     /// Loads weights and optimizer state from a `tinker://` checkpoint into this model.
     pub fn load_state_with_optimizer(&self, path: &str) -> ApiFuture<LoadWeightsResponse> {
-        self.load(path, true, "TrainingClient.load_state_with_optimizer")
+        self.load_state_with(path, LoadStateOptions::with_optimizer_state())
     }
 
-    fn load(
+    /// [`load_state`](Self::load_state) or, with `options.with_optimizer_state`,
+    /// [`load_state_with_optimizer`](Self::load_state_with_optimizer), with an access token
+    /// for a checkpoint of another account (the only extra argument SDK 0.38 takes here;
+    /// any other option is refused before sending).
+    pub fn load_state_with(
         &self,
         path: &str,
-        optimizer: bool,
-        method: &'static str,
+        options: LoadStateOptions,
     ) -> ApiFuture<LoadWeightsResponse> {
         let path = path.to_owned();
+        let method = if options.with_optimizer_state {
+            "TrainingClient.load_state_with_optimizer"
+        } else {
+            "TrainingClient.load_state"
+        };
         let op = Op::new("/api/v1/load_weights", RequestType::LoadWeights, method);
-        self.simple_op(check_tinker_path(&path), op, move |model_id, seq_id| {
-            LoadWeightsRequest {
-                model_id: Some(model_id),
-                seq_id: Some(seq_id),
-                session_id: None,
-                model_seq_id: None,
-                base_model: None,
-                user_metadata: None,
-                path,
-                optimizer,
-                optimizer_config: None,
-                kind_tag: "load_weights",
-            }
+        let check = check_tinker_path(&path).and(options.check_for_existing_model());
+        self.simple_op(check, op, move |model_id, seq_id| LoadWeightsRequest {
+            model_id: Some(model_id),
+            seq_id: Some(seq_id),
+            session_id: None,
+            model_seq_id: None,
+            base_model: None,
+            user_metadata: None,
+            path,
+            optimizer: options.with_optimizer_state,
+            optimizer_config: None,
+            weights_access_token: options.weights_access_token,
         })
     }
 
@@ -442,11 +558,10 @@ impl TrainingClient {
                 model_id,
                 path: Some(name),
                 sampling_session_seq_id: None,
-                kind: "snapshot",
-                seq_id,
+                kind: SamplerWeightsKind::Snapshot,
+                seq_id: Some(seq_id),
                 ttl_seconds: options.ttl_seconds,
                 user_metadata: options.user_metadata,
-                kind_tag: "save_weights_for_sampler",
             }
         })
     }
@@ -469,11 +584,10 @@ impl TrainingClient {
                     model_id: model_id.clone(),
                     path: None,
                     sampling_session_seq_id: Some(holder.next_sampling_seq()),
-                    kind: "snapshot",
-                    seq_id,
+                    kind: SamplerWeightsKind::Snapshot,
+                    seq_id: Some(seq_id),
                     ttl_seconds: None,
                     user_metadata: None,
-                    kind_tag: "save_weights_for_sampler",
                 };
                 let body = tinker_types::json::to_vec(&req)?;
                 Ok(RequestSpec::post("/api/v1/save_weights_for_sampler")
@@ -537,10 +651,9 @@ impl TrainingClient {
             SaveWeightsExternalRequest {
                 model_id,
                 path: name,
-                seq_id,
+                seq_id: Some(seq_id),
                 ttl_seconds,
                 age_encryption_recipients: (!age_recipients.is_empty()).then_some(age_recipients),
-                kind_tag: "save_weights_external",
             }
         })
     }

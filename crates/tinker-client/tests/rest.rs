@@ -2,10 +2,15 @@
 
 mod common;
 
-use common::{datum, start, training};
+use std::collections::BTreeMap;
+
+use common::{datum, start, start_with, training};
 use futures_util::TryStreamExt;
-use tinker_client::{AccessScope, AuditEventType, ErrorKind};
-use tinker_types::LossFn;
+use tinker_client::{AccessScope, ErrorKind, RestClient, SaveOptions, ServiceClient};
+use tinker_transport::Transport;
+use tinker_types::{
+    CheckpointType, LossFn, SearchOwner, SessionSearchRequest, SessionStatus, SessionStatusQuery,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_routes() {
@@ -125,7 +130,12 @@ async fn rest_routes() {
     );
 
     let sessions = rest.list_sessions(50, 0, AccessScope::Owned).await.unwrap();
-    assert!(sessions.iter().any(|s| s == env.service.session_id()));
+    assert!(
+        sessions
+            .sessions
+            .iter()
+            .any(|s| s == env.service.session_id())
+    );
     let all: Vec<String> = rest
         .sessions(1, AccessScope::Owned)
         .try_collect()
@@ -148,23 +158,257 @@ async fn rest_routes() {
     let caps = rest.get_server_capabilities().await.unwrap();
     assert!(!caps.supported_models.is_empty());
 
-    let admin = env.service.create_admin_client();
-    admin
-        .get_billing_usage("2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z")
+    env.server.shutdown().await;
+}
+
+/// Typed catalogue contents: checkpoint kinds, times, metadata, weights info; deleting by
+/// run and checkpoint id; console URLs of results; the trace export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_catalogue() {
+    let env = start(None).await;
+    let tc = training(&env).await;
+    let meta = BTreeMap::from([("step".to_owned(), "7".to_owned())]);
+    let saved = tc
+        .save_state_with(
+            "typed",
+            SaveOptions::default()
+                .ttl_seconds(7200)
+                .user_metadata(meta.clone()),
+        )
         .await
         .unwrap();
-    admin
-        .get_current_checkpoint_storage_usage(None)
+    let sampler = tc.save_weights_for_sampler("typed-s").await.unwrap();
+    let rest = env.service.create_rest_client();
+
+    let ckpts = rest.list_checkpoints(tc.model_id()).await.unwrap();
+    let state = ckpts
+        .checkpoints
+        .iter()
+        .find(|c| c.tinker_path == saved.path)
+        .unwrap();
+    assert_eq!(state.checkpoint_type, CheckpointType::Training);
+    assert_eq!(state.checkpoint_id, "weights/typed");
+    assert_eq!(state.user_metadata.as_ref(), Some(&meta));
+    let expires = state.expires_at.expect("a TTL gives an expiry");
+    let ttl = expires - state.time;
+    assert!((7100..=7300).contains(&ttl.num_seconds()), "{ttl:?}");
+    let run = rest
+        .get_training_run(tc.model_id(), AccessScope::Owned)
         .await
         .unwrap();
-    admin
-        .get_audit_log(AuditEventType::All, None)
+    assert_eq!(run.lora_rank, Some(4));
+    assert!(run.last_request_time <= tinker_types::chrono::Utc::now());
+    assert_eq!(
+        run.last_checkpoint.as_ref().map(|c| c.tinker_path.as_str()),
+        Some(saved.path.as_str())
+    );
+    let info = rest
+        .get_weights_info_by_tinker_path(&saved.path)
         .await
         .unwrap();
-    let err = admin
-        .get_billing_usage("2026-01-01T00:30:00Z", "2026-01-02T00:00:00Z")
+    assert!(info.is_lora);
+    assert_eq!(info.lora_rank, Some(4));
+    assert_eq!(info.optimizer_config, tinker_types::OptimizerConfig::AdamW);
+
+    // Console URLs, as the SDK builds them.
+    let run_id = tc.model_id().replace(':', "%3A");
+    assert_eq!(
+        saved.get_console_url().unwrap(),
+        format!("https://tinker.thinkingmachines.ai/checkpoints/{run_id}/weights%2Ftyped")
+    );
+    assert_eq!(
+        sampler.get_console_url().unwrap(),
+        format!(
+            "https://tinker.thinkingmachines.ai/checkpoints/{run_id}/sampler_weights%2Ftyped-s"
+        )
+    );
+    assert_eq!(
+        tc.get_console_url(),
+        format!(
+            "https://tinker.thinkingmachines.ai/training_runs/{}",
+            tc.model_id()
+        )
+    );
+    assert_eq!(
+        env.service.get_console_url(),
+        format!(
+            "https://tinker.thinkingmachines.ai/sessions/{}",
+            env.service.session_id()
+        )
+    );
+
+    // Delete by run id and checkpoint id; a malformed id fails before sending.
+    let err = rest
+        .delete_checkpoint(tc.model_id(), "typed")
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    rest.delete_checkpoint(tc.model_id(), "sampler_weights/typed-s")
+        .await
+        .unwrap();
+    let left = rest.list_checkpoints(tc.model_id()).await.unwrap();
+    assert_eq!(left.checkpoints.len(), 1);
+    let err = rest
+        .delete_checkpoint(tc.model_id(), "sampler_weights/typed-s")
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404));
+
+    let url = rest
+        .export_session_trace(env.service.session_id())
+        .await
+        .unwrap();
+    assert!(url.starts_with("http"), "{url}");
+    env.server.shutdown().await;
+}
+
+/// `search_sessions` and its paging stream, over sessions with metadata, names, projects
+/// and statuses; a REST-only client (`RestClient::connect`) searching and listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_search() {
+    let env = start_with(None, |_| {}).await;
+    let url = env.server.url();
+    let connect = |name: &'static str, team: &'static str| {
+        let url = url.clone();
+        async move {
+            let meta = serde_json::Map::from_iter([(
+                "team".to_owned(),
+                serde_json::Value::String(team.to_owned()),
+            )]);
+            ServiceClient::builder()
+                .base_url(url)
+                .api_key("tml-test-key")
+                .display_name(name)
+                .user_metadata(meta)
+                .project_id("proj-search")
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    let a = connect("Alpha Run one", "red").await;
+    let b = connect("beta run two", "red").await;
+    let c = connect("Gamma", "blue").await;
+    c.close(tinker_client::CloseStatus::Success, Some("done"))
+        .await
+        .unwrap();
+
+    let transport = Transport::builder()
+        .base_url(url)
+        .api_key(tinker_transport::SecretString::from(
+            "tml-test-key".to_owned(),
+        ))
+        .build()
+        .unwrap();
+    let rest = RestClient::connect(transport).await.unwrap();
+
+    let red = SessionSearchRequest {
+        user_metadata: BTreeMap::from([("team".to_owned(), "red".to_owned())]),
+        ..SessionSearchRequest::default()
+    };
+    let page = rest.search_sessions(&red).await.unwrap();
+    let mut ids: Vec<_> = page.sessions.iter().map(|s| s.session_id.clone()).collect();
+    ids.sort();
+    let mut want = vec![a.session_id().to_owned(), b.session_id().to_owned()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(page.next_cursor.is_none());
+    let alpha = page
+        .sessions
+        .iter()
+        .find(|s| s.session_id == a.session_id())
+        .unwrap();
+    assert_eq!(alpha.display_name.as_deref(), Some("Alpha Run one"));
+    assert_eq!(alpha.project_id, "proj-search");
+    assert!(matches!(alpha.status, Some(SessionStatus::Active(_))));
+    assert_eq!(
+        alpha.user_metadata.as_ref().and_then(|m| m.get("team")),
+        Some(&"red".to_owned())
+    );
+
+    // Words of the display name, any case; OR with the session id.
+    let by_name = SessionSearchRequest {
+        display_name: Some("RUN alpha".to_owned()),
+        session_id: Some(c.session_id().to_owned()),
+        ..SessionSearchRequest::default()
+    };
+    let mut found: Vec<_> = rest
+        .search_sessions(&by_name)
+        .await
+        .unwrap()
+        .sessions
+        .into_iter()
+        .map(|s| s.session_id)
+        .collect();
+    found.sort();
+    let mut want = vec![a.session_id().to_owned(), c.session_id().to_owned()];
+    want.sort();
+    assert_eq!(found, want);
+
+    // Status filter: only the finished one, with its reason.
+    let finished = SessionSearchRequest {
+        statuses: Some(vec![SessionStatusQuery::ClientFinished { reasons: None }]),
+        owner: SearchOwner::Own,
+        ..SessionSearchRequest::default()
+    };
+    let done = rest.search_sessions(&finished).await.unwrap().sessions;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].session_id, c.session_id());
+    let Some(SessionStatus::ClientFinished(f)) = &done[0].status else {
+        panic!("{:?}", done[0].status);
+    };
+    assert_eq!(f.detail.as_deref(), Some("done"));
+
+    // Paging by cursor, one session a page: every session exactly once, newest first.
+    let one = SessionSearchRequest {
+        limit: 1,
+        ..SessionSearchRequest::default()
+    };
+    let first = rest.search_sessions(&one).await.unwrap();
+    assert_eq!(first.sessions.len(), 1);
+    assert!(first.next_cursor.is_some());
+    let streamed: Vec<_> = rest
+        .search_sessions_stream(one)
+        .try_collect()
+        .await
+        .unwrap();
+    let all = rest
+        .search_sessions(&SessionSearchRequest::default())
+        .await
+        .unwrap()
+        .sessions;
+    assert_eq!(all.len(), 4); // a, b, c and the harness session
+    assert_eq!(
+        streamed.iter().map(|s| &s.session_id).collect::<Vec<_>>(),
+        all.iter().map(|s| &s.session_id).collect::<Vec<_>>()
+    );
+    assert!(all.windows(2).all(|w| w[0].created_at >= w[1].created_at));
+
+    // Requests the SDK refuses are typed errors before sending.
+    let bad = SessionSearchRequest {
+        limit: 500,
+        ..SessionSearchRequest::default()
+    };
+    let err = rest.search_sessions(&bad).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+    // The REST-only client lists and reads sessions too.
+    let listed = rest.list_sessions(10, 0, AccessScope::Owned).await.unwrap();
+    assert_eq!(listed.sessions.len(), 4);
+    let got = rest
+        .get_session(a.session_id(), AccessScope::Owned)
+        .await
+        .unwrap();
+    assert_eq!(got.display_name.as_deref(), Some("Alpha Run one"));
+    assert_eq!(
+        got.user_metadata.as_ref().and_then(|m| m.get("team")),
+        Some(&"red".to_owned())
+    );
+    a.close(tinker_client::CloseStatus::Success, None)
+        .await
+        .unwrap();
+    b.close(tinker_client::CloseStatus::Success, None)
+        .await
+        .unwrap();
     env.server.shutdown().await;
 }

@@ -342,3 +342,115 @@ async fn large_batches_are_chunked_and_combined() {
     step.await.unwrap();
     env.server.shutdown().await;
 }
+
+/// `create_training_client_from_state_with`: SDK 0.38's overrides reach the server (a
+/// weights-only load with a new optimizer trains; user_metadata lands on the training run;
+/// the base model override is checked by the server), and options the SDK refuses fail
+/// before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_from_state_with_overrides() {
+    use std::collections::BTreeMap;
+    use tinker_client::{AccessScope, LoadStateOptions};
+    use tinker_types::OptimizerConfig;
+
+    let env = start(None).await;
+    let tc = training(&env).await;
+    tc.forward_backward(vec![datum(&[1, 2, 3, 4])], LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    tc.optim_step(AdamParams::default()).await.unwrap();
+    let state = tc.save_state("overrides").await.unwrap().path;
+    let rest = env.service.create_rest_client();
+
+    let meta = BTreeMap::from([("origin".to_owned(), "overrides".to_owned())]);
+    let loaded = env
+        .service
+        .create_training_client_from_state_with(
+            &state,
+            LoadStateOptions::weights_only()
+                .optimizer(OptimizerConfig::AdamW)
+                .user_metadata(meta.clone())
+                .base_model(MODEL)
+                .weights_access_token("not-needed-here"),
+        )
+        .await
+        .unwrap();
+    assert_ne!(loaded.model_id(), tc.model_id());
+    let run = rest
+        .get_training_run(loaded.model_id(), AccessScope::Owned)
+        .await
+        .unwrap();
+    assert_eq!(run.user_metadata.as_ref(), Some(&meta));
+    assert_eq!(run.base_model, MODEL);
+    // It trains, starting from the loaded weights (same loss as the source model).
+    let d = vec![datum(&[5, 6, 7, 8])];
+    let src = tc
+        .forward(d.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap()
+        .metrics["loss:sum"];
+    let fb = loaded
+        .forward_backward(d.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    assert!(
+        (fb.metrics["loss:sum"] - src).abs() < 1e-4,
+        "{fb:?} vs {src}"
+    );
+    loaded
+        .optim_step(AdamParams::with_learning_rate(2e-2))
+        .await
+        .unwrap();
+    let after = loaded
+        .forward(d, LossFn::CrossEntropy)
+        .await
+        .unwrap()
+        .metrics["loss:sum"];
+    assert!(after < src, "{after} !< {src}");
+
+    // The server refuses an optimizer it does not run and an incompatible base model.
+    let err = env
+        .service
+        .create_training_client_from_state_with(
+            &state,
+            LoadStateOptions::weights_only().optimizer(OptimizerConfig::dimuon()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    let err = env
+        .service
+        .create_training_client_from_state_with(
+            &state,
+            LoadStateOptions::with_optimizer_state().base_model("tinker-local/other"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+
+    // Refused before sending: an optimizer with restored state; overrides of an existing
+    // model's load.
+    let err = env
+        .service
+        .create_training_client_from_state_with(
+            &state,
+            LoadStateOptions::with_optimizer_state().optimizer(OptimizerConfig::AdamW),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = loaded
+        .load_state_with(&state, LoadStateOptions::weights_only().base_model(MODEL))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // The access token is the one extra argument of `load_state*`.
+    loaded
+        .load_state_with(
+            &state,
+            LoadStateOptions::with_optimizer_state().weights_access_token("tok"),
+        )
+        .await
+        .unwrap();
+    env.server.shutdown().await;
+}

@@ -5,8 +5,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use chrono::{NaiveDate, Timelike, Utc};
+
+use crate::error::{Error, Result};
 use crate::macros::{open_enum, open_union};
 use crate::time::Timestamp;
+
+/// The widest billing window the service answers.
+pub const MAX_BILLING_WINDOW: chrono::TimeDelta = chrono::TimeDelta::days(14);
 
 /// Query of `GET /api/v1/billing/usage/events` (hour-aligned UTC bounds, at most 14 days).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +29,80 @@ pub struct BillingUsageQuery {
         deserialize_with = "crate::time::deserialize"
     )]
     pub ending_before: Timestamp,
+}
+
+impl BillingUsageQuery {
+    /// A checked window: both bounds on a UTC hour, `ending_before` after `starting_on` and
+    /// at most [`MAX_BILLING_WINDOW`] later, `starting_on` not in the future (the rules the
+    /// service enforces, checked here so bad input fails before anything is sent).
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the rule broken.
+    pub fn new(starting_on: Timestamp, ending_before: Timestamp) -> Result<Self> {
+        let query = Self {
+            starting_on,
+            ending_before,
+        };
+        query.validate()?;
+        Ok(query)
+    }
+
+    /// Parses RFC 3339 bounds (e.g. `2026-07-13T00:00:00Z`) and checks them as [`Self::new`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] for an unparsable timestamp or a broken rule.
+    pub fn parse(starting_on: &str, ending_before: &str) -> Result<Self> {
+        let parse = |field: &str, text: &str| {
+            crate::time::parse(text).ok_or_else(|| Error::InvalidValue {
+                field: field.to_owned(),
+                reason: format!("{text:?} is not an RFC 3339 timestamp"),
+            })
+        };
+        Self::new(
+            parse("starting_on", starting_on)?,
+            parse("ending_before", ending_before)?,
+        )
+    }
+
+    /// Checks the window rules of [`Self::new`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the rule broken.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field: &str, reason: &str| Error::InvalidValue {
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        };
+        for (field, t) in [
+            ("starting_on", &self.starting_on),
+            ("ending_before", &self.ending_before),
+        ] {
+            if t.minute() != 0 || t.second() != 0 || t.nanosecond() != 0 {
+                return Err(invalid(field, "must be aligned to a UTC hour"));
+            }
+        }
+        if self.ending_before <= self.starting_on {
+            return Err(invalid("ending_before", "must be after starting_on"));
+        }
+        if self.ending_before - self.starting_on > MAX_BILLING_WINDOW {
+            return Err(invalid(
+                "ending_before",
+                "must be at most 14 days after starting_on",
+            ));
+        }
+        if self.starting_on > Utc::now() {
+            return Err(invalid("starting_on", "must not be in the future"));
+        }
+        Ok(())
+    }
+
+    /// The URL query parameters, in the SDK's order and spelling.
+    pub fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("starting_on", crate::time::to_wire(&self.starting_on)),
+            ("ending_before", crate::time::to_wire(&self.ending_before)),
+        ]
+    }
 }
 
 /// Training tokens.
@@ -176,6 +256,28 @@ pub struct CurrentCheckpointStorageUsageQuery {
     pub project_id: Option<String>,
 }
 
+impl CurrentCheckpointStorageUsageQuery {
+    /// Usage of the whole organization.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Usage of one project.
+    pub fn project(project_id: impl Into<String>) -> Self {
+        Self {
+            project_id: Some(project_id.into()),
+        }
+    }
+
+    /// The URL query parameters (none for the whole organization).
+    pub fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        self.project_id
+            .iter()
+            .map(|p| ("project_id", p.clone()))
+            .collect()
+    }
+}
+
 /// One row of current checkpoint storage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CurrentCheckpointStorageUsageItem {
@@ -245,9 +347,34 @@ pub struct AuditLogQuery {
     /// Event filter.
     #[serde(default)]
     pub event_type: AuditEventType,
-    /// Day `YYYY-MM-DD`.
+    /// The UTC day to list (`YYYY-MM-DD` on the wire); the service's default is today.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub day: Option<String>,
+    pub day: Option<NaiveDate>,
+}
+
+impl AuditLogQuery {
+    /// Events of one kind, for today.
+    pub fn new(event_type: AuditEventType) -> Self {
+        Self {
+            event_type,
+            day: None,
+        }
+    }
+
+    /// Restricts the query to one UTC day.
+    pub fn on_day(mut self, day: NaiveDate) -> Self {
+        self.day = Some(day);
+        self
+    }
+
+    /// The URL query parameters, in the SDK's order (`event_type` always sent).
+    pub fn query_pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = vec![("event_type", self.event_type.as_str().to_owned())];
+        if let Some(day) = self.day {
+            pairs.push(("day", day.format("%Y-%m-%d").to_string()));
+        }
+        pairs
+    }
 }
 
 /// One audit entry.

@@ -25,9 +25,13 @@
 mod bytes_b64;
 mod macros;
 
+/// The `chrono` version whose types ([`Timestamp`], dates) appear in this API.
+pub use chrono;
+
 pub mod admin;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod custom_loss;
 pub mod datum;
 pub mod error;

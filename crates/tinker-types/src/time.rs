@@ -17,12 +17,17 @@ pub(crate) fn parse(text: &str) -> Option<Timestamp> {
         .map(|naive| naive.and_utc())
 }
 
+/// RFC 3339 with `Z`, as pydantic writes UTC datetimes.
+pub(crate) fn to_wire(value: &Timestamp) -> String {
+    value.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// `serialize_with`: RFC 3339 with `Z`.
 pub(crate) fn serialize<S: Serializer>(
     value: &Timestamp,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(&value.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    serializer.serialize_str(&to_wire(value))
 }
 
 /// `serialize_with` for a timestamp borrowed by a wire mirror (`&&Timestamp`).

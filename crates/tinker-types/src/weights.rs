@@ -42,6 +42,16 @@ pub struct SaveWeightsResponse {
     pub path: String,
 }
 
+impl SaveWeightsResponse {
+    /// The console page of this checkpoint (SDK `SaveWeightsResponse.get_console_url`).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidTinkerPath`] if the server sent a malformed path.
+    pub fn get_console_url(&self) -> crate::Result<String> {
+        crate::console::checkpoint_console_url_for_path(&self.path)
+    }
+}
+
 /// How sampler weights are published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,6 +104,36 @@ pub struct SaveWeightsForSamplerResponse {
     pub sampling_session_id: Option<String>,
 }
 
+impl SaveWeightsForSamplerResponse {
+    fn named_path(&self) -> crate::Result<&str> {
+        self.path
+            .as_deref()
+            .ok_or_else(|| crate::Error::InvalidValue {
+                field: "path".to_owned(),
+                reason: "an ephemeral save (sampling session only) has no checkpoint".to_owned(),
+            })
+    }
+
+    /// The console page of this sampler checkpoint (SDK
+    /// `SaveWeightsForSamplerResponse.get_console_url`).
+    ///
+    /// # Errors
+    /// No `path` (an ephemeral save) or a malformed one.
+    pub fn get_console_url(&self) -> crate::Result<String> {
+        crate::console::checkpoint_console_url_for_path(self.named_path()?)
+    }
+
+    /// The playground, set up to sample from this checkpoint (SDK `get_playground_url`).
+    ///
+    /// # Errors
+    /// No `path` (an ephemeral save).
+    pub fn get_playground_url(&self) -> crate::Result<String> {
+        Ok(crate::console::checkpoint_playground_url(
+            self.named_path()?,
+        ))
+    }
+}
+
 type_last_struct! {
     /// `POST /api/v1/save_weights_external`: export downloadable weights.
     #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,12 +154,13 @@ type_last_struct! {
     }
 }
 
-/// Final result of `save_weights_external` (the SDK requires `path`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Final result of `save_weights_external`. The SDK's wire model leaves `path` optional but
+/// the result it hands out requires it (a missing path fails there too), so it is required
+/// here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaveWeightsExternalResponse {
     /// `tinker://<run>/external_weights/<name>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub path: String,
     /// Total size of the export.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<u64>,

@@ -925,7 +925,8 @@ fn every_response_fixture_decodes() {
     let external: SaveWeightsExternalResponse = decode_response("save_weights_external");
     check(
         "save_weights_external",
-        external.size_bytes == Some(1_048_576),
+        external.path == "tinker://sess1:train:0/external_weights/download"
+            && external.size_bytes == Some(1_048_576),
     );
     let load: LoadWeightsResponse = decode_response("load_weights");
     check(
