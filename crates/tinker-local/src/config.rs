@@ -36,6 +36,9 @@ pub struct LocalServerConfig {
     pub sample_use_retrieve_futures: bool,
     /// Value of the `sample_join_sampling_session` client flag.
     pub sample_join_sampling_session: bool,
+    /// Value of the `custom_loss_server_side` client flag: accept `create_custom_loss` and
+    /// run loss `custom` (on by default; off makes the endpoint refuse).
+    pub custom_loss_server_side: bool,
     /// How long signed external-weights URLs stay valid.
     pub signed_url_lifetime: Duration,
     /// Largest accepted request body.
@@ -58,6 +61,7 @@ impl LocalServerConfig {
             proto_compress_fwdbwd: true,
             sample_use_retrieve_futures: false,
             sample_join_sampling_session: true,
+            custom_loss_server_side: true,
             signed_url_lifetime: Duration::from_secs(3600),
             max_body_bytes: 256 << 20,
         }

@@ -37,6 +37,10 @@ enum Command {
         /// Seconds `retrieve_future` holds a poll open before answering `try_again`.
         #[arg(long, default_value_t = 10.0)]
         long_poll_secs: f64,
+        /// Refuse `create_custom_loss` and advertise `custom_loss_server_side: false`
+        /// (custom losses then run client-side).
+        #[arg(long)]
+        no_server_side_custom_loss: bool,
     },
 }
 
@@ -57,11 +61,13 @@ async fn main() -> ExitCode {
         jwt,
         faults,
         long_poll_secs,
+        no_server_side_custom_loss,
     } = command;
     let mut config = LocalServerConfig::new(data_dir);
     config.addr = addr;
     config.api_key = api_key;
     config.jwt = jwt;
+    config.custom_loss_server_side = !no_server_side_custom_loss;
     if !(long_poll_secs.is_finite() && (0.0..=40.0).contains(&long_poll_secs)) {
         return fail("--long-poll-secs must be between 0 and 40");
     }

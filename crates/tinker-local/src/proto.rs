@@ -6,7 +6,15 @@ use std::collections::BTreeMap;
 use prost::Message;
 use tinker_types::proto::wire;
 
-use crate::engine::{ForwardOutput, Loss, LossInputs, SampleOutput, StopKind, TrainExample};
+use std::sync::Arc;
+
+use crate::engine::{
+    CustomBatch, CustomGraph, ForwardOutput, Loss, LossInputs, SampleOutput, StopKind, Tensor,
+    TrainExample,
+};
+
+/// Finds the custom loss `loss_id` for the model `model_id` (or says why not).
+pub(crate) type CustomLossResolver<'a> = &'a dyn Fn(&str, &str) -> Result<Arc<CustomGraph>, String>;
 
 /// Logprob of a top-k padding cell (the SDK drops such cells).
 const TOPK_PAD_LOGPROB: f32 = -99999.0;
@@ -24,8 +32,12 @@ pub(crate) struct FwdBwd {
     pub(crate) tokens: usize,
 }
 
-/// Decodes a (decompressed) `ForwardBackwardRequest`.
-pub(crate) fn decode_forward_backward(body: &[u8]) -> Result<FwdBwd, String> {
+/// Decodes a (decompressed) `ForwardBackwardRequest`; loss `custom` is looked up with
+/// `custom`.
+pub(crate) fn decode_forward_backward(
+    body: &[u8],
+    custom: CustomLossResolver<'_>,
+) -> Result<FwdBwd, String> {
     let req = wire::ForwardBackwardRequest::decode(body)
         .map_err(|e| format!("invalid ForwardBackwardRequest protobuf: {e}"))?;
     if req.model_id.is_empty() {
@@ -47,7 +59,7 @@ pub(crate) fn decode_forward_backward(body: &[u8]) -> Result<FwdBwd, String> {
                 .sum::<usize>()
         })
         .sum();
-    let batch = build_batch(&req);
+    let batch = build_batch(&req, custom);
     Ok(FwdBwd {
         model_id: req.model_id,
         seq_id: i64::from(req.seq_id),
@@ -57,11 +69,23 @@ pub(crate) fn decode_forward_backward(body: &[u8]) -> Result<FwdBwd, String> {
     })
 }
 
-fn build_batch(req: &wire::ForwardBackwardRequest) -> Result<(Vec<TrainExample>, Loss), String> {
+fn build_batch(
+    req: &wire::ForwardBackwardRequest,
+    custom: CustomLossResolver<'_>,
+) -> Result<(Vec<TrainExample>, Loss), String> {
     if req.data.is_empty() {
         return Err("forward_backward needs at least one datum".to_owned());
     }
-    let loss = loss_from(&req.loss_fn, &loss_config(req))?;
+    let graph = if req.loss_fn == "custom" {
+        Some(custom(&req.model_id, &custom_loss_id(req)?)?)
+    } else {
+        None
+    };
+    let mut custom_inputs = Vec::new();
+    let loss = match &graph {
+        Some(_) => Loss::CrossEntropy, // replaced by the custom batch below
+        None => loss_from(&req.loss_fn, &loss_config(req))?,
+    };
     let needs_rl_inputs = !matches!(loss, Loss::CrossEntropy);
     let mut batch = Vec::with_capacity(req.data.len());
     for (i, datum) in req.data.iter().enumerate() {
@@ -106,6 +130,34 @@ fn build_batch(req: &wire::ForwardBackwardRequest) -> Result<(Vec<TrainExample>,
                 .map(|t| tensor_f32(t, n, i, name))
                 .transpose()
         };
+        if let Some(graph) = &graph {
+            // A custom loss reads exactly its declared inputs, at their declared ranks.
+            custom_inputs.push(
+                graph.inputs()[1..]
+                    .iter()
+                    .map(|input| {
+                        let t = inputs.get(&input.name).ok_or_else(|| {
+                            format!(
+                                "datum {i}: loss_fn_inputs.{} is required by custom loss {:?}",
+                                input.name,
+                                graph.name()
+                            )
+                        })?;
+                        tensor_any(t, input.rank, i, &input.name)
+                    })
+                    .collect::<Result<Vec<_>, String>>()?,
+            );
+            batch.push(TrainExample {
+                tokens,
+                inputs: LossInputs {
+                    target_tokens,
+                    weights: None,
+                    advantages: None,
+                    logprobs: None,
+                },
+            });
+            continue;
+        }
         let weights = f32_input("weights")?;
         let advantages = f32_input("advantages")?;
         let logprobs = f32_input("logprobs")?;
@@ -130,7 +182,95 @@ fn build_batch(req: &wire::ForwardBackwardRequest) -> Result<(Vec<TrainExample>,
             },
         });
     }
+    let loss = match graph {
+        Some(graph) => Loss::Custom(CustomBatch {
+            graph,
+            inputs: custom_inputs,
+        }),
+        None => loss,
+    };
     Ok((batch, loss))
+}
+
+/// `loss_fn_config = {"loss_id": "..."}` of a `custom` loss.
+fn custom_loss_id(req: &wire::ForwardBackwardRequest) -> Result<String, String> {
+    let id = req
+        .loss_fn_config_v2
+        .get("loss_id")
+        .and_then(|v| match &v.value {
+            Some(wire::loss_config_value::Value::Text(t)) => Some(t.clone()),
+            _ => None,
+        });
+    let extra = req
+        .loss_fn_config_v2
+        .keys()
+        .chain(req.loss_fn_config.keys())
+        .find(|k| *k != "loss_id");
+    match (id, extra) {
+        (_, Some(k)) => Err(format!("loss_fn `custom` does not take config key `{k}`")),
+        (Some(id), None) => Ok(id),
+        (None, None) => Err(
+            "loss_fn `custom` needs loss_fn_config {\"loss_id\": ...} from create_custom_loss"
+                .to_owned(),
+        ),
+    }
+}
+
+/// A custom loss input of any float or integer dtype, at its declared rank. An empty shape
+/// is a scalar when rank 0 is declared, else a vector (the SDK's `shape=None`).
+fn tensor_any(t: &wire::Tensor, rank: u8, datum: usize, name: &str) -> Result<Tensor, String> {
+    let bad = |why: String| format!("datum {datum}: loss_fn_inputs.{name}: {why}");
+    let Some(wire::tensor::Encoding::Dense(bytes)) = &t.encoding else {
+        return Err(bad("custom loss inputs must be dense".to_owned()));
+    };
+    let data: Vec<f64> = match wire::DType::try_from(t.dtype) {
+        Ok(wire::DType::DtypeFloat32) => bytes
+            .chunks_exact(4)
+            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        Ok(wire::DType::DtypeBfloat16) => bytes
+            .chunks_exact(2)
+            .map(|b| {
+                f64::from(f32::from_bits(
+                    u32::from(u16::from_le_bytes([b[0], b[1]])) << 16,
+                ))
+            })
+            .collect(),
+        Ok(wire::DType::DtypeInt64) => bytes
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f64)
+            .collect(),
+        Ok(wire::DType::DtypeInt32) => bytes
+            .chunks_exact(4)
+            .map(|b| f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+            .collect(),
+        _ => return Err(bad("unsupported dtype".to_owned())),
+    };
+    let shape: Vec<usize> = if t.shape.is_empty() {
+        if rank == 0 {
+            Vec::new()
+        } else {
+            vec![data.len()]
+        }
+    } else {
+        t.shape
+            .iter()
+            .map(|&d| usize::try_from(d).map_err(|_| bad(format!("negative dimension {d}"))))
+            .collect::<Result<_, _>>()?
+    };
+    if shape.len() != usize::from(rank) {
+        return Err(bad(format!(
+            "has rank {}, but the custom loss declared rank {rank}",
+            shape.len()
+        )));
+    }
+    if shape.iter().product::<usize>() != data.len() {
+        return Err(bad(format!("{} values for shape {shape:?}", data.len())));
+    }
+    if data.iter().any(|v| !v.is_finite()) {
+        return Err(bad("values must be finite".to_owned()));
+    }
+    Ok(Tensor { shape, data })
 }
 
 /// Numeric loss config, preferring `loss_fn_config_v2`.

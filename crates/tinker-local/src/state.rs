@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::LocalServerConfig;
-use crate::engine::{ModelSpec, SamplerModel, builtin_models};
+use crate::engine::{CustomGraph, ModelSpec, SamplerModel, builtin_models};
 use crate::faults::FaultInjector;
 use crate::persist::Store;
 use crate::promise::Promises;
@@ -56,6 +56,13 @@ pub(crate) struct SamplerEntry {
     pub(crate) model_path: Option<String>,
     pub(crate) model: SamplerModel,
     pub(crate) clients: u64,
+}
+
+/// A custom loss created by `create_custom_loss`; only its session's models may use it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredCustomLoss {
+    pub(crate) session_id: String,
+    pub(crate) graph: Arc<CustomGraph>,
 }
 
 /// One unit of accounted work.
@@ -128,6 +135,8 @@ pub(crate) struct AppState {
     /// Idempotent creation requests keyed by `(session, kind, seq)`.
     pub(crate) creations: Mutex<HashMap<(String, &'static str, i64), serde_json::Value>>,
     pub(crate) telemetry: Mutex<Vec<serde_json::Value>>,
+    /// Server-side custom losses by `loss_id`.
+    pub(crate) custom_losses: Mutex<HashMap<String, StoredCustomLoss>>,
     pub(crate) usage: Mutex<Vec<UsageRecord>>,
     pub(crate) audit: Mutex<Vec<AuditRecord>>,
     pub(crate) executions: Mutex<BTreeMap<(String, i64), u32>>,
@@ -164,6 +173,7 @@ impl AppState {
             sample_submissions: Mutex::default(),
             creations: Mutex::default(),
             telemetry: Mutex::default(),
+            custom_losses: Mutex::default(),
             usage: Mutex::default(),
             audit: Mutex::default(),
             executions: Mutex::default(),

@@ -23,7 +23,7 @@ pub(crate) async fn client_config(State(state): AppStateRef) -> ApiResult {
         "proto_compress_fwdbwd": c.proto_compress_fwdbwd,
         "use_pyqwest_transport": c.use_pyqwest_transport,
         "sample_use_retrieve_futures": c.sample_use_retrieve_futures,
-        "custom_loss_server_side": false,
+        "custom_loss_server_side": c.custom_loss_server_side,
         "sample_join_sampling_session": c.sample_join_sampling_session,
     }))
 }

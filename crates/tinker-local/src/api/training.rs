@@ -11,15 +11,16 @@ use axum::http::{HeaderMap, header};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
+use tinker_types::custom_loss::{CustomLossGraph, CustomLossInput};
 
 use super::service::require_active_session;
 use super::{ApiError, ApiResult, AppStateRef, ok, parse};
 use crate::auth::Caller;
-use crate::engine::{AdamStep, LoraSpec};
+use crate::engine::{AdamStep, CustomGraph, LoraSpec};
 use crate::persist::{CheckpointRecord, LoraRecord, RunRecord, parse_tinker_path, valid_name};
-use crate::promise::FutureKind;
+use crate::promise::{FutureKind, Outcome};
 use crate::proto;
-use crate::state::{AppState, lock};
+use crate::state::{AppState, StoredCustomLoss, lock};
 use crate::worker::{Init, ModelWorker, TrainOp, short_id};
 
 /// Largest LoRA rank accepted.
@@ -307,7 +308,8 @@ pub(crate) async fn forward_backward(
         ));
     }
     let raw = decode_body(&headers, &body, state.config.max_body_bytes)?;
-    let req = proto::decode_forward_backward(&raw).map_err(ApiError::bad_request)?;
+    let resolve = |model_id: &str, loss_id: &str| custom_loss_for(&state, model_id, loss_id);
+    let req = proto::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
     let worker = training_model(&state, &req.model_id)?;
     let op = match req.batch {
         Ok((batch, loss)) => TrainOp::ForwardBackward {
@@ -678,9 +680,79 @@ pub(crate) async fn load_weights(
     }
 }
 
-pub(crate) async fn create_custom_loss() -> ApiResult {
-    Err(ApiError::bad_request(
-        "server-side custom losses are not supported by tinker-local \
-         (custom_loss_server_side is off; forward_backward_custom runs client-side)",
-    ))
+#[derive(Deserialize)]
+struct CreateCustomLoss {
+    session_id: String,
+    custom_loss_seq_id: i64,
+    name: String,
+    inputs: Vec<CustomLossInput>,
+    graph: CustomLossGraph,
+}
+
+/// Validates and stores a custom loss (§2.3, §6.8). The answer is a future: its result is
+/// `{"loss_id"}`, or a `user` failure naming what the graph may not do. Idempotent per
+/// `(session, custom_loss_seq_id)`.
+pub(crate) async fn create_custom_loss(State(state): AppStateRef, body: Bytes) -> ApiResult {
+    if !state.config.custom_loss_server_side {
+        return Err(ApiError::bad_request(
+            "server-side custom losses are off on this server (custom_loss_server_side is \
+             false); forward_backward_custom runs client-side",
+        ));
+    }
+    let req: CreateCustomLoss = parse(&body)?;
+    if req.custom_loss_seq_id < 0 {
+        return Err(ApiError::bad_request("custom_loss_seq_id must be >= 0"));
+    }
+    let key = (
+        req.session_id.clone(),
+        "custom_loss",
+        req.custom_loss_seq_id,
+    );
+    let mut creations = lock(&state.creations);
+    if let Some(previous) = creations.get(&key) {
+        return ok(previous.clone());
+    }
+    require_active_session(&state, &req.session_id)?;
+    let loss_id = format!("{}:loss:{}", req.session_id, req.custom_loss_seq_id);
+    let request_id = format!("{loss_id}:{}", short_id());
+    let done = state
+        .promises
+        .create(request_id.clone(), FutureKind::Training);
+    match CustomGraph::compile(&req.name, &req.inputs, &req.graph) {
+        Ok(graph) => {
+            lock(&state.custom_losses).insert(
+                loss_id.clone(),
+                StoredCustomLoss {
+                    session_id: req.session_id.clone(),
+                    graph: Arc::new(graph),
+                },
+            );
+            tracing::info!(%loss_id, name = %req.name, "custom loss created");
+            done.complete(Outcome::Json(
+                json!({ "loss_id": loss_id, "type": "create_custom_loss" }),
+            ));
+        }
+        Err(e) => done.complete(Outcome::user(format!("create_custom_loss: {e}"))),
+    }
+    let response = json!({ "request_id": request_id });
+    creations.insert(key, response.clone());
+    ok(response)
+}
+
+/// The custom loss `loss_id`, if it exists and belongs to `model_id`'s session.
+fn custom_loss_for(
+    state: &AppState,
+    model_id: &str,
+    loss_id: &str,
+) -> Result<Arc<CustomGraph>, String> {
+    let stored = lock(&state.custom_losses).get(loss_id).cloned();
+    match stored {
+        None => Err(format!(
+            "custom loss {loss_id:?} does not exist (create it with create_custom_loss)"
+        )),
+        Some(s) if !model_id.starts_with(&format!("{}:train:", s.session_id)) => Err(format!(
+            "custom loss {loss_id:?} belongs to another session"
+        )),
+        Some(s) => Ok(s.graph),
+    }
 }

@@ -6,8 +6,10 @@
 //! loss, including the non-smooth clipped ones, and is easy to check by finite differences.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::error::{EngineError, Result};
+use super::graph::{CustomGraph, Tensor};
 
 /// A built-in loss, with its `loss_fn_config` values. Formulas follow the public Tinker docs;
 /// `p` is the learner's probability of the target token, `q` the sampler's (from `logprobs`),
@@ -44,6 +46,38 @@ pub enum Loss {
         /// `beta`: weight of the quadratic penalty.
         beta: f32,
     },
+    /// A server-side custom loss (`custom`, §6.8) with each datum's declared inputs.
+    Custom(CustomBatch),
+}
+
+/// A custom loss graph and, per datum, its declared inputs after `logprobs` (in order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomBatch {
+    /// The validated graph.
+    pub graph: Arc<CustomGraph>,
+    /// `inputs[datum]` = that datum's tensors for `graph.inputs()[1..]`.
+    pub inputs: Vec<Vec<Tensor>>,
+}
+
+/// Sums of per-datum custom metrics, reduced per the key's suffix when the batch is done:
+/// `:sum` summed, `:mean` averaged over the batch's datums (as the SDK does).
+#[derive(Debug, Default)]
+pub(crate) struct MetricTotals {
+    sums: BTreeMap<String, f64>,
+}
+
+impl MetricTotals {
+    /// Adds the metrics to `into`, reduced over `datums` datums.
+    pub(crate) fn finish(self, datums: usize, into: &mut BTreeMap<String, f64>) {
+        for (key, sum) in self.sums {
+            let value = if key.ends_with(":mean") {
+                sum / datums.max(1) as f64
+            } else {
+                sum
+            };
+            into.insert(key, value);
+        }
+    }
 }
 
 impl Loss {
@@ -55,6 +89,7 @@ impl Loss {
             Loss::Ppo { .. } => "ppo",
             Loss::Cispo { .. } => "cispo",
             Loss::Dro { .. } => "dro",
+            Loss::Custom(_) => "custom",
         }
     }
 
@@ -123,13 +158,15 @@ impl Loss {
 
     /// Whether the loss needs the sampler's `logprobs` and `advantages`.
     fn is_policy_gradient(&self) -> bool {
-        !matches!(self, Loss::CrossEntropy)
+        !matches!(self, Loss::CrossEntropy | Loss::Custom(_))
     }
 
     /// Loss of one token and its derivative with respect to the learner logprob `lp`.
     /// `q` is the sampler logprob, `a` the advantage, `w` the token weight.
     pub(crate) fn token(&self, lp: f64, q: f64, a: f64, w: f64) -> (f64, f64) {
         let (loss, grad) = match *self {
+            // Custom losses are not per-token; `datum_loss` evaluates their graph.
+            Loss::Custom(_) => (0.0, 0.0),
             Loss::CrossEntropy => (-lp, -1.0),
             Loss::ImportanceSampling => {
                 let r = (lp - q).exp();
@@ -264,8 +301,35 @@ pub(crate) fn validate_example(
     Ok(())
 }
 
-/// Loss value of one datum and `d loss / d lp` per position, given the learner logprobs.
-pub(crate) fn datum_loss(loss: &Loss, inputs: &LossInputs, lp: &[f32]) -> (f64, Vec<f32>) {
+/// Loss value of datum `index` and `d loss / d lp` per position, given the learner
+/// logprobs; a custom loss also adds its metrics to `metrics`.
+pub(crate) fn datum_loss(
+    loss: &Loss,
+    index: usize,
+    inputs: &LossInputs,
+    lp: &[f32],
+    metrics: &mut MetricTotals,
+) -> Result<(f64, Vec<f32>)> {
+    if let Loss::Custom(batch) = loss {
+        let declared = batch.inputs.get(index).ok_or_else(|| {
+            EngineError::internal(format!("custom loss has no inputs for datum {index}"))
+        })?;
+        let mut all = Vec::with_capacity(declared.len() + 1);
+        all.push(Tensor::vector(lp.iter().map(|&x| f64::from(x)).collect()));
+        all.extend(declared.iter().cloned());
+        let e = batch
+            .graph
+            .evaluate(&all)
+            .map_err(|e| EngineError::user(format!("datum {index}: {e}")))?;
+        for (key, value) in e.metrics {
+            *metrics.sums.entry(key).or_default() += value;
+        }
+        return Ok((e.loss, e.grad.iter().map(|&g| g as f32).collect()));
+    }
+    Ok(builtin_datum_loss(loss, inputs, lp))
+}
+
+fn builtin_datum_loss(loss: &Loss, inputs: &LossInputs, lp: &[f32]) -> (f64, Vec<f32>) {
     let at = |v: &Option<Vec<f32>>, i: usize, default: f64| {
         v.as_ref()
             .and_then(|v| v.get(i))

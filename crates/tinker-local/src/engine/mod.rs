@@ -7,6 +7,7 @@ mod adam;
 mod checkpoint;
 mod error;
 mod frozen;
+mod graph;
 mod lora;
 mod loss;
 mod model;
@@ -18,7 +19,8 @@ mod weights;
 
 pub use adam::{AdamStep, StepReport};
 pub use error::EngineError;
-pub use loss::{ForwardOutput, Loss, LossInputs, TrainExample};
+pub use graph::{CustomGraph, Evaluation, Tensor};
+pub use loss::{CustomBatch, ForwardOutput, Loss, LossInputs, TrainExample};
 pub use sampler::{SampleOutput, SampleSpec, SampledSeq, SamplerModel, StopKind};
 pub use spec::{LoraSpec, ModelSpec, builtin_models};
 pub use trainable::TrainableModel;

@@ -142,9 +142,10 @@ impl TrainableModel {
         let mut total = 0.0;
         let mut coeffs = vec![0f32; b * t];
         let mut logprobs = Vec::with_capacity(b);
+        let mut custom_metrics = loss::MetricTotals::default();
         for (i, ex) in batch.iter().enumerate() {
             let row = &lp_all[i * t..i * t + ex.tokens.len()];
-            let (value, grads) = loss::datum_loss(loss, &ex.inputs, row);
+            let (value, grads) = loss::datum_loss(loss, i, &ex.inputs, row, &mut custom_metrics)?;
             total += value;
             coeffs[i * t..i * t + grads.len()].copy_from_slice(&grads);
             logprobs.push(row.to_vec());
@@ -171,6 +172,7 @@ impl TrainableModel {
         }
         let mut metrics = std::collections::BTreeMap::new();
         metrics.insert("loss:sum".to_string(), total);
+        custom_metrics.finish(b, &mut metrics);
         Ok(ForwardOutput { logprobs, metrics })
     }
 
