@@ -84,9 +84,14 @@ def per_token(metrics: dict, weight: float) -> float:
 
 
 def run(url: str) -> dict:
+    import warnings
+
     import numpy as np
     import tinker
     from tinker import types
+
+    # Use the SDK the way 0.38 documents it: a deprecated call path fails the run.
+    warnings.simplefilter("error", FutureWarning)
 
     summary: dict = {}
     service = tinker.ServiceClient(base_url=url, api_key=API_KEY)
@@ -178,7 +183,7 @@ def run(url: str) -> dict:
     check(abs(after[0] - after[2]) > 1e-4, "weights-only restore should not carry Adam moments")
 
     step("save_weights_and_get_sampling_client + sample (n=4, logprobs, seed)")
-    sampler = training.save_weights_and_get_sampling_client()
+    sampler = training.save_weights_and_get_sampling_client().result()
     prompt_ids = tokenizer.encode(TEXTS[1])
     prompt = types.ModelInput.from_ints(prompt_ids[:4])
     params = types.SamplingParams(max_tokens=12, temperature=1.0, seed=1234)
@@ -192,7 +197,7 @@ def run(url: str) -> dict:
     again = sampler.sample(prompt, num_samples=4, sampling_params=params).result()
     check([s.tokens for s in out.sequences] == [s.tokens for s in again.sequences], "same seed gave different samples")
     # The trained model has memorised its data; seeds show on the untrained base model.
-    base = service.create_sampling_client(base_model=BASE_MODEL)
+    base = service.create_sampling_client(base_model=BASE_MODEL).result()
     base_a = base.sample(prompt, num_samples=4, sampling_params=params).result()
     base_b = base.sample(prompt, num_samples=4, sampling_params=params).result()
     base_c = base.sample(prompt, num_samples=4, sampling_params=types.SamplingParams(max_tokens=12, temperature=1.0, seed=99)).result()
@@ -230,14 +235,14 @@ def run(url: str) -> dict:
     step("sampling client from a saved sampler checkpoint path")
     sampler_path = training.save_weights_for_sampler("conformance-sampler").result().path
     check(sampler_path == f"tinker://{run_id}/sampler_weights/conformance-sampler", f"sampler path {sampler_path}")
-    from_path = service.create_sampling_client(model_path=sampler_path)
+    from_path = service.create_sampling_client(model_path=sampler_path).result()
     check(from_path.get_base_model() == BASE_MODEL, "the sampler's base model is wrong")
-    lps_now = training.save_weights_and_get_sampling_client().compute_logprobs(full).result()
+    lps_now = training.save_weights_and_get_sampling_client().result().compute_logprobs(full).result()
     lps_path = from_path.compute_logprobs(full).result()
     check(np.allclose(np.asarray(lps_path[1:]), np.asarray(lps_now[1:]), atol=1e-4), "checkpoint sampler differs from the live weights")
 
     step("REST listing")
-    rest = service.create_rest_client()
+    rest = tinker.RestClient(base_url=url, api_key=API_KEY)  # session-less, as 0.38 recommends
     runs = rest.list_training_runs().result()
     run_ids = [r.training_run_id for r in runs.training_runs]
     check(run_id in run_ids, f"{run_id} not listed in {run_ids}")
@@ -282,7 +287,7 @@ def run(url: str) -> dict:
     rest.delete_checkpoint_from_tinker_path(sampler_path).result()
     check(find(sampler_path) is None, "deleted checkpoint still listed")
     try:
-        service.create_sampling_client(model_path=sampler_path).compute_logprobs(full).result()
+        service.create_sampling_client(model_path=sampler_path).result().compute_logprobs(full).result()
         check(False, "sampling from a deleted checkpoint must fail")
     except tinker.NotFoundError:
         pass
