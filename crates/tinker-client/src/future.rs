@@ -87,13 +87,30 @@ pub(crate) struct PollTarget {
     pub reserved: Option<BytePermit>,
 }
 
-/// Polls `retrieve_future` until the request finishes (§3.2).
+/// Polls `retrieve_future` until the request finishes (§3.2). A failure that ends the
+/// operation is reported to telemetry as fatal; a 410 is not (sampling resubmits).
 pub(crate) async fn retrieve(
     holder: &Holder,
     target: PollTarget,
     observer: Option<&QueueStateObserver>,
 ) -> Result<Retrieved> {
+    let result = poll_until_done(holder, target, observer).await;
+    if let Err(e) = &result
+        && e.kind() != ErrorKind::Expired
+    {
+        crate::telemetry::log_fatal(holder, e).await;
+    }
+    result
+}
+
+async fn poll_until_done(
+    holder: &Holder,
+    target: PollTarget,
+    observer: Option<&QueueStateObserver>,
+) -> Result<Retrieved> {
     let clock = holder.transport.runtime().clock.clone();
+    let trace =
+        crate::telemetry::PollTrace::new(holder, &target.request_id, target.request_type.as_str());
     let mut permit = target.reserved;
     let mut allow_metadata_only = permit.is_none();
     let mut iteration: u64 = 0;
@@ -140,9 +157,11 @@ pub(crate) async fn retrieve(
                         _permit: permit,
                     });
                 }
-                let value: Value = serde_json::from_slice(resp.body())
-                    .map_err(|e| Error::protocol(format!("retrieve_future: invalid JSON: {e}")))?;
-                match FutureOutcome::<Value>::from_value(value)? {
+                let outcome = serde_json::from_slice::<Value>(resp.body())
+                    .map_err(|e| Error::protocol(format!("retrieve_future: invalid JSON: {e}")))
+                    .and_then(|value| Ok(FutureOutcome::<Value>::from_value(value)?))
+                    .inspect_err(|e| trace.validation_error(holder, e, iteration - 1))?;
+                match outcome {
                     FutureOutcome::TryAgain(t) => {
                         if let (Some(obs), Some(state)) = (observer, &t.queue_state) {
                             obs(state, t.queue_state_reason.as_deref());
@@ -168,6 +187,7 @@ pub(crate) async fn retrieve(
                             RequestErrorCategory::Server => FailureCategory::Server,
                             _ => FailureCategory::Unknown,
                         };
+                        trace.application_error(holder, &f.error, category, iteration - 1);
                         return Err(Error::request_failed(
                             format!("request {} failed: {}", target.request_id, f.error),
                             category,
@@ -188,6 +208,10 @@ pub(crate) async fn retrieve(
                 }
             }
             Err(e) => {
+                // 402s are reported only once the billing pause is over (below).
+                if e.status().map(|s| s.as_u16()) != Some(402) {
+                    trace.transport_error(holder, &e, iteration - 1, bad_requests, backoff_k);
+                }
                 let Some(status) = e.status().map(|s| s.as_u16()) else {
                     // Connection failure or timeout: exponential backoff.
                     clock
@@ -233,7 +257,18 @@ pub(crate) async fn retrieve(
                     {
                         clock.sleep(BILLING_SLEEP).await;
                     }
-                    _ => return Err(Error::from(e)),
+                    _ => {
+                        if status == 402 {
+                            trace.transport_error(
+                                holder,
+                                &e,
+                                iteration - 1,
+                                bad_requests,
+                                backoff_k,
+                            );
+                        }
+                        return Err(Error::from(e));
+                    }
                 }
             }
         }

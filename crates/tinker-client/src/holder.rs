@@ -49,6 +49,8 @@ pub(crate) struct Holder {
     pub sample_limiter: SampleDispatchLimiter,
     closed: AtomicBool,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The telemetry reporter (§6.12), when enabled; set once, right after start-up.
+    telemetry: std::sync::OnceLock<tinker_telemetry::Telemetry>,
 }
 
 impl std::fmt::Debug for Holder {
@@ -83,6 +85,16 @@ impl Holder {
     pub(crate) async fn start(
         transport: Transport,
         session: Option<SessionOptions>,
+    ) -> Result<Arc<Self>> {
+        let telemetry = crate::telemetry::enabled_by_env(transport.env());
+        Self::start_with_telemetry(transport, session, telemetry).await
+    }
+
+    /// [`Holder::start`], with telemetry on or off regardless of `TINKER_TELEMETRY`.
+    pub(crate) async fn start_with_telemetry(
+        transport: Transport,
+        session: Option<SessionOptions>,
+        telemetry: bool,
     ) -> Result<Arc<Self>> {
         let retry = transport.operation_retry();
         let req = ClientConfigRequest {
@@ -147,6 +159,7 @@ impl Holder {
             sampling_seq: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             tasks: Mutex::new(Vec::new()),
+            telemetry: std::sync::OnceLock::new(),
         });
         if holder.session_id.is_some() {
             let hb = tokio::spawn(heartbeat_loop(Arc::downgrade(&holder)));
@@ -156,6 +169,12 @@ impl Holder {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend([hb, refresh]);
+        }
+        if telemetry
+            && let Some(t) =
+                crate::telemetry::start(&holder.transport, holder.session_id.as_deref())
+        {
+            let _ = holder.telemetry.set(t);
         }
         Ok(holder)
     }
@@ -179,6 +198,11 @@ impl Holder {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// The telemetry reporter, when enabled.
+    pub(crate) fn telemetry(&self) -> Option<&tinker_telemetry::Telemetry> {
+        self.telemetry.get()
+    }
+
     pub(crate) fn dynamic_config(&self) -> DynamicConfig {
         self.dynamic
             .read()
@@ -195,13 +219,27 @@ impl Holder {
         if self.is_closed() {
             return Err(Error::new(ErrorKind::Cancelled, "the client was closed"));
         }
-        self.transport
+        let trace = crate::telemetry::RetryTrace::new(self, name);
+        let result = self
+            .transport
             .operation_retry()
             .run(name, || {
                 let spec = make();
-                async move { Ok(self.transport.send(spec?).await?) }
+                let trace = &trace;
+                async move {
+                    let sent: Result<Response> =
+                        async { Ok(self.transport.send(spec?).await?) }.await;
+                    if let Err(e) = &sent {
+                        trace.attempt_failed(self, e);
+                    }
+                    sent
+                }
             })
-            .await
+            .await;
+        if let Err(e) = &result {
+            crate::telemetry::log_fatal(self, e).await;
+        }
+        result
     }
 
     /// POSTs JSON through the holder retry loop and parses the JSON answer.

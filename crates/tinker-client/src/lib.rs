@@ -15,6 +15,7 @@ mod proto;
 pub mod rest;
 pub mod sampling;
 pub mod service;
+mod telemetry;
 mod tokenizer;
 pub mod training;
 mod turn;
@@ -26,6 +27,8 @@ pub use holder::SDK_VERSION;
 pub use rest::{DownloadProgress, Paged, RestClient, Whoami};
 pub use sampling::{SampleOptions, SamplingClient, SamplingSource};
 pub use service::{CloseStatus, ServiceClient, ServiceClientBuilder, TrainingClientOptions};
+pub use tinker_telemetry::{Telemetry, TelemetryStats};
+pub use tokenizer::{TransportHubFetcher, tokenizer_loader};
 pub use training::{CustomLossOutput, LoadStateOptions, SaveOptions, TrainingClient};
 
 /// Request inputs and results of the client methods, from `tinker-types` (one set of wire
@@ -39,8 +42,4 @@ pub use tinker_types::{
     SaveWeightsForSamplerResponse, SaveWeightsResponse, SearchOwner, SessionSearchCursor,
     SessionSearchRequest, SessionSearchResponse, SessionStatus, SessionStatusQuery, SessionSummary,
     TinkerPath, TrainingRun, TrainingRunsResponse, WeightsInfoResponse,
-};
-pub use wire::{
-    LoadWeightsResponse, SaveWeightsExternalResponse, SaveWeightsForSamplerResponse,
-    SaveWeightsResponse,
 };

@@ -26,6 +26,8 @@ pub struct ServiceClientBuilder {
     api_key: Option<SecretString>,
     session: SessionOptions,
     observer: Option<QueueStateObserver>,
+    /// `None`: as `TINKER_TELEMETRY` says.
+    telemetry: Option<bool>,
 }
 
 impl std::fmt::Debug for ServiceClientBuilder {
@@ -65,6 +67,7 @@ impl ServiceClientBuilder {
             api_key: None,
             session,
             observer: None,
+            telemetry: None,
         }
     }
 
@@ -135,6 +138,14 @@ impl ServiceClientBuilder {
         self
     }
 
+    /// Turns telemetry (§6.12: session start/end, errors and diagnostics sent to
+    /// `/api/v1/telemetry`) on or off; by default it is on unless `TINKER_TELEMETRY` is set
+    /// to something else than `1`, `true`, `yes` or `on`.
+    pub fn telemetry(mut self, enabled: bool) -> Self {
+        self.telemetry = Some(enabled);
+        self
+    }
+
     /// The configured transport builder (for settings not mirrored here).
     pub fn transport(mut self, f: impl FnOnce(TransportBuilder) -> TransportBuilder) -> Self {
         self.transport = f(self.transport);
@@ -149,7 +160,10 @@ impl ServiceClientBuilder {
     pub async fn build(self) -> Result<ServiceClient> {
         let _ = &self.env;
         let transport = self.transport.build()?;
-        let holder = Holder::start(transport, Some(self.session)).await?;
+        let telemetry = self
+            .telemetry
+            .unwrap_or_else(|| crate::telemetry::enabled_by_env(transport.env()));
+        let holder = Holder::start_with_telemetry(transport, Some(self.session), telemetry).await?;
         Ok(ServiceClient {
             holder,
             observer: self.observer,
@@ -243,6 +257,12 @@ impl ServiceClient {
         &self.holder.config
     }
 
+    /// The telemetry reporter of this session (`None` when telemetry is off). Its
+    /// [`stats`](crate::Telemetry::stats) count what was sent and dropped.
+    pub fn get_telemetry(&self) -> Option<&crate::Telemetry> {
+        self.holder.telemetry()
+    }
+
     /// The models the server offers (`get_server_capabilities`).
     ///
     /// # Errors
@@ -295,8 +315,12 @@ impl ServiceClient {
         let spec = RequestSpec::post("/api/v1/create_model")
             .with_body(body, tinker_transport::APPLICATION_JSON)
             .with_sdk_method("ServiceClient.create_lora_training_client");
-        let fut: tinker_types::UntypedFuture =
-            crate::holder::parse_json(&self.holder.transport.send(spec).await?)?;
+        let fut: tinker_types::UntypedFuture = crate::holder::parse_json(
+            &crate::telemetry::capture(&self.holder, async {
+                Ok(self.holder.transport.send(spec).await?)
+            })
+            .await?,
+        )?;
         let roundtrip = self.holder.transport.runtime().clock.now() - started;
         let got = retrieve(
             &self.holder,
@@ -445,7 +469,8 @@ impl ServiceClient {
             .await
     }
 
-    /// Ends the session (`sessions/{id}/finish`) and stops the background loops. Further
+    /// Ends the session (`sessions/{id}/finish`), stops the background loops and waits (up
+    /// to 30 s) for queued telemetry to be sent. Further
     /// calls on any client of this session fail.
     ///
     /// # Errors
@@ -471,6 +496,10 @@ impl ServiceClient {
                 }
             });
         self.holder.shutdown();
+        // Waits up to 30 s for queued telemetry to be sent (the transport still works).
+        if let Some(telemetry) = self.holder.telemetry() {
+            telemetry.close().await;
+        }
         result.map(|_| ())
     }
 }
