@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod chunk;
 pub mod console;
+pub mod custom_loss;
 pub mod error;
 pub mod future;
 mod holder;

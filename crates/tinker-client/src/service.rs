@@ -257,6 +257,14 @@ impl ServiceClient {
         &self.holder.config
     }
 
+    pub(crate) fn holder(&self) -> &Arc<Holder> {
+        &self.holder
+    }
+
+    pub(crate) fn observer(&self) -> Option<&QueueStateObserver> {
+        self.observer.as_ref()
+    }
+
     /// The telemetry reporter of this session (`None` when telemetry is off). Its
     /// [`stats`](crate::Telemetry::stats) count what was sent and dropped.
     pub fn get_telemetry(&self) -> Option<&crate::Telemetry> {

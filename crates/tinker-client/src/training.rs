@@ -269,6 +269,10 @@ impl TrainingClient {
         })
     }
 
+    pub(crate) fn holder(&self) -> &Arc<Holder> {
+        &self.inner.holder
+    }
+
     /// The model id (`<session>:train:<n>`), also the training-run id.
     pub fn model_id(&self) -> &str {
         &self.inner.model_id
