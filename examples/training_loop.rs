@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use tinker::prelude::*;
 use tinker::tokenizer::Tokenizer;
+use tinker::transport::Env;
 
 /// The shipped dataset: 32 `{"prompt", "completion"}` pairs.
 const DATASET: &str = include_str!("../crates/tinker-local/corpus/training_loop.jsonl");
@@ -33,9 +34,9 @@ struct Pair {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
+/// Reads a setting from `env`, falling back to `default` when unset or unparsable.
+fn env_or<T: std::str::FromStr>(env: &Env, name: &str, default: T) -> T {
+    env.get(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
@@ -65,10 +66,30 @@ fn build_batch(tokenizer: &Tokenizer, pairs: &[Pair]) -> Result<(Vec<Datum>, f64
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let remote = std::env::var("TINKER_API_KEY").is_ok_and(|k| !k.is_empty());
+    run(Env::process()).await?;
+    Ok(())
+}
+
+/// What a run did, for the tests.
+#[derive(Debug)]
+struct Report {
+    /// Whether it trained on a server named by `TINKER_API_KEY`/`TINKER_BASE_URL`.
+    remote: bool,
+    /// Loss per completion token, one per step.
+    losses: Vec<f64>,
+    /// The decoded samples.
+    samples: Vec<String>,
+}
+
+/// The whole example, with its settings read from `env` (the process environment in
+/// `main`, a fixed set in the tests).
+async fn run(env: Env) -> Result<Report, BoxError> {
+    let remote = env.get("TINKER_API_KEY").is_some_and(|k| !k.is_empty());
     let data_dir = tempfile::tempdir()?;
     let (service, server) = if remote {
-        let service = ServiceClient::from_env().await?;
+        let service = tinker::ServiceClientBuilder::with_env(env.clone())
+            .build()
+            .await?;
         println!("Using the Tinker service at {}", service.base_url());
         (service, None)
     } else {
@@ -91,11 +112,12 @@ async fn main() -> Result<(), BoxError> {
     } else {
         "tinker-local/micro"
     };
-    let base_model: String = env_or("TINKER_BASE_MODEL", default_model.to_owned());
-    let steps: u32 = env_or("TINKER_STEPS", 30);
-    let learning_rate: f64 = env_or("TINKER_LR", if remote { 1e-4 } else { 5e-3 });
-    let rank: u32 = env_or("TINKER_LORA_RANK", 16);
+    let base_model: String = env_or(&env, "TINKER_BASE_MODEL", default_model.to_owned());
+    let steps: u32 = env_or(&env, "TINKER_STEPS", 30);
+    let learning_rate: f64 = env_or(&env, "TINKER_LR", if remote { 1e-4 } else { 5e-3 });
+    let rank: u32 = env_or(&env, "TINKER_LORA_RANK", 16);
     let sample_prompt: String = env_or(
+        &env,
         "TINKER_SAMPLE_PROMPT",
         "What is the capital of France?".to_owned(),
     );
@@ -122,6 +144,7 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let adam = AdamParams::with_learning_rate(learning_rate);
+    let mut losses = Vec::with_capacity(steps as usize);
     let started = Instant::now();
     for step in 1..=steps {
         // Submitted back to back: the optimizer step is queued behind the gradients.
@@ -130,6 +153,7 @@ async fn main() -> Result<(), BoxError> {
         let fb = fb.await?;
         opt.await?;
         let loss_sum = fb.metrics.get("loss:sum").copied().unwrap_or(f64::NAN);
+        losses.push(loss_sum / total_weight);
         println!(
             "step {step:>3}/{steps}: loss {:.4} per token (loss:sum {loss_sum:.2})",
             loss_sum / total_weight
@@ -153,14 +177,76 @@ async fn main() -> Result<(), BoxError> {
         ..SamplingParams::default()
     };
     let out = sampler.sample(prompt, 1, params).await?;
+    let mut samples = Vec::with_capacity(out.sequences.len());
     for seq in &out.sequences {
         let text = tokenizer.decode(&seq.tokens, true)?;
         println!("[sample] {sample_prompt}{text}");
+        samples.push(text);
     }
 
     service.close(CloseStatus::Success, None).await?;
     if let Some(server) = server {
         server.shutdown().await;
     }
-    Ok(())
+    Ok(Report {
+        remote,
+        losses,
+        samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that only accepts one key, standing in for the real service.
+    async fn keyed_server(dir: &std::path::Path, key: &str) -> tinker::local::LocalServerHandle {
+        let mut config = tinker::local::LocalServerConfig::new(dir);
+        config.api_key = Some(key.to_owned());
+        tinker::local::LocalServer::start(config).await.unwrap()
+    }
+
+    /// With `TINKER_API_KEY` and `TINKER_BASE_URL` set, the example trains on that server
+    /// (not an embedded one) with that key, and its loss falls.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn trains_on_the_server_named_by_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = keyed_server(dir.path(), "tml-example-secret").await;
+        let env = Env::from_pairs([
+            ("TINKER_API_KEY", "tml-example-secret".to_owned()),
+            ("TINKER_BASE_URL", server.url().to_string()),
+            ("TINKER_BASE_MODEL", "tinker-local/micro".to_owned()),
+            ("TINKER_STEPS", "4".to_owned()),
+            ("TINKER_LR", "5e-3".to_owned()),
+            ("TINKER_TELEMETRY", "0".to_owned()),
+        ]);
+        let report = run(env).await.unwrap();
+        assert!(report.remote);
+        assert_eq!(report.losses.len(), 4);
+        assert!(
+            report.losses[3] < report.losses[0],
+            "loss did not fall: {:?}",
+            report.losses
+        );
+        assert_eq!(report.samples.len(), 1);
+        // The run's session is on this server: it saw our training run.
+        assert!(!server.usage_records().is_empty());
+        server.shutdown().await;
+    }
+
+    /// A key the server does not accept is an authentication error, not a silent fallback
+    /// to the embedded server.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wrong_key_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = keyed_server(dir.path(), "tml-the-right-key").await;
+        let env = Env::from_pairs([
+            ("TINKER_API_KEY", "tml-a-wrong-key".to_owned()),
+            ("TINKER_BASE_URL", server.url().to_string()),
+        ]);
+        let err = run(env).await.unwrap_err().to_string();
+        assert!(err.contains("401"), "{err}");
+        assert!(!err.contains("tml-a-wrong-key"), "the key leaked: {err}");
+        server.shutdown().await;
+    }
 }
