@@ -320,6 +320,8 @@ pub(crate) async fn submit(
 #[must_use = "an ApiFuture does nothing useful unless awaited (the request is sent anyway)"]
 pub struct ApiFuture<T> {
     inner: Inner<T>,
+    /// Dropping the handle stops the work (sampling: the request is then cancelled, §3.2).
+    abort_on_drop: bool,
 }
 
 enum Inner<T> {
@@ -344,6 +346,7 @@ impl<T: Send + 'static> ApiFuture<T> {
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => Self {
                 inner: Inner::Task(rt.spawn(fut)),
+                abort_on_drop: false,
             },
             Err(_) => Self::failed(Error::new(
                 ErrorKind::Config,
@@ -352,10 +355,19 @@ impl<T: Send + 'static> ApiFuture<T> {
         }
     }
 
+    /// Like [`ApiFuture::spawn`], but dropping the handle before it completes aborts the
+    /// task (used by sampling, whose abandoned requests are cancelled server-side).
+    pub(crate) fn spawn_abortable(fut: impl Future<Output = Result<T>> + Send + 'static) -> Self {
+        let mut handle = Self::spawn(fut);
+        handle.abort_on_drop = true;
+        handle
+    }
+
     /// A handle that yields `err` (nothing was sent).
     pub(crate) fn failed(err: Error) -> Self {
         Self {
             inner: Inner::Ready(Some(Err(err))),
+            abort_on_drop: false,
         }
     }
 
@@ -369,6 +381,16 @@ impl<T: Send + 'static> ApiFuture<T> {
 }
 
 impl<T> Unpin for ApiFuture<T> {}
+
+impl<T> Drop for ApiFuture<T> {
+    fn drop(&mut self) {
+        if self.abort_on_drop
+            && let Inner::Task(t) = &self.inner
+        {
+            t.abort();
+        }
+    }
+}
 
 impl<T> Future for ApiFuture<T> {
     type Output = Result<T>;

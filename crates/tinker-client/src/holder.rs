@@ -1,6 +1,7 @@
 //! The shared state behind every client of one session (the SDK's "client holder"):
 //! transport, server flags, session id and counters, byte budgets and background loops.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tinker_types::{
     ClientConfig, ClientConfigRequest, CreateSessionRequest, CreateSessionResponse, DynamicConfig,
     SessionHeartbeatRequest,
 };
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -48,6 +50,12 @@ pub(crate) struct Holder {
     pub inflight_budget: ByteBudget,
     pub sample_limiter: SampleDispatchLimiter,
     closed: AtomicBool,
+    /// Flips to `true` on [`Holder::shutdown`]; session pollers watch it.
+    closed_signal: watch::Sender<bool>,
+    /// Request ids of abandoned sampling futures, drained by the cancel loop (§3.2).
+    cancel_tx: mpsc::UnboundedSender<String>,
+    /// Headers the user set on top of the defaults (carried by sampler handles).
+    pub header_overrides: BTreeMap<String, String>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The telemetry reporter (§6.12), when enabled; set once, right after start-up.
     telemetry: std::sync::OnceLock<tinker_telemetry::Telemetry>,
@@ -142,7 +150,62 @@ impl Holder {
                 Some(resp.session_id)
             }
         };
+        let holder = Self::assemble(
+            transport,
+            config,
+            dynamic,
+            session_id,
+            project_id,
+            BTreeMap::new(),
+        );
+        if telemetry
+            && let Some(t) =
+                crate::telemetry::start(&holder.transport, holder.session_id.as_deref())
+        {
+            let _ = holder.telemetry.set(t);
+        }
+        Ok(holder)
+    }
+
+    /// A *shadow* holder (§6.5 Clones) for a session another process created: it reuses
+    /// the given config (no `client/config`, no `create_session`), does its own JWT
+    /// exchange when flagged and heartbeats the same session.
+    pub(crate) fn start_shadow(
+        transport: Transport,
+        session_id: String,
+        config: ClientConfig,
+        dynamic: DynamicConfig,
+        header_overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Self>> {
+        if config.pjwt_auth_enabled {
+            let command =
+                config.credential_default_source == tinker_types::CredentialSource::CredentialCmd;
+            transport.enable_jwt_auth(command)?;
+        }
+        transport.billing_pause().set_max_pause(Duration::from_secs(
+            config.billing_exception_max_pause_duration_sec,
+        ));
+        Ok(Self::assemble(
+            transport,
+            config,
+            dynamic,
+            Some(session_id),
+            None,
+            header_overrides,
+        ))
+    }
+
+    /// Builds the holder and, for holders with a session, starts the background loops.
+    fn assemble(
+        transport: Transport,
+        config: ClientConfig,
+        dynamic: DynamicConfig,
+        session_id: Option<String>,
+        project_id: Option<String>,
+        header_overrides: BTreeMap<String, String>,
+    ) -> Arc<Self> {
         let runtime = transport.runtime().clone();
+        let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
         let holder = Arc::new(Self {
             fwdbwd_budget: ByteBudget::new(config.fwdbwd_dispatch_bytes_semaphore_size),
             inflight_budget: ByteBudget::new(config.inflight_response_bytes_semaphore_size),
@@ -158,25 +221,26 @@ impl Holder {
             model_seq: AtomicU64::new(0),
             sampling_seq: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            closed_signal: watch::Sender::new(false),
+            cancel_tx,
+            header_overrides,
             tasks: Mutex::new(Vec::new()),
             telemetry: std::sync::OnceLock::new(),
         });
         if holder.session_id.is_some() {
             let hb = tokio::spawn(heartbeat_loop(Arc::downgrade(&holder)));
             let refresh = tokio::spawn(dynamic_refresh_loop(Arc::downgrade(&holder)));
+            let cancel = tokio::spawn(crate::sampling::cancel::drain_loop(
+                Arc::downgrade(&holder),
+                cancel_rx,
+            ));
             holder
                 .tasks
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .extend([hb, refresh]);
+                .extend([hb, refresh, cancel]);
         }
-        if telemetry
-            && let Some(t) =
-                crate::telemetry::start(&holder.transport, holder.session_id.as_deref())
-        {
-            let _ = holder.telemetry.set(t);
-        }
-        Ok(holder)
+        holder
     }
 
     /// The session id, or an error for REST-only holders.
@@ -201,6 +265,20 @@ impl Holder {
     /// The telemetry reporter, when enabled.
     pub(crate) fn telemetry(&self) -> Option<&tinker_telemetry::Telemetry> {
         self.telemetry.get()
+    }
+
+    /// A receiver that sees `true` once the holder is shut down.
+    pub(crate) fn closed_signal(&self) -> watch::Receiver<bool> {
+        self.closed_signal.subscribe()
+    }
+
+    /// Queues an abandoned sampling future for `cancel_future` (§3.2) when the dynamic
+    /// flag `sample_cancel_enabled` is on.
+    pub(crate) fn enqueue_cancel(&self, request_id: String) {
+        if self.dynamic_config().sample_cancel_enabled && !self.is_closed() {
+            // Fails only when the drain loop is gone (shutdown): nothing left to do then.
+            let _ = self.cancel_tx.send(request_id);
+        }
     }
 
     pub(crate) fn dynamic_config(&self) -> DynamicConfig {
@@ -282,6 +360,7 @@ impl Holder {
     /// Stops the background loops; later calls fail with [`ErrorKind::Cancelled`].
     pub(crate) fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        self.closed_signal.send_replace(true);
         for t in self
             .tasks
             .lock()

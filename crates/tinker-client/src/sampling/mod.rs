@@ -1,20 +1,31 @@
 //! [`SamplingClient`]: text generation and prompt scoring from a base model or saved
-//! weights, with the SDK's dispatch limits, 429 backpressure and outer retry handler (§6.5).
+//! weights, with the SDK's dispatch limits, 429 backpressure and outer retry handler (§6.5),
+//! the session futures poller (§3.3), cancellation (§3.2) and sampler handles (§6.5).
+
+pub(crate) mod cancel;
+mod handle;
+mod poller;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use tinker_transport::RequestSpec;
 use tinker_transport::retry::{RetryClass, Retryable};
+use tinker_transport::{Env, SecretString, Transport};
+use tinker_types::CompletionState;
 use tinker_types::{
     CreateSamplingSessionRequest, CreateSamplingSessionResponse, GetSamplerResponse,
     JoinSamplingSessionRequest, JoinSamplingSessionResponse, ModelInput, ModelInputChunk,
     SampleRequest, SampleResponse, SamplingParams, TensorData,
 };
+use tokio::sync::{OnceCell, Semaphore};
 use tokio::time::Instant;
 
+use self::cancel::CancelOnDrop;
+use self::handle::{HandleState, ShadowHolderConfig};
+use self::poller::SessionPoller;
 use crate::error::{Error, ErrorKind, Result};
 use crate::future::{ApiFuture, Payload, PollTarget, QueueStateObserver, RequestType, retrieve};
 use crate::holder::{Holder, parse_json};
@@ -133,6 +144,15 @@ struct Inner {
     base_model: Option<String>,
     model_path: Option<String>,
     next_seq: AtomicU64,
+    /// Clone id (0 for the original client); unset for a shadow client that has yet to
+    /// `join_sampling_session` before its first sample.
+    clone_id: OnceCell<u64>,
+    /// The session futures poller, started by the first sample when flagged (§3.3).
+    poller: OnceLock<SessionPoller>,
+    /// The outer retry handler's concurrency limit (absent with the session poller).
+    concurrency: Option<Semaphore>,
+    /// Record stability information on every sample (carried by sampler handles).
+    record_stability_info: bool,
     observer: Option<QueueStateObserver>,
     /// Last time any request of this client completed (stuck detection).
     last_progress: Mutex<Instant>,
@@ -199,18 +219,51 @@ impl SamplingClient {
                 (Some(info.base_model), info.model_path.or(model_path))
             }
         };
+        Ok(Self::assemble(
+            holder,
+            sampling_session_id,
+            base_model,
+            model_path,
+            observer,
+            Some(0),
+            false,
+        ))
+    }
+
+    /// Builds the client; `clone_id` `None` defers it to `join_sampling_session`.
+    fn assemble(
+        holder: Arc<Holder>,
+        sampling_session_id: String,
+        base_model: Option<String>,
+        model_path: Option<String>,
+        observer: Option<QueueStateObserver>,
+        clone_id: Option<u64>,
+        record_stability_info: bool,
+    ) -> Self {
         let now = holder.transport.runtime().clock.now();
-        Ok(Self {
+        // With the session poller, waiting samples hold no connection: no limit (§6.5).
+        let concurrency = (!holder.config.sample_use_retrieve_futures).then(|| {
+            Semaphore::new(
+                usize::try_from(holder.config.sample_max_concurrent_requests)
+                    .unwrap_or(Semaphore::MAX_PERMITS)
+                    .clamp(1, Semaphore::MAX_PERMITS),
+            )
+        });
+        Self {
             inner: Arc::new(Inner {
+                next_seq: AtomicU64::new(clone_id.unwrap_or(0).saturating_mul(CLONE_STRIDE)),
+                clone_id: OnceCell::new_with(clone_id),
+                poller: OnceLock::new(),
+                concurrency,
+                record_stability_info,
                 holder,
                 sampling_session_id,
                 base_model,
                 model_path,
-                next_seq: AtomicU64::new(0),
                 observer,
                 last_progress: Mutex::new(now),
             }),
-        })
+        }
     }
 
     /// Joins an existing sampling session as a clone (`join_sampling_session`): the server
@@ -227,11 +280,112 @@ impl SamplingClient {
             .post_json("/api/v1/join_sampling_session", &req, "SamplingClient.join")
             .await?;
         let client = Self::for_session(holder, sampling_session_id, None, None, observer).await?;
-        client.inner.next_seq.store(
-            resp.client_counter.saturating_mul(CLONE_STRIDE),
-            Ordering::SeqCst,
-        );
-        Ok(client)
+        let Self { inner } = client;
+        let inner = Arc::into_inner(inner)
+            .ok_or_else(|| Error::protocol("sampling client shared before it was built"))?;
+        Ok(Self::assemble(
+            inner.holder,
+            inner.sampling_session_id,
+            inner.base_model,
+            inner.model_path,
+            inner.observer,
+            Some(resp.client_counter),
+            false,
+        ))
+    }
+
+    /// A handle to this client's sampler (the SDK's `get_sampler_handle`): another
+    /// process passes it to [`SamplingClient::from_sampler_handle`] (or the Python SDK's
+    /// `SamplingClient.from_sampler_handle`) to sample from the same sampling session.
+    /// The handle carries the server flags but never a credential.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Config`] if the client has no session or unknown base model.
+    pub fn sampler_handle(&self) -> Result<String> {
+        let holder = &self.inner.holder;
+        let base_model = self.inner.base_model.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "the base model of this sampler is unknown",
+            )
+        })?;
+        HandleState {
+            session_id: holder.session_id()?.to_owned(),
+            sampling_session_id: self.inner.sampling_session_id.clone(),
+            holder: ShadowHolderConfig {
+                base_url: holder.transport.base_url().to_owned(),
+                default_headers_overrides: holder.header_overrides.clone(),
+                client_config: holder.config.clone(),
+                client_dynamic_config: holder.dynamic_config(),
+                api_key: None,
+            },
+            base_model,
+            record_stability_info: self.inner.record_stability_info,
+        }
+        .encode()
+    }
+
+    /// Rehydrates a client from a [sampler handle](SamplingClient::sampler_handle) as a
+    /// *shadow*: it reuses the handle's session and server flags (no `client/config`, no
+    /// `create_session`), heartbeats that session, exchanges its own JWT when the flags
+    /// say so, and authenticates with `options`' key or the environment's credential.
+    /// Its clone id comes from `join_sampling_session` before the first sample when the
+    /// flag `sample_join_sampling_session` is on, else it is random in `1..=10⁹`; its
+    /// `seq_id`s start at clone id × 10⁹.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a malformed handle (the message names the
+    /// problem); [`ErrorKind::Config`] without a usable credential.
+    pub async fn from_sampler_handle(handle: &str, options: SamplerHandleOptions) -> Result<Self> {
+        let state = HandleState::decode(handle)?;
+        let cfg = state.holder;
+        let mut builder = Transport::builder()
+            .env(options.env.unwrap_or_else(Env::process))
+            .base_url(cfg.base_url);
+        if let Some(key) = options.api_key {
+            builder = builder.api_key(key);
+        }
+        for (name, value) in &cfg.default_headers_overrides {
+            // Checked by `decode`.
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_str(value),
+            ) {
+                builder = builder.default_header(n, v);
+            }
+        }
+        let transport = builder.build()?;
+        let join = cfg.client_config.sample_join_sampling_session;
+        let holder = Holder::start_shadow(
+            transport,
+            state.session_id,
+            cfg.client_config,
+            cfg.client_dynamic_config,
+            cfg.default_headers_overrides,
+        )?;
+        let clone_id = if join {
+            None
+        } else {
+            // As the SDK: uuid4 mod 1e9 + 1, so clone × 1e9 × 1e9 stays below 2^63.
+            let random = uuid::Uuid::new_v4().as_u128() % u128::from(CLONE_STRIDE);
+            Some(u64::try_from(random).unwrap_or(0) + 1)
+        };
+        Ok(Self::assemble(
+            holder,
+            state.sampling_session_id,
+            Some(state.base_model),
+            None,
+            options.observer,
+            clone_id,
+            state.record_stability_info,
+        ))
+    }
+
+    /// This client's clone id: 0 for a client created in this process, the server's
+    /// `client_counter` for a joined one, `None` for a shadow client that has not yet
+    /// joined (it joins before its first sample).
+    pub fn clone_id(&self) -> Option<u64> {
+        self.inner.clone_id.get().copied()
     }
 
     /// The sampling session id (`<session>:sample:<n>`). Another process can pass it to
@@ -285,7 +439,7 @@ impl SamplingClient {
         let no_retries = inner.holder.config.sample_no_retries;
         match build_request(&inner, prompt, params, options) {
             Err(e) => ApiFuture::failed(e),
-            Ok(template) => ApiFuture::spawn(async move {
+            Ok(template) => ApiFuture::spawn_abortable(async move {
                 if no_retries {
                     sample_once(&inner, template).await
                 } else {
@@ -301,7 +455,7 @@ impl SamplingClient {
         let options = SampleOptions::samples(1).with_prompt_logprobs();
         match build_request(&inner, prompt, SamplingParams::with_max_tokens(1), options) {
             Err(e) => ApiFuture::failed(e),
-            Ok(template) => ApiFuture::spawn(async move {
+            Ok(template) => ApiFuture::spawn_abortable(async move {
                 let resp = sample_retrying(&inner, template).await?;
                 resp.prompt_logprobs
                     .ok_or_else(|| Error::protocol("the server returned no prompt_logprobs"))
@@ -341,7 +495,8 @@ fn build_request(
     req.target_prompt_logprobs = o.target_prompt_logprobs;
     req.prompt_alt_tokens_k = o.prompt_alt_tokens_k;
     req.prompt_logprobs_last_n = o.prompt_logprobs_last_n;
-    req.record_stability_info = o.record_stability_info.then_some(true);
+    req.record_stability_info =
+        (o.record_stability_info || inner.record_stability_info).then_some(true);
     req.validate()?;
     Ok(req)
 }
@@ -367,6 +522,15 @@ async fn sample_retrying(inner: &Inner, template: SampleRequest) -> Result<Sampl
     let clock = inner.holder.transport.runtime().clock.clone();
     let jitter = inner.holder.transport.runtime().jitter.clone();
     let stuck_detection = inner.holder.config.sample_enable_stuck_detection;
+    let _slot = match &inner.concurrency {
+        Some(limit) => Some(
+            limit
+                .acquire()
+                .await
+                .map_err(|_| Error::new(ErrorKind::Cancelled, "the sampling client was closed"))?,
+        ),
+        None => None,
+    };
     let mut attempt: u32 = 0;
     loop {
         let attempt_fut = sample_once(inner, template.clone());
@@ -433,6 +597,7 @@ impl Retryable for Submit {
 /// backpressure, then polling.
 async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResponse> {
     let clock = inner.holder.transport.runtime().clock.clone();
+    let clone_id = ensure_clone_id(inner).await?;
     req.seq_id = Some(inner.next_seq.fetch_add(1, Ordering::SeqCst));
     let expected_samples = req.num_samples as usize;
     let alt_k = req.prompt_alt_tokens_k;
@@ -484,17 +649,51 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
             ids.len()
         )));
     }
-    let got = retrieve(
-        &inner.holder,
-        PollTarget {
-            request_id: fut.request_id,
-            request_type: RequestType::Sample,
-            roundtrip: clock.now() - started,
-            reserved: None,
-        },
-        inner.observer.as_ref(),
-    )
-    .await?;
+    let roundtrip = clock.now() - started;
+    let request_id = fut.request_id;
+    // Armed until polling ends: an abandoned sample is cancelled server-side (§3.2).
+    let abandon = CancelOnDrop::new(inner.holder.clone(), request_id.clone());
+    let poller = inner
+        .holder
+        .config
+        .sample_use_retrieve_futures
+        .then(|| session_poller(inner, clone_id));
+    let got = async {
+        let mut reserved = None;
+        if let Some(poller) = poller {
+            let completion = poller.wait_for(&request_id).await?;
+            if completion.state == CompletionState::Finished
+                && let Some(size) = completion
+                    .response_payload_uncompressed_size
+                    .filter(|&s| s > 0)
+            {
+                reserved = Some(inner.holder.inflight_budget.acquire(size).await);
+            }
+        }
+        retrieve(
+            &inner.holder,
+            PollTarget {
+                request_id: request_id.clone(),
+                request_type: RequestType::Sample,
+                roundtrip,
+                reserved,
+            },
+            inner.observer.as_ref(),
+        )
+        .await
+    }
+    .await;
+    abandon.disarm();
+    if let Some(poller) = poller
+        && (got.is_ok()
+            || got
+                .as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::RequestFailed))
+    {
+        // Success or failure, the server may now drop the payload.
+        poller.mark_retrieved(&request_id);
+    }
+    let got = got?;
     let mut resp = match got.payload {
         Payload::Proto(b) => crate::proto::decode_sample_response(&b)?,
         Payload::Json(_) => {
@@ -526,4 +725,89 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
         }
     }
     Ok(resp)
+}
+
+/// The clone id, joining the sampling session first if this shadow client has not yet.
+async fn ensure_clone_id(inner: &Inner) -> Result<u64> {
+    inner
+        .clone_id
+        .get_or_try_init(|| async {
+            let req = JoinSamplingSessionRequest {
+                sampling_session_id: inner.sampling_session_id.clone(),
+            };
+            let resp: JoinSamplingSessionResponse = inner
+                .holder
+                .post_json(
+                    "/api/v1/join_sampling_session",
+                    &req,
+                    "SamplingClient.sample",
+                )
+                .await?;
+            inner.next_seq.store(
+                resp.client_counter.saturating_mul(CLONE_STRIDE),
+                Ordering::SeqCst,
+            );
+            Ok::<_, Error>(resp.client_counter)
+        })
+        .await
+        .copied()
+}
+
+/// The poller of this client's (sampling session, clone id), started on first use.
+fn session_poller(inner: &Inner, clone_id: u64) -> &SessionPoller {
+    inner.poller.get_or_init(|| {
+        SessionPoller::start(
+            inner.holder.clone(),
+            inner.sampling_session_id.clone(),
+            clone_id,
+        )
+    })
+}
+
+/// Options of [`SamplingClient::from_sampler_handle`]: the credential and environment of
+/// this process (a handle carries none).
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct SamplerHandleOptions {
+    api_key: Option<SecretString>,
+    env: Option<Env>,
+    observer: Option<QueueStateObserver>,
+}
+
+impl std::fmt::Debug for SamplerHandleOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamplerHandleOptions")
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("env", &self.env.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SamplerHandleOptions {
+    /// Credentials and settings from the process environment (`TINKER_API_KEY`,
+    /// `TINKER_CREDENTIAL_CMD`, `~/.tinker/credentials.json`, Cloudflare headers).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An explicit API key (or JWT) instead of the environment's.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(SecretString::from(key.into()));
+        self
+    }
+
+    /// Reads `TINKER_*` settings from `env` instead of the process environment.
+    pub fn env(mut self, env: Env) -> Self {
+        self.env = Some(env);
+        self
+    }
+
+    /// Called with every queue state the server reports while a sample waits.
+    pub fn queue_state_observer(
+        mut self,
+        observer: impl Fn(&tinker_types::QueueState, Option<&str>) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
 }
