@@ -691,6 +691,9 @@ struct SessionSearch {
     cursor: Option<SearchCursor>,
 }
 
+/// The project reported for a session created without one.
+const DEFAULT_PROJECT_ID: &str = "default";
+
 fn default_search_limit() -> usize {
     50
 }
@@ -774,7 +777,9 @@ pub(crate) async fn search_sessions(
                 "session_id": s.id,
                 "created_at": ts(&s.created_at),
                 "owner": s.owner,
-                "project_id": s.project_id,
+                // SessionSummary.project_id is required (SDK 0.38): the service puts every
+                // session in a project; a session created without one is in the default.
+                "project_id": s.project_id.as_deref().unwrap_or(DEFAULT_PROJECT_ID),
                 "status": session_status(s),
                 "checkpoints_count": count,
                 "display_name": s.display_name,
