@@ -237,6 +237,23 @@ async fn typed_catalogue() {
         )
     );
 
+    // Direct copy with a destination project, a TTL and an access token (sent as a header).
+    let copy = rest
+        .copy_weights(
+            &saved.path,
+            Some("proj-copy".to_owned()),
+            Some(7200),
+            Some("tok"),
+        )
+        .await
+        .unwrap();
+    assert!(copy.contains("/weights/"), "{copy}");
+    let copied_run = rest.get_training_run_by_tinker_path(&copy).await.unwrap();
+    assert_ne!(copied_run.training_run_id, tc.model_id());
+    let page = rest.list_user_checkpoints(10, 0).await.unwrap();
+    assert!(page.checkpoints.iter().any(|c| c.tinker_path == copy));
+    assert!(page.cursor.is_some_and(|c| c.total_count >= 3));
+
     // Delete by run id and checkpoint id; a malformed id fails before sending.
     let err = rest
         .delete_checkpoint(tc.model_id(), "typed")

@@ -62,7 +62,10 @@
 //! # Crates
 //!
 //! [`types`] (wire types), [`transport`] (HTTP, retries, auth), [`tokenizer`],
-//! [`telemetry`], and the clients, re-exported at the root.
+//! [`telemetry`], and the clients, re-exported at the root with the request inputs and
+//! results of their methods (e.g. [`SaveWeightsResponse`], [`TrainingRun`],
+//! [`BillingUsageQuery`]; every one of them is a `tinker-types` type, also under [`types`]).
+//! [`console`] builds Tinker console links as the Python SDK does.
 
 pub use tinker_client::*;
 
@@ -90,9 +93,9 @@ pub use tinker_types::{
 /// The names most programs need: `use tinker::prelude::*;`.
 pub mod prelude {
     pub use tinker_client::{
-        AccessScope, ApiFuture, CloseStatus, CustomLossOutput, Error, ErrorKind, RestClient,
-        SampleOptions, SamplingClient, SamplingSource, ServiceClient, TrainingClient,
-        TrainingClientOptions,
+        AccessScope, AdminClient, ApiFuture, CloseStatus, CustomLossOutput, Error, ErrorKind,
+        LoadStateOptions, RestClient, SampleOptions, SamplingClient, SamplingSource, SaveOptions,
+        ServiceClient, TrainingClient, TrainingClientOptions,
     };
     pub use tinker_types::{
         AdamParams, CrossEntropyInputs, Datum, ForwardBackwardOutput, LossFn, ModelInput,
