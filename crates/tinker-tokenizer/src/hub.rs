@@ -10,7 +10,7 @@ use std::pin::Pin;
 use crate::error::BoxError;
 
 /// One file download request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HubRequest {
     /// `{endpoint}/{repo_id}/resolve/{revision}/{filename}`. The hub answers with a redirect
@@ -18,6 +18,19 @@ pub struct HubRequest {
     pub url: String,
     /// A Hugging Face token (`HF_TOKEN`) to send as `Authorization: Bearer …`, if any.
     pub bearer_token: Option<String>,
+}
+
+impl std::fmt::Debug for HubRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: only whether one is set is shown.
+        f.debug_struct("HubRequest")
+            .field("url", &self.url)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
 }
 
 /// The outcome of a download: the body on success, `Ok(None)` when the file does not exist

@@ -11,7 +11,7 @@ pub const DEFAULT_HF_ENDPOINT: &str = "https://huggingface.co";
 ///
 /// Build it with [`LoaderSettings::from_env`] (the process environment) or
 /// [`LoaderSettings::from_vars`] (any lookup function), then adjust the public fields.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LoaderSettings {
     /// Directories holding `<org>/<name>/tokenizer.json` (or `tiktoken.model`), searched in
@@ -32,6 +32,20 @@ pub struct LoaderSettings {
     pub hf_token: Option<String>,
     /// Never go to the hub (`HF_HUB_OFFLINE` set to `1`/`true`/`yes`/`on`).
     pub offline: bool,
+}
+
+impl std::fmt::Debug for LoaderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: only whether one is set is shown.
+        f.debug_struct("LoaderSettings")
+            .field("search_path", &self.search_path)
+            .field("hf_hub_cache", &self.hf_hub_cache)
+            .field("download_cache", &self.download_cache)
+            .field("hf_endpoint", &self.hf_endpoint)
+            .field("hf_token", &self.hf_token.as_ref().map(|_| "[REDACTED]"))
+            .field("offline", &self.offline)
+            .finish()
+    }
 }
 
 impl Default for LoaderSettings {
