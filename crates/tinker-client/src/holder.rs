@@ -185,14 +185,23 @@ impl Holder {
         transport.billing_pause().set_max_pause(Duration::from_secs(
             config.billing_exception_max_pause_duration_sec,
         ));
-        Ok(Self::assemble(
+        let telemetry = crate::telemetry::enabled_by_env(transport.env());
+        let holder = Self::assemble(
             transport,
             config,
             dynamic,
             Some(session_id),
             None,
             header_overrides,
-        ))
+        );
+        // Shadows report under the session they share, as the SDK's do.
+        if telemetry
+            && let Some(t) =
+                crate::telemetry::start(&holder.transport, holder.session_id.as_deref())
+        {
+            let _ = holder.telemetry.set(t);
+        }
+        Ok(holder)
     }
 
     /// Builds the holder and, for holders with a session, starts the background loops.

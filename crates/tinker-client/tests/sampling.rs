@@ -137,11 +137,12 @@ async fn sampler_for(env: &Env) -> SamplingClient {
 }
 
 /// 503, 429, a dropped connection and three 400s on `retrieve_futures` are retried
-/// (1 s apart); the samples still complete.
+/// 1 s apart, a 402 (inside the billing-pause window) 5 s later; the samples complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poller_retries_transient_faults_and_three_bad_requests() {
     let faults = "script=retrieve_futures#1:503;retrieve_futures#2:429;retrieve_futures#3:0;\
-                  retrieve_futures#4:400;retrieve_futures#5:400;retrieve_futures#6:400";
+                  retrieve_futures#4:400;retrieve_futures#5:400;retrieve_futures#6:400;\
+                  retrieve_futures#7:402";
     let env = start_poller(Some(faults)).await;
     let sampler = sampler(&env).await;
     let started = std::time::Instant::now();
@@ -151,9 +152,10 @@ async fn poller_retries_transient_faults_and_three_bad_requests() {
     );
     check_shape(&a.unwrap(), 1, 3);
     check_shape(&b.unwrap(), 3, 3);
+    wait_polls(&env, |polls| acked_ids(polls).len() == 2).await;
     assert!(
-        started.elapsed() >= Duration::from_secs(5),
-        "1 s after each fault"
+        started.elapsed() >= Duration::from_secs(11),
+        "1 s after each fault, 5 s after the 402"
     );
 }
 

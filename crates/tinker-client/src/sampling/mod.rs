@@ -811,3 +811,85 @@ impl SamplerHandleOptions {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use tinker_transport::Transport;
+    use tinker_types::{ModelInput, SamplingParams};
+
+    use super::*;
+    use crate::holder::SessionOptions;
+
+    async fn holder_for(url: String) -> Arc<Holder> {
+        let transport = Transport::builder()
+            .base_url(url)
+            .api_key(SecretString::from("tml-test-key".to_owned()))
+            .build()
+            .unwrap();
+        Holder::start_with_telemetry(transport, Some(SessionOptions::default()), false)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until only `expected` strong references to `holder` remain.
+    async fn wait_refs(holder: &Arc<Holder>, expected: usize) {
+        for _ in 0..100 {
+            if Arc::strong_count(holder) == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{} references to the holder remain, expected {expected}",
+            Arc::strong_count(holder)
+        );
+    }
+
+    /// The poller task (which holds the holder) ends when the last clone of its client is
+    /// dropped, and when the service is shut down; no task is leaked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn poller_task_ends_with_its_client_and_on_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = tinker_local::LocalServerConfig::new(dir.path());
+        config.sample_use_retrieve_futures = true;
+        config.long_poll = Duration::from_secs(2);
+        let server = tinker_local::LocalServer::start(config).await.unwrap();
+        let holder = holder_for(server.url()).await;
+        let source = SamplingSource::BaseModel("tinker-local/micro".into());
+        let prompt = || ModelInput::from_tokens(&[3, 4, 5]);
+
+        let client = SamplingClient::create(holder.clone(), source.clone(), None)
+            .await
+            .unwrap();
+        let copy = client.clone();
+        copy.sample(prompt(), 1, SamplingParams::with_max_tokens(2))
+            .await
+            .unwrap();
+        assert!(client.inner.poller.get().is_some());
+        drop(client);
+        // Ours, the client's and the poller task's.
+        assert_eq!(Arc::strong_count(&holder), 3);
+        drop(copy);
+        wait_refs(&holder, 1).await;
+
+        let client = SamplingClient::create(holder.clone(), source, None)
+            .await
+            .unwrap();
+        client
+            .sample(prompt(), 1, SamplingParams::with_max_tokens(2))
+            .await
+            .unwrap();
+        wait_refs(&holder, 3).await;
+        holder.shutdown();
+        wait_refs(&holder, 2).await;
+        let err = client
+            .sample(prompt(), 1, SamplingParams::with_max_tokens(2))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Cancelled);
+    }
+}
