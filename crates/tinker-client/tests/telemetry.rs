@@ -9,6 +9,7 @@ use serde_json::Value;
 use tinker_client::{CloseStatus, ErrorKind, RestClient, ServiceClient, ServiceClientBuilder};
 use tinker_local::{FaultConfig, LocalServer, LocalServerConfig, LocalServerHandle};
 use tinker_transport::{Env, SecretString, Transport};
+use tinker_types::LossFn;
 
 const API_KEY: &str = "tml-test-key";
 
@@ -296,5 +297,41 @@ async fn sessionless_clients_report_errors_without_session_events() {
     let user = named(&events, "user_error");
     assert_eq!(user.len(), 1, "{events:#?}");
     assert_eq!(user[0]["event_data"]["status_code"], err.status().unwrap());
+    assert_no_secret(&events);
+}
+
+#[tokio::test]
+async fn a_request_failing_on_the_server_reports_an_application_error() {
+    let local = local(None).await;
+    let service = builder(&local).telemetry(true).build().await.unwrap();
+    let training = service
+        .create_lora_training_client(common::MODEL, 4)
+        .await
+        .unwrap();
+    // A token id far outside the vocabulary: the server fails the request (category user).
+    let err = training
+        .forward_backward(
+            vec![common::datum(&[1, 2_000_000, 3])],
+            LossFn::CrossEntropy,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RequestFailed, "{err:?}");
+    assert!(err.is_user_error());
+
+    let events = local.server.telemetry_events();
+    let failed = named(&events, "APIFuture.result_async.application_error");
+    assert_eq!(failed.len(), 1, "{events:#?}");
+    let data = &failed[0]["event_data"];
+    assert_eq!(data["error_category"], "User");
+    assert_eq!(data["is_user_error"], true);
+    assert_eq!(data["request_type"], "ForwardBackward");
+    assert!(data["error"].as_str().is_some_and(|e| !e.is_empty()));
+    assert_eq!(failed[0]["severity"], "WARNING");
+    let user = named(&events, "user_error");
+    assert_eq!(user.len(), 1, "{events:#?}");
+    assert_eq!(user[0]["event_data"]["error_type"], "RequestFailedError");
+    assert!(user[0]["event_data"].get("status_code").is_none());
+    assert_eq!(named(&events, "SESSION_END").len(), 1);
     assert_no_secret(&events);
 }
