@@ -1,6 +1,9 @@
 //! AdminClient end to end against tinker-local: typed billing, storage and audit answers
 //! hold exactly what the server accounted; bad queries fail before anything is sent.
 
+// Helpers outside `#[test]` functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
