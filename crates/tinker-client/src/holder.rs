@@ -392,6 +392,15 @@ impl Drop for Holder {
         {
             t.abort();
         }
+        // As the SDK does when its holder is collected: what telemetry still has queued is
+        // sent in the background (within the drain timeout), while a runtime is there.
+        if let Some(telemetry) = self.telemetry.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                telemetry.close().await;
+            });
+        }
     }
 }
 

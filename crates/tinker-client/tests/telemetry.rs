@@ -335,3 +335,22 @@ async fn a_request_failing_on_the_server_reports_an_application_error() {
     assert_eq!(named(&events, "SESSION_END").len(), 1);
     assert_no_secret(&events);
 }
+
+#[tokio::test]
+async fn dropping_the_clients_still_sends_what_is_queued() {
+    let local = local(None).await;
+    let service = builder(&local).telemetry(true).build().await.unwrap();
+    let session_id = service.session_id().to_owned();
+    // SESSION_START is queued (the next periodic flush is 10 s away); no close.
+    drop(service);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let events = local.server.telemetry_events();
+        if let Some(start) = named(&events, "SESSION_START").first() {
+            assert_eq!(start["session_id"], session_id.as_str());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing sent after drop");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
