@@ -25,7 +25,7 @@ pub use admin::AdminClient;
 pub use error::{Error, ErrorKind, FailureCategory, Result};
 pub use future::{ApiFuture, QueueStateObserver};
 pub use holder::SDK_VERSION;
-pub use rest::{DownloadProgress, Paged, RestClient, Whoami};
+pub use rest::{DownloadProgress, Paged, RestClient, WhoamiResponse};
 pub use sampling::{SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource};
 pub use service::{CloseStatus, ServiceClient, ServiceClientBuilder, TrainingClientOptions};
 pub use tinker_telemetry::{Telemetry, TelemetryStats};

@@ -24,6 +24,7 @@ pub use tinker_types::rest::{
     AccessScope, Checkpoint, CheckpointType, CheckpointsListResponse, Cursor, GetSessionResponse,
     TrainingRun, TrainingRunsResponse,
 };
+pub use tinker_types::auth::WhoamiResponse;
 pub use tinker_types::weights::{ExternalWeightsUrlsResponse, WeightsInfoResponse};
 
 /// Progress of [`RestClient::download_external_weights`].
@@ -535,12 +536,12 @@ impl RestClient {
     ///
     /// # Errors
     /// [`ErrorKind::Unsupported`] without JWT auth.
-    pub async fn whoami(&self) -> Result<Whoami> {
+    pub async fn whoami(&self) -> Result<WhoamiResponse> {
         let claims =
             self.holder.transport.token_claims().await?.ok_or_else(|| {
                 Error::new(ErrorKind::Unsupported, "whoami needs JWT authentication")
             })?;
-        Ok(Whoami {
+        Ok(WhoamiResponse {
             user_urn: claims.sub.clone().unwrap_or_default(),
             org_urn: claims
                 .org_id
@@ -612,18 +613,6 @@ impl RestClient {
             .await
             .map(|_| ())
     }
-}
-
-/// The caller's identity (from JWT claims).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Whoami {
-    /// `sub` claim.
-    pub user_urn: String,
-    /// `tml:organization:<org_id>`.
-    pub org_urn: String,
-    /// `email` claim.
-    pub email: Option<String>,
 }
 
 /// Joins `rel` under `dir`, refusing absolute paths, `..` and anything else that would
