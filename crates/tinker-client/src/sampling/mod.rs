@@ -5,6 +5,7 @@
 pub(crate) mod cancel;
 mod handle;
 mod poller;
+mod shadow;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -13,7 +14,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use tinker_transport::RequestSpec;
 use tinker_transport::retry::{RetryClass, Retryable};
-use tinker_transport::{Env, SecretString, Transport};
+use tinker_transport::{Env, SecretString};
 use tinker_types::CompletionState;
 use tinker_types::{
     CreateSamplingSessionRequest, CreateSamplingSessionResponse, GetSamplerResponse,
@@ -338,30 +339,14 @@ impl SamplingClient {
     /// problem); [`ErrorKind::Config`] without a usable credential.
     pub async fn from_sampler_handle(handle: &str, options: SamplerHandleOptions) -> Result<Self> {
         let state = HandleState::decode(handle)?;
-        let cfg = state.holder;
-        let mut builder = Transport::builder()
-            .env(options.env.unwrap_or_else(Env::process))
-            .base_url(cfg.base_url);
-        if let Some(key) = options.api_key {
-            builder = builder.api_key(key);
-        }
-        for (name, value) in &cfg.default_headers_overrides {
-            // Checked by `decode`.
-            if let (Ok(n), Ok(v)) = (
-                http::HeaderName::from_bytes(name.as_bytes()),
-                http::HeaderValue::from_str(value),
-            ) {
-                builder = builder.default_header(n, v);
-            }
-        }
-        let transport = builder.build()?;
-        let join = cfg.client_config.sample_join_sampling_session;
-        let holder = Holder::start_shadow(
-            transport,
+        let join = state.holder.client_config.sample_join_sampling_session;
+        let holder = shadow::shadow_holder(
             state.session_id,
-            cfg.client_config,
-            cfg.client_dynamic_config,
-            cfg.default_headers_overrides,
+            state.holder,
+            shadow::Credentials {
+                api_key: options.api_key,
+                env: options.env,
+            },
         )?;
         let clone_id = if join {
             None
@@ -769,7 +754,8 @@ fn session_poller(inner: &Inner, clone_id: u64) -> &SessionPoller {
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct SamplerHandleOptions {
-    api_key: Option<SecretString>,
+    /// The key and its in-memory fingerprint (to share shadow holders per credential).
+    api_key: Option<(SecretString, u64)>,
     env: Option<Env>,
     observer: Option<QueueStateObserver>,
 }
@@ -792,7 +778,9 @@ impl SamplerHandleOptions {
 
     /// An explicit API key (or JWT) instead of the environment's.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(SecretString::from(key.into()));
+        let key = key.into();
+        let fingerprint = shadow::key_fingerprint(&key);
+        self.api_key = Some((SecretString::from(key), fingerprint));
         self
     }
 
@@ -891,5 +879,47 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Cancelled);
+    }
+
+    /// Handles of one session rehydrated with the same credential share one shadow holder
+    /// (one heartbeat, one pool); another key gets its own; clone ids differ.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shadow_clients_share_a_holder_per_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = tinker_local::LocalServerConfig::new(dir.path());
+        let server = tinker_local::LocalServer::start(config).await.unwrap();
+        let holder = holder_for(server.url()).await;
+        let source = SamplingSource::BaseModel("tinker-local/micro".into());
+        let original = SamplingClient::create(holder, source, None).await.unwrap();
+        let handle = original.sampler_handle().unwrap();
+        let opts = || SamplerHandleOptions::new().api_key("tml-test-key");
+        let a = SamplingClient::from_sampler_handle(&handle, opts())
+            .await
+            .unwrap();
+        let b = SamplingClient::from_sampler_handle(&handle, opts())
+            .await
+            .unwrap();
+        let c = SamplingClient::from_sampler_handle(
+            &handle,
+            SamplerHandleOptions::new().api_key("tml-other-key"),
+        )
+        .await
+        .unwrap();
+        assert!(Arc::ptr_eq(&a.inner.holder, &b.inner.holder));
+        assert!(!Arc::ptr_eq(&a.inner.holder, &c.inner.holder));
+        assert!(!Arc::ptr_eq(&a.inner.holder, &original.inner.holder));
+        for client in [&a, &b, &c] {
+            client
+                .sample(
+                    ModelInput::from_tokens(&[3, 4]),
+                    1,
+                    SamplingParams::with_max_tokens(2),
+                )
+                .await
+                .unwrap();
+        }
+        let ids: std::collections::BTreeSet<_> =
+            [&a, &b, &c].iter().map(|c| c.clone_id().unwrap()).collect();
+        assert_eq!(ids, [1, 2, 3].into());
     }
 }
