@@ -1068,3 +1068,49 @@ pub(crate) fn check_tinker_path(path: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_options_keep_the_token_out_of_debug() {
+        let options = LoadStateOptions::weights_only().weights_access_token("secret-token-123");
+        assert!(!format!("{options:?}").contains("secret-token-123"));
+    }
+
+    #[test]
+    fn load_options_follow_the_sdk_rules() {
+        assert!(
+            LoadStateOptions::weights_only()
+                .check_for_new_client()
+                .is_ok()
+        );
+        let restored = LoadStateOptions::with_optimizer_state();
+        assert!(restored.clone().check_for_new_client().is_ok());
+        let err = restored
+            .optimizer(OptimizerConfig::AdamW)
+            .check_for_new_client()
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        assert!(
+            LoadStateOptions::weights_only()
+                .base_model("")
+                .check_for_new_client()
+                .is_err()
+        );
+        assert!(
+            LoadStateOptions::with_optimizer_state()
+                .weights_access_token("t")
+                .check_for_existing_model()
+                .is_ok()
+        );
+        for bad in [
+            LoadStateOptions::weights_only().base_model("m"),
+            LoadStateOptions::weights_only().user_metadata(BTreeMap::new()),
+            LoadStateOptions::weights_only().optimizer(OptimizerConfig::AdamW),
+        ] {
+            assert!(bad.check_for_existing_model().is_err());
+        }
+    }
+}
