@@ -116,6 +116,11 @@ pub enum CustomLossError {
     },
     /// An expression uses an input of another builder.
     ForeignExpression,
+    /// A traced graph ([`CustomLoss::from_graph`]) the SDK would not send.
+    InvalidGraph {
+        /// Why.
+        reason: String,
+    },
     /// A reduction names a dimension the tensor does not have.
     InvalidDim {
         /// The dimension.
@@ -181,6 +186,7 @@ impl fmt::Display for CustomLossError {
             Self::ForeignExpression => {
                 f.write_str("an expression uses an input of another custom-loss builder")
             }
+            Self::InvalidGraph { reason } => write!(f, "the traced graph is refused: {reason}"),
             Self::InvalidDim { dim, rank } => {
                 write!(f, "dim {dim} is out of range for a tensor of rank {rank}")
             }
@@ -399,13 +405,15 @@ impl Expr {
         self.function("torch.tanh", "tanh")
     }
 
-    /// `torch.pow(x, exponent)`.
+    /// `x.pow(exponent)`.
     pub fn pow(&self, exponent: f64) -> Self {
-        Self::binary(
-            "torch.pow",
+        Self::call(
+            CallKind::Method,
             "pow",
-            Arg::Expr(self.clone()),
-            Arg::Float(exponent),
+            "pow",
+            vec![Arg::Expr(self.clone()), Arg::Float(exponent)],
+            Vec::new(),
+            self.0.rank,
         )
     }
 
@@ -691,6 +699,69 @@ impl CustomLoss {
         };
         b.declare("logprobs", rank);
         b
+    }
+
+    /// A loss from an already traced graph (e.g. one exported from Python with torch.fx and
+    /// the SDK's encoder). Checks what the SDK checks on the client: the inputs, that the
+    /// graph has no module calls or captured tensors, and the output's metric keys; the
+    /// server checks the operations.
+    ///
+    /// # Errors
+    /// [`CustomLossError`] as [`CustomLossBuilder::build`]; [`CustomLossError::InvalidGraph`]
+    /// for a graph the SDK would not send.
+    pub fn from_graph(
+        name: impl Into<String>,
+        inputs: Vec<CustomLossInput>,
+        graph: CustomLossGraph,
+    ) -> std::result::Result<Self, CustomLossError> {
+        check_inputs(&inputs)?;
+        if inputs.iter().any(|i| i.rank > 2) {
+            return Err(CustomLossError::InvalidGraph {
+                reason: "input ranks are 0, 1 or 2".to_owned(),
+            });
+        }
+        let invalid = |reason: &str| CustomLossError::InvalidGraph {
+            reason: reason.to_owned(),
+        };
+        let mut output = None;
+        for node in &graph.nodes {
+            match node.op {
+                CustomLossOp::CallModule => return Err(invalid("it calls a torch.nn module")),
+                CustomLossOp::GetAttr => return Err(invalid("it captures a tensor (get_attr)")),
+                CustomLossOp::CallMethod
+                    if matches!(
+                        node.target.as_str(),
+                        "item" | "numpy" | "tolist" | "backward"
+                    ) =>
+                {
+                    return Err(invalid("it calls a method that leaves torch"));
+                }
+                CustomLossOp::Output => output = node.args.first(),
+                _ => {}
+            }
+        }
+        let parts = output
+            .map(CustomLossArg::from_value)
+            .and_then(std::result::Result::ok);
+        let Some(CustomLossArg::Tuple(parts) | CustomLossArg::List(parts)) = parts else {
+            return Err(invalid("its output is not (loss, metrics)"));
+        };
+        let [CustomLossArg::Ref(_), CustomLossArg::Dict(metrics)] = &parts[..] else {
+            return Err(invalid("its output is not (loss tensor, {metric: tensor})"));
+        };
+        for (key, value) in metrics {
+            if !valid_metric_key(key) {
+                return Err(CustomLossError::InvalidMetricKey { key: key.clone() });
+            }
+            if !matches!(value, CustomLossArg::Ref(_)) {
+                return Err(invalid("a metric is not a tensor"));
+            }
+        }
+        Ok(Self {
+            name: name.into(),
+            inputs,
+            graph,
+        })
     }
 
     /// The loss's name.
@@ -1180,8 +1251,10 @@ struct SessionLosses {
 }
 
 /// Per-holder (= per-session) custom-loss state, kept here rather than in the holder.
-static SESSIONS: LazyLock<Mutex<Vec<(Weak<Holder>, Arc<SessionLosses>)>>> =
-    LazyLock::new(Mutex::default);
+static SESSIONS: LazyLock<Mutex<Vec<SessionEntry>>> = LazyLock::new(Mutex::default);
+
+/// A live (or dropped) holder and its custom-loss state.
+type SessionEntry = (Weak<Holder>, Arc<SessionLosses>);
 
 fn session_losses(holder: &Arc<Holder>) -> Arc<SessionLosses> {
     let mut all = SESSIONS.lock().unwrap_or_else(PoisonError::into_inner);
