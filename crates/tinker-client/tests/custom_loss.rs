@@ -488,3 +488,33 @@ async fn created_once_per_session_and_refusals_are_user_errors() {
     assert_eq!(err.kind(), ErrorKind::RequestFailed);
     env.server.shutdown().await;
 }
+
+/// Transient failures of the upload are retried with the same `custom_loss_seq_id`: the
+/// loss is created once, as seq 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_survives_transient_failures() {
+    let env = start(Some(
+        "script=create_custom_loss#1:503;create_custom_loss#2:0",
+    ))
+    .await;
+    let handle = env.service.create_custom_loss(&ppo_loss()).await.unwrap();
+    assert!(
+        handle.loss_id().ends_with(":loss:0"),
+        "{}",
+        handle.loss_id()
+    );
+    let tc = training(&env).await;
+    let d = with_inputs(
+        &datum(&[3, 4, 5]),
+        &[
+            ("advantages", vec![1.0; 2]),
+            ("sampling_logprobs", vec![-1.0; 2]),
+        ],
+    );
+    let out = tc
+        .forward_backward_custom_loss(vec![d], &handle)
+        .await
+        .unwrap();
+    assert!(out.metrics.contains_key("custom/ratio:mean"));
+    env.server.shutdown().await;
+}
