@@ -43,7 +43,7 @@ fn check_shape(resp: &SampleResponse, num_samples: usize, max_tokens: usize) {
 
 /// `<sampling session>:<seq_id>:<suffix>` (tinker-local's request ids) → seq_id.
 fn seq_of(request_id: &str) -> u64 {
-    request_id.rsplitn(3, ':').nth(1).unwrap().parse().unwrap()
+    request_id.rsplit(':').nth(1).unwrap().parse().unwrap()
 }
 
 /// Waits (up to 15 s) until `cond` holds for the server's `retrieve_futures` log.
