@@ -455,6 +455,14 @@ fn weights_requests_match_the_sdk() {
         LoadWeightsRequest::create_from("sess1", 2, "tinker://sess0:train:0/weights/final", true);
     create.user_metadata = Some(json_map(json!({"created_by": "fixture"})));
     check_request("load_weights_create", &create);
+    // Every override of SDK 0.38's `create_training_client_from_state`.
+    let mut overrides =
+        LoadWeightsRequest::create_from("sess1", 3, "tinker://sess0:train:0/weights/final", false);
+    overrides.base_model = Some("Qwen/Qwen3-8B".into());
+    overrides.user_metadata = Some(json_map(json!({"origin": "fixture"})));
+    overrides.optimizer_config = Some(OptimizerConfig::AdamW);
+    overrides.weights_access_token = Some("tok-fixture".into());
+    check_request("load_weights_create_overrides", &overrides);
     check_request(
         "load_weights_legacy",
         &LoadWeightsRequest {
@@ -741,6 +749,7 @@ fn every_request_fixture_is_checked() {
         "get_info",
         "join_sampling_session",
         "load_weights_create",
+        "load_weights_create_overrides",
         "load_weights_legacy",
         "optim_step",
         "optim_step_dimuon",
