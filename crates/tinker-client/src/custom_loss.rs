@@ -1317,9 +1317,7 @@ impl ServiceClient {
             holder,
             PollTarget {
                 request_id: fut.request_id,
-                // A JSON-result future; RequestType has no CreateCustomLoss variant yet, so the
-                // informational X-Tinker-Request-Type header says CreateModel.
-                request_type: RequestType::CreateModel,
+                request_type: RequestType::CreateCustomLoss,
                 roundtrip,
                 reserved: None,
             },
@@ -1352,22 +1350,42 @@ impl TrainingClient {
         data: Vec<Datum>,
         loss: &CustomLossHandle,
     ) -> ApiFuture<ForwardBackwardOutput> {
+        match self.custom_loss_config(&data, loss) {
+            Ok(config) => self.forward_backward_with_config(data, LossFn::Custom, config),
+            Err(e) => ApiFuture::failed(e.into()),
+        }
+    }
+
+    /// A forward pass only with a server-side custom loss: its loss and metrics (e.g. on
+    /// held-out data), no gradients. Checked as
+    /// [`forward_backward_custom_loss`](Self::forward_backward_custom_loss).
+    pub fn forward_custom_loss(
+        &self,
+        data: Vec<Datum>,
+        loss: &CustomLossHandle,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        match self.custom_loss_config(&data, loss) {
+            Ok(config) => self.forward_with_config(data, LossFn::Custom, config),
+            Err(e) => ApiFuture::failed(e.into()),
+        }
+    }
+
+    /// Checks the handle's session and the data; the `loss_fn_config` naming the loss.
+    fn custom_loss_config(
+        &self,
+        data: &[Datum],
+        loss: &CustomLossHandle,
+    ) -> std::result::Result<LossFnConfig, CustomLossError> {
         if self.holder().session_id.as_deref() != Some(loss.session_id.as_str()) {
-            return ApiFuture::failed(
-                CustomLossError::WrongSession {
-                    loss: loss.name.clone(),
-                }
-                .into(),
-            );
+            return Err(CustomLossError::WrongSession {
+                loss: loss.name.clone(),
+            });
         }
-        if let Err(e) = loss.check_data(&data) {
-            return ApiFuture::failed(e.into());
-        }
-        let config = LossFnConfig::from([(
+        loss.check_data(data)?;
+        Ok(LossFnConfig::from([(
             "loss_id".to_owned(),
             LossConfigValue::Text(loss.loss_id.clone()),
-        )]);
-        self.forward_backward_with_config(data, LossFn::Custom, config)
+        )]))
     }
 }
 

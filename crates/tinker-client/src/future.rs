@@ -41,6 +41,7 @@ pub(crate) enum RequestType {
     SaveWeightsForSampler,
     SaveWeightsExternal,
     Sample,
+    CreateCustomLoss,
 }
 
 impl RequestType {
@@ -55,6 +56,7 @@ impl RequestType {
             Self::SaveWeightsForSampler => "SaveWeightsForSampler",
             Self::SaveWeightsExternal => "SaveWeightsExternal",
             Self::Sample => "Sample",
+            Self::CreateCustomLoss => "CreateCustomLoss",
         }
     }
 

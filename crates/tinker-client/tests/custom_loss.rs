@@ -328,18 +328,7 @@ async fn custom_loss_trains() {
         .forward(data.clone(), LossFn::CrossEntropy)
         .await
         .unwrap();
-    let custom = tc
-        .forward_with_config(
-            data,
-            LossFn::Custom,
-            [(
-                "loss_id".to_owned(),
-                tinker_types::LossConfigValue::Text(handle.loss_id().to_owned()),
-            )]
-            .into(),
-        )
-        .await
-        .unwrap();
+    let custom = tc.forward_custom_loss(data, &handle).await.unwrap();
     let (x, y) = (ce.metrics["loss:sum"], custom.metrics["loss:sum"]);
     assert!((x - y).abs() < 1e-4 * (1.0 + x.abs()), "{x} vs {y}");
     env.server.shutdown().await;
