@@ -29,12 +29,27 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(10);
 const HEARTBEAT_WARN_AFTER: Duration = Duration::from_secs(120);
 
 /// Options of `create_session`.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct SessionOptions {
     pub tags: Vec<String>,
     pub user_metadata: serde_json::Map<String, serde_json::Value>,
     pub project_id: Option<String>,
     pub display_name: Option<String>,
+    /// Headers the user set on top of the defaults (carried by sampler handles).
+    pub header_overrides: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for SessionOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values may be secrets (e.g. Cloudflare access tokens): names only.
+        f.debug_struct("SessionOptions")
+            .field("tags", &self.tags)
+            .field("user_metadata", &self.user_metadata)
+            .field("project_id", &self.project_id)
+            .field("display_name", &self.display_name)
+            .field("header_overrides", &self.header_overrides.keys())
+            .finish()
+    }
 }
 
 /// Shared per-session state. Cheap to share through `Arc`.
@@ -128,6 +143,10 @@ impl Holder {
         ));
         let dynamic = fetch_dynamic_config(&transport, true).await?;
         let project_id = session.as_ref().and_then(|s| s.project_id.clone());
+        let header_overrides = session
+            .as_ref()
+            .map(|s| s.header_overrides.clone())
+            .unwrap_or_default();
         let session_id = match session {
             None => None,
             Some(opts) => {
@@ -156,7 +175,7 @@ impl Holder {
             dynamic,
             session_id,
             project_id,
-            BTreeMap::new(),
+            header_overrides,
         );
         if telemetry
             && let Some(t) =

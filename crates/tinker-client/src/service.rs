@@ -112,6 +112,11 @@ impl ServiceClientBuilder {
 
     /// An extra header on every request (overrides the Cloudflare headers).
     pub fn default_header(mut self, name: http::HeaderName, value: http::HeaderValue) -> Self {
+        // Remembered for sampler handles (the SDK's `default_headers_overrides`).
+        if let Ok(text) = value.to_str() {
+            let overrides = &mut self.session.header_overrides;
+            overrides.insert(name.as_str().to_owned(), text.to_owned());
+        }
         self.transport = self.transport.default_header(name, value);
         self
     }

@@ -310,6 +310,46 @@ async fn sampler_handle_round_trip() {
     }
 }
 
+/// Headers set on the service builder travel in the handle (as the SDK's
+/// `default_headers_overrides`) and are applied by the shadow, which re-exports them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handles_carry_header_overrides() {
+    let env = start_with(None, |_| {}).await;
+    let service = tinker_client::ServiceClient::builder()
+        .base_url(env.server.url())
+        .api_key("tml-test-key")
+        .default_header(
+            http::HeaderName::from_static("x-team"),
+            http::HeaderValue::from_static("research"),
+        )
+        .build()
+        .await
+        .unwrap();
+    let original = service
+        .create_sampling_client(SamplingSource::BaseModel(MODEL.into()))
+        .await
+        .unwrap();
+    let handle = original.sampler_handle().unwrap();
+    let expected = serde_json::json!({"x-team": "research"});
+    assert_eq!(
+        decode(&handle)["holder"]["default_headers_overrides"],
+        expected
+    );
+    let shadow = SamplingClient::from_sampler_handle(
+        &handle,
+        SamplerHandleOptions::new().api_key("tml-test-key"),
+    )
+    .await
+    .unwrap();
+    check_shape(
+        &shadow.sample(prompt(), 1, params(2, 0)).await.unwrap(),
+        1,
+        2,
+    );
+    let again = decode(&shadow.sampler_handle().unwrap());
+    assert_eq!(again["holder"]["default_headers_overrides"], expected);
+}
+
 /// `ServiceClient::join_sampling_client` still allocates a clone id on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_sampling_client_takes_a_clone_id() {

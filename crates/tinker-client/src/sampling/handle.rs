@@ -19,7 +19,7 @@ const LENIENT_URL_SAFE: GeneralPurpose = GeneralPurpose::new(
 
 /// The JSON inside a handle: the fields of the SDK's `_SamplingClientPickleState`, in its
 /// order.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct HandleState {
     pub session_id: String,
     pub sampling_session_id: String,
@@ -30,7 +30,7 @@ pub(crate) struct HandleState {
 }
 
 /// What a shadow holder is built from (the SDK's `_ShadowHolderConfig`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct ShadowHolderConfig {
     pub base_url: String,
     #[serde(default)]

@@ -298,7 +298,9 @@ impl SamplingClient {
     /// A handle to this client's sampler (the SDK's `get_sampler_handle`): another
     /// process passes it to [`SamplingClient::from_sampler_handle`] (or the Python SDK's
     /// `SamplingClient.from_sampler_handle`) to sample from the same sampling session.
-    /// The handle carries the server flags but never a credential.
+    /// The handle carries the server flags but never the API key; like the SDK's, it does
+    /// carry the headers set with
+    /// [`ServiceClientBuilder::default_header`](crate::ServiceClientBuilder::default_header).
     ///
     /// # Errors
     /// [`ErrorKind::Config`] if the client has no session or unknown base model.
