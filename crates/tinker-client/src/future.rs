@@ -319,6 +319,8 @@ pub(crate) async fn submit(
 
 /// The handle returned by every asynchronous operation. The request is already in flight
 /// (its order was fixed when the method was called); awaiting yields the result.
+/// Dropping it lets training work finish in the background, but abandons a sample (see
+/// [`SamplingClient::sample_with`](crate::SamplingClient::sample_with)).
 #[must_use = "an ApiFuture does nothing useful unless awaited (the request is sent anyway)"]
 pub struct ApiFuture<T> {
     inner: Inner<T>,

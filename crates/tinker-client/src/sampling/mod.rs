@@ -416,6 +416,11 @@ impl SamplingClient {
     }
 
     /// Samples with every option of the protocol (logprobs, top-k, targets, alt tokens…).
+    ///
+    /// Dropping the returned future before it completes (or letting a
+    /// `tokio::time::timeout` around it expire) abandons the sample: polling stops and,
+    /// when the server enables `sample_cancel_enabled`, the request is cancelled with
+    /// `cancel_future` (§3.2).
     pub fn sample_with(
         &self,
         prompt: ModelInput,
