@@ -540,6 +540,29 @@ mod tests {
         assert!(!valid_metric_key("loss:avg"));
     }
 
+    fn dense_f32(values: &[f32], shape: &[i64]) -> wire::Tensor {
+        wire::Tensor {
+            dtype: wire::DType::DtypeFloat32 as i32,
+            shape: shape.to_vec(),
+            encoding: Some(wire::tensor::Encoding::Dense(f32_bytes(values))),
+        }
+    }
+
+    #[test]
+    fn custom_loss_inputs_take_their_declared_rank() {
+        let scalar = tensor_any(&dense_f32(&[0.5], &[]), 0, 0, "s").unwrap();
+        assert_eq!((scalar.shape, scalar.data), (vec![], vec![0.5]));
+        // No shape is a vector (the SDK's `shape=None`).
+        let v = tensor_any(&dense_f32(&[1.0, 2.0], &[]), 1, 0, "v").unwrap();
+        assert_eq!(v.shape, vec![2]);
+        let m = tensor_any(&dense_f32(&[1.0; 6], &[3, 2]), 2, 0, "m").unwrap();
+        assert_eq!(m.shape, vec![3, 2]);
+        let err = tensor_any(&dense_f32(&[1.0; 6], &[3, 2]), 1, 4, "m").unwrap_err();
+        assert!(err.contains("datum 4") && err.contains("rank 2"), "{err}");
+        assert!(tensor_any(&dense_f32(&[1.0; 5], &[3, 2]), 2, 0, "m").is_err());
+        assert!(tensor_any(&dense_f32(&[f32::NAN], &[1]), 1, 0, "m").is_err());
+    }
+
     #[test]
     fn rejects_unsupported_losses() {
         assert!(loss_from("custom", &BTreeMap::new()).is_err());
