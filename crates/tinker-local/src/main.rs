@@ -37,8 +37,8 @@ enum Command {
         /// Seconds `retrieve_future` holds a poll open before answering `try_again`.
         #[arg(long, default_value_t = 10.0)]
         long_poll_secs: f64,
-        /// Refuse `create_custom_loss` and advertise `custom_loss_server_side: false`
-        /// (custom losses then run client-side).
+        /// Refuse `create_custom_loss` and advertise `custom_loss_server_side: false` (the
+        /// Python SDK then runs its custom losses client-side).
         #[arg(long)]
         no_server_side_custom_loss: bool,
     },
