@@ -350,6 +350,29 @@ async fn handles_carry_header_overrides() {
     assert_eq!(again["holder"]["default_headers_overrides"], expected);
 }
 
+/// With `pjwt_auth_enabled` in the handle, a shadow samples through JWT auth (that it
+/// switched JWT auth on is checked by the crate's unit test of shadows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_does_its_own_jwt_exchange() {
+    let env = start_with(None, |c| c.jwt = true).await;
+    let handle = sampler(&env).await.sampler_handle().unwrap();
+    assert_eq!(
+        decode(&handle)["holder"]["client_config"]["pjwt_auth_enabled"],
+        true
+    );
+    let shadow = SamplingClient::from_sampler_handle(
+        &handle,
+        SamplerHandleOptions::new().api_key("tml-test-key"),
+    )
+    .await
+    .unwrap();
+    check_shape(
+        &shadow.sample(prompt(), 1, params(2, 0)).await.unwrap(),
+        1,
+        2,
+    );
+}
+
 /// `ServiceClient::join_sampling_client` still allocates a clone id on the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_sampling_client_takes_a_clone_id() {

@@ -888,6 +888,36 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::Cancelled);
     }
 
+    /// A shadow of a JWT-mode session switches JWT auth on and exchanges its own token.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shadow_exchanges_its_own_jwt() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = tinker_local::LocalServerConfig::new(dir.path());
+        config.jwt = true;
+        let server = tinker_local::LocalServer::start(config).await.unwrap();
+        let holder = holder_for(server.url()).await;
+        let source = SamplingSource::BaseModel("tinker-local/micro".into());
+        let original = SamplingClient::create(holder, source, None).await.unwrap();
+        let shadow = SamplingClient::from_sampler_handle(
+            &original.sampler_handle().unwrap(),
+            SamplerHandleOptions::new().api_key("tml-test-key"),
+        )
+        .await
+        .unwrap();
+        let transport = &shadow.inner.holder.transport;
+        assert!(transport.jwt_auth_enabled());
+        // The claims come from the server-minted JWT (exchanged on demand).
+        assert!(transport.token_claims().await.unwrap().is_some());
+        shadow
+            .sample(
+                ModelInput::from_tokens(&[3, 4]),
+                1,
+                SamplingParams::with_max_tokens(2),
+            )
+            .await
+            .unwrap();
+    }
+
     /// Handles of one session rehydrated with the same credential share one shadow holder
     /// (one heartbeat, one pool); another key gets its own; clone ids differ.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -925,6 +955,8 @@ mod tests {
                 .await
                 .unwrap();
         }
+        // No JWT mode on this server: the shadows send the key as is.
+        assert!(!a.inner.holder.transport.jwt_auth_enabled());
         let ids: std::collections::BTreeSet<_> =
             [&a, &b, &c].iter().map(|c| c.clone_id().unwrap()).collect();
         assert_eq!(ids, [1, 2, 3].into());
