@@ -45,7 +45,7 @@ pub(crate) enum RequestType {
 }
 
 impl RequestType {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::CreateModel => "CreateModel",
             Self::ForwardBackward => "ForwardBackward",

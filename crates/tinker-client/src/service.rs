@@ -11,7 +11,7 @@ use tinker_types::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::future::{FromPayload, PollTarget, QueueStateObserver, RequestType, retrieve, submit};
+use crate::future::{PollTarget, QueueStateObserver, RequestType, retrieve, submit};
 use crate::holder::{Holder, SessionOptions};
 use crate::rest::RestClient;
 use crate::sampling::{SamplingClient, SamplingSource};
@@ -338,7 +338,7 @@ impl ServiceClient {
         let got = retrieve(
             &self.holder,
             PollTarget {
-                request_id: fut.request_id,
+                request_id: fut.request_id.clone(),
                 request_type: RequestType::CreateModel,
                 roundtrip,
                 reserved: None,
@@ -346,7 +346,13 @@ impl ServiceClient {
             self.observer.as_ref(),
         )
         .await?;
-        let created = CreateModelResponse::from_payload(got.payload)?;
+        let created: CreateModelResponse = crate::telemetry::decode(
+            &self.holder,
+            &fut.request_id,
+            RequestType::CreateModel,
+            got.payload,
+        )
+        .await?;
         TrainingClient::attach(self.holder.clone(), created.model_id, self.observer.clone()).await
     }
 
@@ -419,7 +425,7 @@ impl ServiceClient {
         let got = retrieve(
             &self.holder,
             PollTarget {
-                request_id: fut.request_id,
+                request_id: fut.request_id.clone(),
                 request_type: RequestType::LoadWeights,
                 roundtrip,
                 reserved: None,
@@ -427,7 +433,13 @@ impl ServiceClient {
             self.observer.as_ref(),
         )
         .await?;
-        let _loaded = LoadWeightsResponse::from_payload(got.payload)?;
+        let _loaded: LoadWeightsResponse = crate::telemetry::decode(
+            &self.holder,
+            &fut.request_id,
+            RequestType::LoadWeights,
+            got.payload,
+        )
+        .await?;
         TrainingClient::attach(self.holder.clone(), model_id, self.observer.clone()).await
     }
 

@@ -17,6 +17,7 @@ use tinker_types::Severity;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, FailureCategory};
+use crate::future::{FromPayload, Payload, RequestType};
 use crate::holder::Holder;
 
 /// The telemetry endpoint (§2.8).
@@ -157,6 +158,47 @@ pub(crate) async fn capture<T>(
     let result = op.await;
     if let Err(e) = &result {
         log_fatal(holder, e).await;
+    }
+    result
+}
+
+/// Decodes a finished future's payload into its typed result (the SDK's deserialization
+/// step). A failure is reported as `APIFuture.result_async.proto_deserialization_error`
+/// (protobuf) or `APIFuture.result_async.validation_error` (JSON), then as the
+/// operation's fatal error.
+pub(crate) async fn decode<T: FromPayload>(
+    holder: &Holder,
+    request_id: &str,
+    request_type: RequestType,
+    payload: Payload,
+) -> crate::Result<T> {
+    let proto_len = match &payload {
+        Payload::Proto(bytes) => Some(bytes.len()),
+        Payload::Json(_) => None,
+    };
+    let result = T::from_payload(payload);
+    if let Err(err) = &result {
+        if let Some(t) = holder.telemetry() {
+            let mut data = object(json!({
+                "request_id": request_id,
+                "request_type": request_type.as_str(),
+                "exception": err.message(),
+                "exception_type": error_type(err),
+                "model_cls": std::any::type_name::<T>(),
+            }));
+            let name = match proto_len {
+                Some(len) => {
+                    data.insert("proto_bytes_len".into(), len.into());
+                    "APIFuture.result_async.proto_deserialization_error"
+                }
+                None => {
+                    data.insert("exception_stack".into(), traceback(err).into());
+                    "APIFuture.result_async.validation_error"
+                }
+            };
+            t.log(name, data, Severity::Error);
+        }
+        log_fatal(holder, err).await;
     }
     result
 }

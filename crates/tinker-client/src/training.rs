@@ -876,7 +876,7 @@ impl Inner {
         let got = retrieve(
             &self.holder,
             PollTarget {
-                request_id,
+                request_id: request_id.clone(),
                 request_type,
                 roundtrip,
                 reserved: None,
@@ -884,7 +884,7 @@ impl Inner {
             self.observer.as_ref(),
         )
         .await?;
-        T::from_payload(got.payload)
+        crate::telemetry::decode(&self.holder, &request_id, request_type, got.payload).await
     }
 }
 
