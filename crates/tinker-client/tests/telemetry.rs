@@ -350,7 +350,10 @@ async fn dropping_the_clients_still_sends_what_is_queued() {
             assert_eq!(start["session_id"], session_id.as_str());
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "nothing sent after drop");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing sent after drop"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
