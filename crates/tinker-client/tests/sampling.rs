@@ -159,6 +159,28 @@ async fn poller_retries_transient_faults_and_three_bad_requests() {
     );
 }
 
+/// Dropping the client right after its last sample still acknowledges that sample with a
+/// final ack-only poll, after which the poller is gone (nothing more is sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_client_sends_a_final_ack() {
+    // Slow polls: the acknowledgement is still pending when the client is dropped.
+    let env = start_poller(Some("latency_ms=300,routes=retrieve_futures")).await;
+    let sampler = sampler(&env).await;
+    check_shape(
+        &sampler.sample(prompt(), 1, params(2, 0)).await.unwrap(),
+        1,
+        2,
+    );
+    drop(sampler);
+    wait_polls(&env, |polls| acked_ids(polls).len() == 1).await;
+    let polls = env.server.futures_polls();
+    let last = polls.last().unwrap();
+    assert_eq!(last.timeout, Some(0.0));
+    assert_eq!(last.retrieved_request_ids.len(), 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.server.futures_polls().len(), polls.len());
+}
+
 /// A fourth bare 400 in a row, or any other fatal status, stops the poller for good:
 /// every waiting sample fails with the poller's typed error, and so do later ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -511,19 +533,31 @@ async fn sampler_handles_interoperate_with_the_python_sdk() {
         eprintln!("skipped: no Python SDK venv");
         return;
     };
+    // The Python shadow samples with the per-request poll and with the session poller.
+    for poller in [true, false] {
+        let env = start_with(None, |c| c.sample_use_retrieve_futures = poller).await;
+        let original = sampler(&env).await;
+        let out = run_python(
+            python.clone(),
+            PY_CONSUME,
+            vec![original.sampler_handle().unwrap()],
+        )
+        .await;
+        let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(got["n"], 2);
+        // The Python clone joined (client_counter 1): its seq_ids start at 1e9.
+        let id = got["ids"][0].as_str().unwrap();
+        assert!(id.contains(&format!(":{CLONE_STRIDE}:")), "{id}");
+        if poller {
+            assert!(
+                env.server
+                    .futures_polls()
+                    .iter()
+                    .any(|p| p.cloned_sampler_id == 1)
+            );
+        }
+    }
     let env = start_with(None, |_| {}).await;
-    let original = sampler(&env).await;
-    let out = run_python(
-        python.clone(),
-        PY_CONSUME,
-        vec![original.sampler_handle().unwrap()],
-    )
-    .await;
-    let got: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(got["n"], 2);
-    // The Python clone joined (client_counter 1): its seq_ids start at 1e9.
-    let id = got["ids"][0].as_str().unwrap();
-    assert!(id.contains(&format!(":{CLONE_STRIDE}:")), "{id}");
 
     let handle = run_python(python, PY_PRODUCE, vec![env.server.url(), MODEL.to_owned()]).await;
     let handle = handle.trim();
