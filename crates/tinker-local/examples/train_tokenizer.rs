@@ -67,7 +67,7 @@ fn train(
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect::<HashSet<char>>())
         .build();
     // Registered first so the ChatML markers in the corpus are not split during training.
-    tokenizer.add_special_tokens(&specials);
+    tokenizer.add_special_tokens(specials.clone())?;
     tokenizer.train_from_files(&mut trainer, corpus.to_vec())?;
     std::fs::create_dir_all(out)?;
     tokenizer.save(out.join("tokenizer.json"), false)?;
