@@ -485,12 +485,24 @@ impl ServiceClient {
     }
 
     /// Copies weights into this client's project (`copy_weights`); returns the new path.
+    /// `weights_access_token` reads weights shared from another account.
     ///
     /// # Errors
-    /// A path that is not `tinker://`; API errors.
-    pub async fn copy_weights(&self, path: &str, ttl_seconds: Option<u64>) -> Result<String> {
+    /// A path that is not `tinker://`; an access token that is not a valid header value;
+    /// API errors.
+    pub async fn copy_weights(
+        &self,
+        path: &str,
+        ttl_seconds: Option<u64>,
+        weights_access_token: Option<&str>,
+    ) -> Result<String> {
         self.create_rest_client()
-            .copy_weights(path, self.holder.project_id.clone(), ttl_seconds, None)
+            .copy_weights(
+                path,
+                self.holder.project_id.clone(),
+                ttl_seconds,
+                weights_access_token,
+            )
             .await
     }
 

@@ -115,7 +115,7 @@ async fn rest_routes() {
     let err = rest.get_external_weights_urls(&state).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 
-    let copied = env.service.copy_weights(&state, None).await.unwrap();
+    let copied = env.service.copy_weights(&state, None, None).await.unwrap();
     assert!(copied.starts_with("tinker://") && copied != state);
 
     rest.delete_checkpoint_from_tinker_path(&sampler_path)
