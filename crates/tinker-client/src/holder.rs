@@ -342,7 +342,11 @@ impl Holder {
                 }
             })
             .await;
-        if let Err(e) = &result {
+        // The background cancel drain is no public operation: as in the SDK, its failures
+        // show only in the retry-loop events, never as fatal errors ending the session.
+        if let Err(e) = &result
+            && name != "cancel_future"
+        {
             crate::telemetry::log_fatal(self, e).await;
         }
         result
