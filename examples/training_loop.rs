@@ -66,7 +66,14 @@ fn build_batch(tokenizer: &Tokenizer, pairs: &[Pair]) -> Result<(Vec<Datum>, f64
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    run(Env::process()).await?;
+    let report = run(Env::process()).await?;
+    if let (Some(first), Some(last)) = (report.losses.first(), report.losses.last()) {
+        println!(
+            "Done on the {} server: loss per token {first:.3} -> {last:.3}, {} sample(s)",
+            if report.remote { "remote" } else { "embedded" },
+            report.samples.len()
+        );
+    }
     Ok(())
 }
 
