@@ -20,11 +20,11 @@ use tinker_types::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::holder::{Holder, parse_json};
 
+pub use tinker_types::auth::WhoamiResponse;
 pub use tinker_types::rest::{
     AccessScope, Checkpoint, CheckpointType, CheckpointsListResponse, Cursor, GetSessionResponse,
     TrainingRun, TrainingRunsResponse,
 };
-pub use tinker_types::auth::WhoamiResponse;
 pub use tinker_types::weights::{ExternalWeightsUrlsResponse, WeightsInfoResponse};
 
 /// Progress of [`RestClient::download_external_weights`].
