@@ -69,7 +69,8 @@ impl LocalServerConfig {
 }
 
 /// One scripted fault: the `n`-th (from 1) request whose path ends with `route` gets
-/// `status` (or, with status 0, a dropped connection).
+/// `status` (or, with status 0, a dropped connection), or, for `retrieve_future` only, a
+/// damaged result payload (see [`PayloadFault`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ScriptedFault {
@@ -77,8 +78,27 @@ pub struct ScriptedFault {
     pub route: String,
     /// Which matching request (1-based).
     pub nth: u64,
-    /// HTTP status to answer with; 0 drops the connection.
+    /// HTTP status to answer with; 0 drops the connection. 200 when `payload` is set.
     pub status: u16,
+    /// Serve the request, but damage the result it delivers.
+    pub payload: Option<PayloadFault>,
+}
+
+/// How a scripted `retrieve_future` fault damages a finished future's result (text forms
+/// `corrupt` and `badjson`). The fault is armed by the `n`-th poll and fires on the first
+/// result answer from then on (that poll's own answer if it delivers the result; otherwise a
+/// later one, since a `try_again` or `complete_metadata` answer carries no result). Pending,
+/// metadata-only and failed answers are never damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PayloadFault {
+    /// `corrupt`: the body keeps its content type but does not decode: a protobuf result is
+    /// cut short and ends in an invalid field tag; a JSON result is cut short mid-text.
+    Corrupt,
+    /// `badjson`: a well-formed `application/json` 200 whose success payload has the wrong
+    /// shape: every top-level field of a JSON result gets a value of another JSON type (an
+    /// empty result becomes an array); a protobuf result is replaced by such an object.
+    BadJson,
 }
 
 /// Fault injection, off by default. Random faults draw from one RNG seeded with `seed`, in
@@ -87,6 +107,10 @@ pub struct ScriptedFault {
 /// The text form (`--faults`) is a comma-separated list of `key=value`:
 /// `seed=7,p5xx=0.1,p429=0.05,p408=0.2,p410=0.1,pdrop=0.02,latency_ms=5-20,pstall=0.05,
 /// stall_ms=500,routes=asample|retrieve_future,script=asample#1:429;retrieve_future#2:0`.
+///
+/// A `script` item is `ROUTE#N:ACTION`, where ACTION is an HTTP status, `0` (drop the
+/// connection), or, for `retrieve_future` only, `corrupt` or `badjson` (a result payload the
+/// client cannot decode; see [`PayloadFault`]), e.g. `script=retrieve_future#2:corrupt`.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FaultConfig {
@@ -189,17 +213,39 @@ impl FaultConfig {
 
 fn parse_script_item(item: &str) -> Result<ScriptedFault, String> {
     let bad = || format!("script item `{item}` is not ROUTE#N:STATUS");
-    let (target, status) = item.split_once(':').ok_or_else(bad)?;
+    let (target, action) = item.split_once(':').ok_or_else(bad)?;
     let (route, nth) = target.split_once('#').ok_or_else(bad)?;
     let nth: u64 = nth.parse().map_err(|_| bad())?;
-    let status: u16 = status.parse().map_err(|_| bad())?;
-    if nth == 0 || route.is_empty() || (status != 0 && !(100..=599).contains(&status)) {
+    if nth == 0 || route.is_empty() {
+        return Err(bad());
+    }
+    let payload = match action {
+        "corrupt" => Some(PayloadFault::Corrupt),
+        "badjson" => Some(PayloadFault::BadJson),
+        _ => None,
+    };
+    if let Some(payload) = payload {
+        if route != "retrieve_future" {
+            return Err(format!(
+                "script item `{item}`: `{action}` applies to retrieve_future only"
+            ));
+        }
+        return Ok(ScriptedFault {
+            route: route.to_owned(),
+            nth,
+            status: 200,
+            payload: Some(payload),
+        });
+    }
+    let status: u16 = action.parse().map_err(|_| bad())?;
+    if status != 0 && !(100..=599).contains(&status) {
         return Err(bad());
     }
     Ok(ScriptedFault {
         route: route.to_owned(),
         nth,
         status,
+        payload: None,
     })
 }
 
@@ -221,6 +267,11 @@ mod tests {
         assert_eq!(cfg.script[0].nth, 2);
         assert_eq!(cfg.script[1].status, 0);
         assert!(cfg.is_active());
+        let cfg = FaultConfig::parse("script=retrieve_future#2:corrupt;retrieve_future#3:badjson")
+            .unwrap();
+        assert_eq!(cfg.script[0].payload, Some(PayloadFault::Corrupt));
+        assert_eq!(cfg.script[1].payload, Some(PayloadFault::BadJson));
+        assert_eq!(cfg.script[1].nth, 3);
     }
 
     #[test]
@@ -229,6 +280,8 @@ mod tests {
         assert!(FaultConfig::parse("nope=1").is_err());
         assert!(FaultConfig::parse("script=asample:429").is_err());
         assert!(FaultConfig::parse("latency_ms=9-3").is_err());
+        assert!(FaultConfig::parse("script=asample#1:corrupt").is_err());
+        assert!(FaultConfig::parse("script=retrieve_future#1:garbled").is_err());
         assert!(!FaultConfig::parse("").unwrap().is_active());
     }
 }

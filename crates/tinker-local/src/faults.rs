@@ -1,13 +1,13 @@
 //! Seeded, reproducible fault injection (see [`crate::FaultConfig`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::FaultConfig;
+use crate::config::{FaultConfig, PayloadFault};
 use crate::state::lock;
 
 /// What to do to one request.
@@ -28,6 +28,8 @@ struct Inner {
     rng: StdRng,
     poll_rng: StdRng,
     counts: HashMap<String, u64>,
+    /// Scripted payload faults waiting for the next `retrieve_future` result answer.
+    armed: VecDeque<PayloadFault>,
 }
 
 /// Decides faults; one per server.
@@ -43,6 +45,7 @@ impl FaultInjector {
             rng: StdRng::seed_from_u64(config.seed),
             poll_rng: StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15),
             counts: HashMap::new(),
+            armed: VecDeque::new(),
         };
         Self {
             config,
@@ -79,6 +82,16 @@ impl FaultInjector {
         }
         if let Some((route, n)) = &scripted {
             inner.counts.insert(route.clone(), *n);
+            // A payload fault lets the request through and damages the result it serves.
+            if let Some(payload) = cfg
+                .script
+                .iter()
+                .find(|f| &f.route == route && f.nth == *n)
+                .and_then(|f| f.payload)
+            {
+                inner.armed.push_back(payload);
+                return (Duration::ZERO, FaultAction::Pass);
+            }
         }
         let draws: [f64; 5] = std::array::from_fn(|_| inner.rng.random::<f64>());
         let (lo, hi) = (
@@ -116,6 +129,15 @@ impl FaultInjector {
         (latency, action)
     }
 
+    /// For a `retrieve_future` answer that delivers a result: the armed payload fault, if any
+    /// (each fires once, oldest first).
+    pub(crate) fn take_payload_fault(&self) -> Option<PayloadFault> {
+        if self.config.script.iter().all(|f| f.payload.is_none()) {
+            return None;
+        }
+        lock(&self.inner).armed.pop_front()
+    }
+
     /// For a `retrieve_future` poll: `Some(408)` or `Some(410)` (sampling futures only).
     pub(crate) fn poll_fault(&self, is_sample: bool) -> Option<u16> {
         let cfg = &self.config;
@@ -138,6 +160,50 @@ impl FaultInjector {
             None
         }
     }
+}
+
+/// A protobuf body that does not decode: the first half of `bytes`, then a tag with field
+/// number 0 and wire type 7, which no protobuf decoder accepts.
+pub(crate) fn corrupt_proto(bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes[..bytes.len() / 2].to_vec();
+    out.extend_from_slice(&[0x07, 0xff]);
+    out
+}
+
+/// JSON text that does not parse: the first half of `text`, then an unterminated string.
+pub(crate) fn corrupt_json(text: &str) -> String {
+    let cut = (0..=text.len() / 2)
+        .rev()
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(0);
+    format!("{}{{\"", &text[..cut])
+}
+
+/// A JSON success payload of the wrong shape: each top-level field of `value` gets a value of
+/// another JSON type; a result with no fields (or none known) becomes an array.
+pub(crate) fn wrong_shape(value: Option<&serde_json::Value>) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let Some(Value::Object(map)) = value.filter(|v| v.as_object().is_some_and(|m| !m.is_empty()))
+    else {
+        return match value {
+            // A protobuf result: the JSON fields of its types, wrongly typed.
+            None => json!({ "loss_fn_outputs": "not a list", "metrics": 7,
+                            "sequences": "not a list", "type": 7 }),
+            Some(_) => json!(["not an object"]),
+        };
+    };
+    let swapped = map
+        .iter()
+        .map(|(k, v)| {
+            let bad = match v {
+                Value::String(_) => json!(7),
+                Value::Number(_) | Value::Bool(_) | Value::Null => json!("not a number"),
+                Value::Array(_) | Value::Object(_) => json!(false),
+            };
+            (k.clone(), bad)
+        })
+        .collect();
+    Value::Object(swapped)
 }
 
 #[cfg(test)]
@@ -174,5 +240,20 @@ mod tests {
             ]
         );
         assert_eq!(f.decide("/api/v1/create_session").1, FaultAction::Pass);
+    }
+
+    #[test]
+    fn payload_faults_arm_until_a_result_takes_them() {
+        let f = FaultInjector::new(
+            FaultConfig::parse("script=retrieve_future#2:badjson;retrieve_future#3:corrupt")
+                .unwrap(),
+        );
+        assert_eq!(f.decide("/api/v1/retrieve_future").1, FaultAction::Pass);
+        assert_eq!(f.take_payload_fault(), None);
+        assert_eq!(f.decide("/api/v1/retrieve_future").1, FaultAction::Pass);
+        assert_eq!(f.decide("/api/v1/retrieve_future").1, FaultAction::Pass);
+        assert_eq!(f.take_payload_fault(), Some(PayloadFault::BadJson));
+        assert_eq!(f.take_payload_fault(), Some(PayloadFault::Corrupt));
+        assert_eq!(f.take_payload_fault(), None);
     }
 }

@@ -35,7 +35,7 @@ use snafu::{ResultExt, Snafu};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{FaultConfig, LocalServerConfig, ScriptedFault};
+pub use config::{FaultConfig, LocalServerConfig, PayloadFault, ScriptedFault};
 pub use state::{AuditRecord, FuturesPoll, UsageRecord};
 
 /// Errors starting the server.

@@ -127,3 +127,118 @@ async fn poll_faults_408_and_410() {
     assert_eq!(r.json()["queue_state"], "active");
     h.server.shutdown().await;
 }
+
+/// Polls `request_id` once (long poll) and returns the reply.
+async fn poll_once(h: &Harness, request_id: &str) -> common::Reply {
+    h.request(
+        Method::POST,
+        "/api/v1/retrieve_future",
+        &[("content-type", "application/json")],
+        json!({"request_id": request_id, "allow_metadata_only": false})
+            .to_string()
+            .into_bytes(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Polls until an answer that is not `try_again`.
+async fn poll_result(h: &Harness, request_id: &str) -> common::Reply {
+    loop {
+        let r = poll_once(h, request_id).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let pending = common::is_json(&r)
+            && serde_json::from_slice::<serde_json::Value>(&r.body)
+                .is_ok_and(|v| v["type"] == "try_again");
+        if !pending {
+            return r;
+        }
+    }
+}
+
+fn content_type(r: &common::Reply) -> &str {
+    r.headers["content-type"].to_str().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_corrupt_protobuf_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.faults = FaultConfig::parse("script=retrieve_future#1:corrupt").unwrap();
+    let h = Harness::start(cfg).await;
+    let session = h.session().await;
+    // The untyped future names the model, so no poll is spent on create_model.
+    let created = h
+        .ok(
+            "create_model",
+            json!({"session_id": session, "model_seq_id": 0,
+                                   "base_model": common::MODEL, "lora_config": {"rank": 4}}),
+        )
+        .await;
+    let model = created["model_id"].as_str().unwrap().to_owned();
+    let f = h.fwd_bwd(&model, 1, &common::dataset(), true).await;
+    let id = f["request_id"].as_str().unwrap();
+
+    let bad = poll_result(&h, id).await;
+    assert_eq!(content_type(&bad), "application/x-protobuf");
+    let err = tinker_types::ForwardBackwardOutput::decode_proto(&bad.body).unwrap_err();
+    assert!(!err.to_string().is_empty());
+
+    // The fault fires once: the same future then delivers its real result.
+    let good = poll_result(&h, id).await;
+    assert_eq!(content_type(&good), "application/x-protobuf");
+    let out = tinker_types::ForwardBackwardOutput::decode_proto(&good.body).unwrap();
+    assert_eq!(out.loss_fn_outputs.len(), common::dataset().len());
+    assert!(good.body.len() > bad.body.len() / 2);
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripted_badjson_then_corrupt_json_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.faults =
+        FaultConfig::parse("script=retrieve_future#1:badjson;retrieve_future#2:corrupt").unwrap();
+    let h = Harness::start(cfg).await;
+    let session = h.session().await;
+    let created = h
+        .ok(
+            "create_model",
+            json!({"session_id": session, "model_seq_id": 0,
+                                   "base_model": common::MODEL, "lora_config": {"rank": 4}}),
+        )
+        .await;
+    let model = created["model_id"].as_str().unwrap().to_owned();
+    let f = h
+        .ok(
+            "save_weights",
+            json!({"model_id": model, "seq_id": 1, "path": "ckpt", "type": "save_weights"}),
+        )
+        .await;
+    let id = f["request_id"].as_str().unwrap();
+
+    // First result: well-formed JSON of the wrong shape (a number where `path` is a string).
+    let bad = poll_result(&h, id).await;
+    assert_eq!(content_type(&bad), "application/json");
+    let value: serde_json::Value = serde_json::from_slice(&bad.body).unwrap();
+    assert!(value["path"].is_number(), "{value}");
+    let err = tinker_types::FutureOutcome::<tinker_types::SaveWeightsResponse>::from_value(value)
+        .unwrap_err();
+    assert!(err.to_string().contains("path"), "{err}");
+
+    // Second result: JSON that does not parse.
+    let broken = poll_result(&h, id).await;
+    assert_eq!(content_type(&broken), "application/json");
+    assert!(serde_json::from_slice::<serde_json::Value>(&broken.body).is_err());
+
+    // Then the real one.
+    let good = poll_result(&h, id).await;
+    let value: serde_json::Value = serde_json::from_slice(&good.body).unwrap();
+    match tinker_types::FutureOutcome::<tinker_types::SaveWeightsResponse>::from_value(value)
+        .unwrap()
+    {
+        tinker_types::FutureOutcome::Complete(r) => assert!(r.path.ends_with("ckpt")),
+        other => panic!("{other:?}"),
+    }
+    h.server.shutdown().await;
+}

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ApiError, ApiResult, AppStateRef, ok, parse};
+use crate::config::PayloadFault;
+use crate::faults;
 use crate::promise::{FutureKind, Outcome};
 
 #[derive(Deserialize)]
@@ -51,6 +53,17 @@ pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> A
         }));
     };
     let limit = state.config.inline_result_limit;
+    let metadata_only = match &*outcome {
+        Outcome::Proto(bytes) => bytes.len() > limit,
+        Outcome::Json(value) => value.to_string().len() > limit,
+        Outcome::Failed { .. } => false,
+    } && req.allow_metadata_only;
+    if !metadata_only
+        && !matches!(&*outcome, Outcome::Failed { .. })
+        && let Some(fault) = state.faults.take_payload_fault()
+    {
+        return Ok(damaged_result(&outcome, fault));
+    }
     match &*outcome {
         Outcome::Proto(bytes) => {
             if req.allow_metadata_only && bytes.len() > limit {
@@ -85,6 +98,34 @@ pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> A
         }
         Outcome::Failed { error, category } => ok(json!({ "error": error, "category": category })),
     }
+}
+
+/// A result answer damaged by a scripted payload fault (see [`PayloadFault`]).
+fn damaged_result(outcome: &Outcome, fault: PayloadFault) -> Response {
+    tracing::debug!(?fault, "injected payload fault");
+    let (content_type, body) = match (fault, outcome) {
+        (PayloadFault::Corrupt, Outcome::Proto(bytes)) => (
+            "application/x-protobuf",
+            axum::body::Body::from(faults::corrupt_proto(bytes)),
+        ),
+        (PayloadFault::Corrupt, Outcome::Json(value)) => (
+            "application/json",
+            axum::body::Body::from(faults::corrupt_json(&value.to_string())),
+        ),
+        (_, Outcome::Json(value)) => (
+            "application/json",
+            axum::body::Body::from(faults::wrong_shape(Some(value)).to_string()),
+        ),
+        _ => (
+            "application/json",
+            axum::body::Body::from(faults::wrong_shape(None).to_string()),
+        ),
+    };
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 /// A human-readable queue position for a pending request.
