@@ -4,8 +4,10 @@
 //!   it is up to date.
 //! * `cargo xtask fixtures`: regenerate the golden fixtures with the official SDK.
 //! * `cargo xtask test`: the whole test gate that CI runs (`.ci/run`) and the README names.
+//! * `cargo xtask bench-sdk`: benchmark the Rust client against the official Python SDK.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench_sdk;
 mod ci;
 mod codegen;
 mod fixtures;
@@ -20,10 +22,11 @@ fn main() -> ExitCode {
         Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
         Some("fixtures") => fixtures::run(),
         Some("test") => ci::run(&args[1..]),
+        Some("bench-sdk") => bench_sdk::run(&args[1..]),
         Some("sdk-python") => venv::sdk_python().map(|p| println!("{}", p.display())),
         _ => {
             eprintln!(
-                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask sdk-python"
+                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build]"
             );
             return ExitCode::from(2);
         }

@@ -1,0 +1,241 @@
+//! Rust side of `cargo xtask bench-sdk`: one benchmark scenario against a running
+//! tinker-local, printed as one `key=value` line. `scripts/bench/sdk_bench.py` is the Python SDK
+//! side and does the same work with the same parameters; keep the two in step.
+//!
+//! Usage: `sdk_bench <scenario> <server-url> [key=value ...]`, scenarios:
+//! * `sample n=512 prompt_len=8`: `n` concurrent `sample` calls with `max_tokens=1`;
+//! * `train steps=200 batch=4 seq_len=16`: `steps` back-to-back `forward_backward` +
+//!   `optim_step` pairs, pipelined one step deep (step i is submitted before step i−1 is
+//!   awaited);
+//! * `forward requests=3 batch=256 seq_len=512`: `requests` sequential forward-only calls
+//!   on a large batch (the data is built before the timer starts);
+//! * `startup`: client construction to the first `create_lora_training_client` result.
+//!
+//! `wall_s` and `cpu_s` (user+sys of this whole process, `getrusage(RUSAGE_SELF)`) cover
+//! the timed section only; set-up (session, clients, a warm-up call) is excluded.
+
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::time::{Duration, Instant};
+
+use nix::sys::resource::{UsageWho, getrusage};
+use tinker_client::{ApiFuture, SamplingSource, ServiceClient, TrainingClient};
+use tinker_types::{
+    AdamParams, CrossEntropyInputs, Datum, LossFn, ModelInput, SampleResponse, SamplingParams,
+};
+
+type BoxResult<T> = Result<T, Box<dyn Error>>;
+
+const MODEL: &str = "tinker-local/micro";
+const API_KEY: &str = "tml-bench";
+const LORA_RANK: u32 = 4;
+
+#[tokio::main]
+async fn main() -> BoxResult<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [scenario, url, rest @ ..] = args.as_slice() else {
+        return Err("usage: sdk_bench <sample|train|forward|startup> <url> [key=value ...]".into());
+    };
+    let params = Params::parse(rest)?;
+    let result = match scenario.as_str() {
+        "sample" => sample(url, &params).await?,
+        "train" => train(url, &params).await?,
+        "forward" => forward(url, &params).await?,
+        "startup" => startup(url).await?,
+        other => return Err(format!("unknown scenario {other:?}").into()),
+    };
+    println!("{}", result.line(scenario));
+    Ok(())
+}
+
+/// `key=value` arguments, with defaults for missing keys.
+struct Params(BTreeMap<String, usize>);
+
+impl Params {
+    fn parse(args: &[String]) -> BoxResult<Self> {
+        let mut map = BTreeMap::new();
+        for arg in args {
+            let (key, value) = arg
+                .split_once('=')
+                .ok_or_else(|| format!("expected key=value, got {arg:?}"))?;
+            map.insert(key.to_owned(), value.parse()?);
+        }
+        Ok(Self(map))
+    }
+
+    fn get(&self, key: &str, default: usize) -> usize {
+        self.0.get(key).copied().unwrap_or(default)
+    }
+}
+
+/// What one timed section measured.
+struct Measured {
+    ops: usize,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Measured {
+    /// The result line the driver parses: `side=rust scenario=.. ops=.. wall_s=.. cpu_s=..`.
+    fn line(&self, scenario: &str) -> String {
+        format!(
+            "side=rust scenario={scenario} ops={} wall_s={:.6} cpu_s={:.6}",
+            self.ops,
+            self.wall.as_secs_f64(),
+            self.cpu.as_secs_f64()
+        )
+    }
+}
+
+/// User+sys CPU time of this process (all threads) so far.
+fn cpu_now() -> BoxResult<Duration> {
+    let usage = getrusage(UsageWho::RUSAGE_SELF)?;
+    let micros = |t: nix::sys::time::TimeVal| {
+        u64::try_from(t.tv_sec()).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec()).unwrap_or(0)
+    };
+    Ok(Duration::from_micros(
+        micros(usage.user_time()) + micros(usage.system_time()),
+    ))
+}
+
+/// Times `section`, returning its wall and CPU time.
+async fn timed<T>(
+    ops: usize,
+    section: impl Future<Output = BoxResult<T>>,
+) -> BoxResult<(T, Measured)> {
+    let cpu0 = cpu_now()?;
+    let t0 = Instant::now();
+    let out = section.await?;
+    let wall = t0.elapsed();
+    let cpu = cpu_now()?.saturating_sub(cpu0);
+    Ok((out, Measured { ops, wall, cpu }))
+}
+
+async fn connect(url: &str) -> BoxResult<ServiceClient> {
+    Ok(ServiceClient::builder()
+        .base_url(url)
+        .api_key(API_KEY)
+        .build()
+        .await?)
+}
+
+/// Deterministic token ids in the micro vocabulary, avoiding the specials 0..3
+/// (the Python side uses the same formula).
+fn tokens(len: usize, salt: usize) -> Vec<u32> {
+    (0..len)
+        .map(|i| u32::try_from((i * 7 + salt * 13) % 1000 + 3).unwrap_or(3))
+        .collect()
+}
+
+/// A next-token datum over `len + 1` tokens.
+fn datum(len: usize, salt: usize) -> BoxResult<Datum> {
+    let toks = tokens(len + 1, salt);
+    let targets: Vec<i64> = toks[1..].iter().map(|&t| i64::from(t)).collect();
+    let weights = vec![1.0_f32; targets.len()];
+    let inputs = CrossEntropyInputs::new(targets, weights)?.into_inputs()?;
+    Ok(Datum::new(ModelInput::from_tokens(&toks[..len]), inputs))
+}
+
+async fn training_client(service: &ServiceClient) -> BoxResult<TrainingClient> {
+    Ok(service
+        .create_lora_training_client(MODEL, LORA_RANK)
+        .await?)
+}
+
+async fn sample(url: &str, params: &Params) -> BoxResult<Measured> {
+    let n = params.get("n", 512);
+    let prompt = ModelInput::from_tokens(&tokens(params.get("prompt_len", 8), 1));
+    let service = connect(url).await?;
+    let sampler = service
+        .create_sampling_client(SamplingSource::BaseModel(MODEL.into()))
+        .await?;
+    let request = |i: usize| {
+        let mut p = SamplingParams::with_max_tokens(1);
+        p.seed = Some(i as u64);
+        sampler.sample(prompt.clone(), 1, p)
+    };
+    request(0).await?; // warm-up: session and connection set up
+    let (_, measured) = timed(n, async {
+        let futures: Vec<ApiFuture<SampleResponse>> = (0..n).map(request).collect();
+        for f in futures {
+            let resp = f.await?;
+            if resp.sequences.len() != 1 {
+                return Err("expected one sequence per sample".into());
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(measured)
+}
+
+async fn train(url: &str, params: &Params) -> BoxResult<Measured> {
+    let steps = params.get("steps", 200);
+    let data: Vec<Datum> = (0..params.get("batch", 4))
+        .map(|i| datum(params.get("seq_len", 16), i))
+        .collect::<BoxResult<_>>()?;
+    let service = connect(url).await?;
+    let tc = training_client(&service).await?;
+    let adam = AdamParams::with_learning_rate(1e-3);
+    let step = || {
+        (
+            tc.forward_backward(data.clone(), LossFn::CrossEntropy),
+            tc.optim_step(adam),
+        )
+    };
+    let (fb, op) = step(); // warm-up
+    fb.await?;
+    op.await?;
+    let (_, measured) = timed(steps, async {
+        let mut previous = None;
+        for _ in 0..steps {
+            let current = step();
+            if let Some((fb, op)) = previous.replace(current) {
+                fb.await?;
+                op.await?;
+            }
+        }
+        if let Some((fb, op)) = previous {
+            fb.await?;
+            op.await?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(measured)
+}
+
+async fn forward(url: &str, params: &Params) -> BoxResult<Measured> {
+    let requests = params.get("requests", 3);
+    let batch = params.get("batch", 256);
+    let data: Vec<Datum> = (0..batch)
+        .map(|i| datum(params.get("seq_len", 512), i))
+        .collect::<BoxResult<_>>()?;
+    let service = connect(url).await?;
+    let tc = training_client(&service).await?;
+    tc.forward(data[..1].to_vec(), LossFn::CrossEntropy).await?; // warm-up
+    // One owned copy per request, made before the timer (Python passes the same list).
+    let copies = vec![data; requests];
+    let (_, measured) = timed(requests, async {
+        for data in copies {
+            let out = tc.forward(data, LossFn::CrossEntropy).await?;
+            if out.loss_fn_outputs.len() != batch {
+                return Err("expected one output per datum".into());
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(measured)
+}
+
+async fn startup(url: &str) -> BoxResult<Measured> {
+    let (_, measured) = timed(1, async {
+        let service = connect(url).await?;
+        training_client(&service).await
+    })
+    .await?;
+    Ok(measured)
+}
