@@ -162,6 +162,26 @@ impl LocalServerHandle {
         state::lock(&self.state.cancel_requests).clone()
     }
 
+    /// Cancels a session as an operator would from the console: it ends with status
+    /// `cancelled` (found by a `cancelled` search filter), refuses new models and samplers,
+    /// and its heartbeats answer 410. Returns false if the session does not exist or has
+    /// already ended.
+    pub fn cancel_session(&self, session_id: &str, detail: Option<&str>) -> bool {
+        let status = tinker_types::SessionStatus::Cancelled(tinker_types::SessionCancelled {
+            detail: detail.map(str::to_owned),
+        });
+        let cancelled = self.state.end_session(session_id, status);
+        if cancelled {
+            self.state.audit(
+                "session_cancel",
+                None,
+                None,
+                serde_json::json!({ "session_id": session_id }),
+            );
+        }
+        cancelled
+    }
+
     /// Stops accepting connections, lets in-flight requests finish (long polls are released
     /// at once) and waits for the server task.
     pub async fn shutdown(mut self) {

@@ -24,24 +24,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// How a session ended.
-#[derive(Debug, Clone)]
-pub(crate) struct Finish {
-    pub(crate) reason: String,
-    pub(crate) detail: Option<String>,
-}
-
 /// A client session.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
     pub(crate) id: String,
     pub(crate) created_at: DateTime<Utc>,
-    pub(crate) tags: Vec<String>,
     pub(crate) user_metadata: BTreeMap<String, String>,
     pub(crate) project_id: Option<String>,
     pub(crate) display_name: Option<String>,
     pub(crate) owner: String,
-    pub(crate) finished: Option<Finish>,
+    /// How the session ended (`client_finished`, `cancelled` or `failed`); `None` while it
+    /// is active. The first end wins.
+    pub(crate) ended: Option<tinker_types::SessionStatus>,
     pub(crate) last_heartbeat: DateTime<Utc>,
     pub(crate) training_run_ids: Vec<String>,
     pub(crate) sampler_ids: Vec<String>,
@@ -205,6 +199,51 @@ impl AppState {
             out.push_str(&format!("{:016x}", h.finish()));
         }
         out
+    }
+
+    /// Ends `session_id` with `status` unless it already ended (the first end wins);
+    /// returns whether this call ended it.
+    pub(crate) fn end_session(
+        &self,
+        session_id: &str,
+        status: tinker_types::SessionStatus,
+    ) -> bool {
+        let mut sessions = lock(&self.sessions);
+        match sessions.get_mut(session_id) {
+            Some(s) if s.ended.is_none() => {
+                s.ended = Some(status);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Marks the session of a request that failed on the server's side as `failed` (reason
+    /// `request`, category `internal`); failures the request caused do not fail the session.
+    pub(crate) fn fail_session_by_request(
+        &self,
+        session_id: &str,
+        request_id: &str,
+        request_type: &str,
+        message: &str,
+    ) {
+        let status = tinker_types::SessionStatus::Failed(tinker_types::SessionFailed {
+            category: tinker_types::SessionFailureCategory::Internal,
+            reason: tinker_types::SessionFailedReason::Request(tinker_types::FailedRequestReason {
+                request_id: request_id.to_owned(),
+                request_type: request_type.to_owned(),
+            }),
+            message: message.to_owned(),
+        });
+        if self.end_session(session_id, status) {
+            tracing::warn!(session = %session_id, %request_id, "session failed: {message}");
+            self.audit(
+                "session_fail",
+                None,
+                None,
+                serde_json::json!({ "session_id": session_id, "request_id": request_id }),
+            );
+        }
     }
 
     /// Appends an audit entry.

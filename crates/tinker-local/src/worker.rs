@@ -55,6 +55,22 @@ pub(crate) enum TrainOp {
 }
 
 impl TrainOp {
+    /// The SDK's name of the request type (`X-Tinker-Request-Type`), for session failures.
+    fn request_type(&self) -> &'static str {
+        match self {
+            Self::ForwardBackward {
+                forward_only: true, ..
+            } => "Forward",
+            Self::ForwardBackward { .. } => "ForwardBackward",
+            Self::OptimStep(_) => "OptimStep",
+            Self::SaveWeights { .. } => "SaveWeights",
+            Self::SaveForSampler { .. } => "SaveWeightsForSampler",
+            Self::SaveExternal { .. } => "SaveWeightsExternal",
+            Self::LoadWeights { .. } => "LoadWeights",
+            Self::Reject(_) => "Rejected",
+        }
+    }
+
     /// The future kind clients poll with (`Accept: application/x-protobuf` for fwd/bwd).
     fn name(&self) -> &'static str {
         match self {
@@ -254,6 +270,7 @@ fn run(
         state.record_execution(&model_id, job.seq_id);
         let started = std::time::Instant::now();
         let op_name = job.op.name();
+        let request_type = job.op.request_type();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             execute(&state, &model_id, &mut model, job.op)
         }))
@@ -264,6 +281,19 @@ fn run(
             run.last_request_time = Utc::now();
             Ok(())
         });
+        if let Outcome::Failed {
+            error,
+            category: "server",
+        } = &outcome
+            && let Some(run) = state.store.run(&model_id)
+        {
+            state.fail_session_by_request(
+                &run.session_id,
+                job.done.request_id(),
+                request_type,
+                error,
+            );
+        }
         job.done.complete(outcome);
     }
 }

@@ -56,7 +56,7 @@ async fn malformed_requests_get_clear_errors() {
         "/api/v1/create_session",
         json_ct,
         b"[1,2]",
-        422,
+        400,
     )
     .await;
     expect(
@@ -65,7 +65,7 @@ async fn malformed_requests_get_clear_errors() {
         "/api/v1/create_model",
         json_ct,
         b"{}",
-        422,
+        400,
     )
     .await;
     expect(

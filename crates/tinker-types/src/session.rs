@@ -16,6 +16,7 @@ type_last_struct! {
         #[serde(default)]
         pub user_metadata: Map<String, Value>,
         /// SDK version string.
+        #[serde(default)]
         pub sdk_version: String,
         /// Project to create the session in.
         #[serde(default, skip_serializing_if = "crate::json::is_none")]

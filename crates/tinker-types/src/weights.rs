@@ -192,6 +192,7 @@ type_last_struct! {
         /// `tinker://` checkpoint to load.
         pub path: String,
         /// Restore optimizer state too.
+        #[serde(default)]
         pub optimizer: bool,
         /// Optimizer of a weights-only load.
         #[serde(default, skip_serializing_if = "crate::json::is_none")]

@@ -25,7 +25,8 @@ use crate::state::AppState;
 
 type AppStateRef = State<Arc<AppState>>;
 
-/// An error answer: a status and `{"detail": ...}`.
+/// An error answer: a status and `{"detail": ...}`; a 400 (the request itself is wrong)
+/// also says `"category": "user"`.
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
@@ -57,8 +58,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response =
-            (self.status, axum::Json(json!({ "detail": self.detail }))).into_response();
+        let body = if self.status == StatusCode::BAD_REQUEST {
+            json!({ "detail": self.detail, "category": "user" })
+        } else {
+            json!({ "detail": self.detail })
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
         if self.www_authenticate {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -71,21 +76,45 @@ impl IntoResponse for ApiError {
 
 pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
 
-/// Parses a JSON body: 400 for invalid JSON, 422 for JSON of the wrong shape.
+/// Parses a JSON body into a `tinker-types` request: 400 (category user) for invalid JSON
+/// or JSON of the wrong shape, naming the offending field's path.
 pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    serde_json::from_value(value).map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("invalid request body: {e}"),
-        )
-    })
+    tinker_types::json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
+}
+
+/// String metadata from a request's free-form JSON metadata: strings as they are, other
+/// values as their JSON text (sessions, runs and checkpoints keep string metadata).
+pub(crate) fn string_map(
+    map: serde_json::Map<String, serde_json::Value>,
+) -> std::collections::BTreeMap<String, String> {
+    map.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
 }
 
 /// A JSON 200 answer.
 pub(crate) fn ok(value: serde_json::Value) -> ApiResult {
     Ok(axum::Json(value).into_response())
+}
+
+/// A JSON 200 answer built from a `tinker-types` response type.
+pub(crate) fn reply<T: serde::Serialize>(value: &T) -> ApiResult {
+    let body = tinker_types::json::to_vec(value)
+        .map_err(|e| ApiError::internal(format!("encoding the answer: {e}")))?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// Builds the router with all routes and middleware.

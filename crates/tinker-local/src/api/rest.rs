@@ -1,66 +1,75 @@
 //! The REST catalogue: training runs, checkpoints, sessions, weights info, copies, exports,
 //! billing and audit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
-use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::training::resolve_checkpoint;
-use super::{ApiError, ApiResult, AppStateRef, ok, parse};
+use tinker_types::{
+    AuditLogEntry, AuditLogResponse, BillingEventInfo, BillingUsageEvent, BillingUsageResponse,
+    BillingUsageSession, Checkpoint, CheckpointBillingEvent, CheckpointType,
+    CheckpointsListResponse, CopyWeightsRequest, CopyWeightsResponse,
+    CurrentCheckpointStorageUsageItem, CurrentCheckpointStorageUsageResponse, Cursor,
+    ExternalWeightsUrlsResponse, GetSessionResponse, ListSessionsResponse,
+    SamplingPrefillBillingEvent, SamplingSampleBillingEvent, SearchOwner, SessionActive,
+    SessionFinishReason, SessionSearchCursor, SessionSearchRequest, SessionSearchResponse,
+    SessionStatus, SessionStatusQuery, SessionSummary, SetCheckpointTtlRequest,
+    SetSessionProjectRequest, StorageBillingEvent, TraceExportResponse, TraceExportStatus,
+    TrainingBillingEvent, TrainingRun, TrainingRunsResponse, WeightsInfoRequest,
+    WeightsInfoResponse,
+};
+
+use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::Caller;
 use crate::persist::{CheckpointRecord, RunRecord, copy_dir, dir_size, list_files, valid_name};
 use crate::state::{AppState, Session, lock};
 
 /// Longest TTL accepted (10 years).
-const MAX_TTL: i64 = 10 * 365 * 24 * 3600;
+const MAX_TTL: u64 = 10 * 365 * 24 * 3600;
 /// Shortest TTL accepted (1 hour).
-const MIN_TTL: i64 = 3600;
+const MIN_TTL: u64 = 3600;
 
-/// RFC 3339 with microseconds and `Z`.
-pub(crate) fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+fn checkpoint_of(run_id: &str, c: &CheckpointRecord) -> Checkpoint {
+    Checkpoint {
+        checkpoint_id: c.checkpoint_id.clone(),
+        checkpoint_type: CheckpointType::from_wire(c.checkpoint_type()),
+        time: c.time,
+        tinker_path: format!("tinker://{run_id}/{}", c.checkpoint_id),
+        size_bytes: Some(c.size_bytes),
+        public: c.public,
+        user_metadata: c.user_metadata.clone(),
+        expires_at: c.expires_at,
+    }
 }
 
-fn checkpoint_json(run_id: &str, c: &CheckpointRecord) -> Value {
-    json!({
-        "checkpoint_id": c.checkpoint_id,
-        "checkpoint_type": c.checkpoint_type(),
-        "time": ts(&c.time),
-        "tinker_path": format!("tinker://{run_id}/{}", c.checkpoint_id),
-        "size_bytes": c.size_bytes,
-        "public": c.public,
-        "user_metadata": c.user_metadata,
-        "expires_at": c.expires_at.as_ref().map(ts),
-    })
-}
-
-fn run_json(run: &RunRecord) -> Value {
+fn training_run_of(run: &RunRecord) -> TrainingRun {
     let latest = |kind: &str| {
         run.checkpoints
             .iter()
             .filter(|c| c.checkpoint_type() == kind)
             .max_by_key(|c| c.time)
-            .map(|c| checkpoint_json(&run.training_run_id, c))
+            .map(|c| checkpoint_of(&run.training_run_id, c))
     };
-    json!({
-        "training_run_id": run.training_run_id,
-        "base_model": run.base_model,
-        "model_owner": run.model_owner,
-        "is_lora": true,
-        "corrupted": run.corrupted,
-        "lora_rank": run.lora.rank,
-        "last_request_time": ts(&run.last_request_time),
-        "last_checkpoint": latest("training"),
-        "last_sampler_checkpoint": latest("sampler"),
-        "user_metadata": run.user_metadata,
-    })
+    TrainingRun {
+        training_run_id: run.training_run_id.clone(),
+        base_model: run.base_model.clone(),
+        model_owner: run.model_owner.clone(),
+        is_lora: true,
+        corrupted: run.corrupted,
+        lora_rank: u32::try_from(run.lora.rank).ok(),
+        last_request_time: run.last_request_time,
+        last_checkpoint: latest("training"),
+        last_sampler_checkpoint: latest("sampler"),
+        user_metadata: run.user_metadata.clone(),
+    }
 }
 
 fn visible(run: &RunRecord, caller: &Caller, scope: Option<&str>) -> bool {
@@ -80,7 +89,7 @@ pub(crate) struct Page {
     project_id: Option<String>,
 }
 
-fn paginate<T: Clone>(items: &[T], page: &Page, default_limit: usize) -> (Vec<T>, Value) {
+fn paginate<T: Clone>(items: &[T], page: &Page, default_limit: usize) -> (Vec<T>, Cursor) {
     let offset = page.offset.unwrap_or(0);
     let limit = match page.limit {
         None => default_limit,
@@ -88,7 +97,11 @@ fn paginate<T: Clone>(items: &[T], page: &Page, default_limit: usize) -> (Vec<T>
         Some(l) => l,
     };
     let slice: Vec<T> = items.iter().skip(offset).take(limit).cloned().collect();
-    let cursor = json!({ "offset": offset, "limit": limit, "total_count": items.len() });
+    let cursor = Cursor {
+        offset: offset as u64,
+        limit: limit as u64,
+        total_count: items.len() as u64,
+    };
     (slice, cursor)
 }
 
@@ -120,8 +133,10 @@ pub(crate) async fn list_runs(
         .collect();
     runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     let (slice, cursor) = paginate(&runs, &page, 20);
-    let runs: Vec<Value> = slice.iter().map(run_json).collect();
-    ok(json!({ "training_runs": runs, "cursor": cursor }))
+    reply(&TrainingRunsResponse {
+        training_runs: slice.iter().map(training_run_of).collect(),
+        cursor,
+    })
 }
 
 fn visible_run(
@@ -156,10 +171,10 @@ pub(crate) async fn get_run(
 ) -> ApiResult {
     check_scope(&page)?;
     let run = visible_run(&state, &caller, &run_id, page.access_scope.as_deref())?;
-    ok(run_json(&run))
+    reply(&training_run_of(&run))
 }
 
-fn sorted_checkpoints(run: &RunRecord, caller: &Caller) -> Vec<Value> {
+fn sorted_checkpoints(run: &RunRecord, caller: &Caller) -> Vec<Checkpoint> {
     let mut list: Vec<&CheckpointRecord> = run
         .checkpoints
         .iter()
@@ -167,7 +182,7 @@ fn sorted_checkpoints(run: &RunRecord, caller: &Caller) -> Vec<Value> {
         .collect();
     list.sort_by_key(|c| std::cmp::Reverse(c.time));
     list.iter()
-        .map(|c| checkpoint_json(&run.training_run_id, c))
+        .map(|c| checkpoint_of(&run.training_run_id, c))
         .collect()
 }
 
@@ -177,7 +192,10 @@ pub(crate) async fn run_checkpoints(
     Path(run_id): Path<String>,
 ) -> ApiResult {
     let run = visible_run(&state, &caller, &run_id, None)?;
-    ok(json!({ "checkpoints": sorted_checkpoints(&run, &caller), "cursor": null }))
+    reply(&CheckpointsListResponse {
+        checkpoints: sorted_checkpoints(&run, &caller),
+        cursor: None,
+    })
 }
 
 pub(crate) async fn list_checkpoints(
@@ -185,7 +203,7 @@ pub(crate) async fn list_checkpoints(
     Extension(caller): Extension<Caller>,
     Query(page): Query<Page>,
 ) -> ApiResult {
-    let mut all: Vec<(DateTime<Utc>, Value)> = state
+    let mut all: Vec<(DateTime<Utc>, Checkpoint)> = state
         .store
         .runs()
         .iter()
@@ -193,14 +211,17 @@ pub(crate) async fn list_checkpoints(
         .flat_map(|r| {
             r.checkpoints
                 .iter()
-                .map(|c| (c.time, checkpoint_json(&r.training_run_id, c)))
+                .map(|c| (c.time, checkpoint_of(&r.training_run_id, c)))
                 .collect::<Vec<_>>()
         })
         .collect();
     all.sort_by_key(|c| std::cmp::Reverse(c.0));
-    let values: Vec<Value> = all.into_iter().map(|(_, v)| v).collect();
+    let values: Vec<Checkpoint> = all.into_iter().map(|(_, v)| v).collect();
     let (slice, cursor) = paginate(&values, &page, 100);
-    ok(json!({ "checkpoints": slice, "cursor": cursor }))
+    reply(&CheckpointsListResponse {
+        checkpoints: slice,
+        cursor: Some(cursor),
+    })
 }
 
 fn checkpoint_id(kind: &str, name: &str) -> ApiResult<String> {
@@ -306,22 +327,17 @@ pub(crate) async fn unpublish(
     set_public(&state, &caller, ids, false).await
 }
 
-#[derive(Deserialize)]
-struct SetTtl {
-    ttl_seconds: Option<i64>,
-}
-
 pub(crate) async fn set_ttl(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
     Path((run_id, kind, name)): Path<(String, String, String)>,
     body: Bytes,
 ) -> ApiResult {
-    let req: SetTtl = parse(&body)?;
+    let req: SetCheckpointTtlRequest = parse(&body)?;
     let expires_at = match req.ttl_seconds {
         None => None,
         Some(t) if (MIN_TTL..=MAX_TTL).contains(&t) => {
-            Some(Utc::now() + chrono::Duration::seconds(t))
+            Some(Utc::now() + chrono::Duration::seconds(t as i64))
         }
         Some(t) => {
             return Err(ApiError::bad_request(format!(
@@ -398,7 +414,7 @@ pub(crate) async fn external_weights_urls(
         ));
     }
     let path = format!("tinker://{run_id}/{kind}/{name}");
-    let (_, _, dir) = resolve_checkpoint(&state, &caller, &path)?;
+    let (_, _, dir) = resolve_checkpoint(&state, &caller, &path, None)?;
     let base = base_url(&state, &headers);
     let mut urls = BTreeMap::new();
     let mut expires = Utc::now();
@@ -408,7 +424,7 @@ pub(crate) async fn external_weights_urls(
         expires = exp;
         urls.insert(file, format!("{base}/files/{resource}?{query}"));
     }
-    ok(json!({ "urls": urls, "expires": ts(&expires) }))
+    reply(&ExternalWeightsUrlsResponse { urls, expires })
 }
 
 pub(crate) async fn download_file(
@@ -437,40 +453,23 @@ pub(crate) async fn download_file(
         .into_response())
 }
 
-#[derive(Deserialize)]
-struct TinkerPath {
-    tinker_path: String,
-}
-
 pub(crate) async fn weights_info(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: TinkerPath = parse(&body)?;
-    let (run, _, _) = resolve_checkpoint(&state, &caller, &req.tinker_path)?;
-    ok(json!({
-        "base_model": run.base_model,
-        "optimizer_config": run.optimizer_config,
-        "is_lora": true,
-        "lora_rank": run.lora.rank,
-        "train_unembed": run.lora.train_unembed,
-        "train_mlp": run.lora.train_mlp,
-        "train_attn": run.lora.train_attn,
-    }))
-}
-
-#[derive(Deserialize)]
-struct CopyWeights {
-    #[serde(default)]
-    session_id: Option<String>,
-    #[serde(default)]
-    model_seq_id: Option<i64>,
-    #[serde(default)]
-    destination_project_id: Option<String>,
-    source_path: String,
-    #[serde(default)]
-    ttl_seconds: Option<i64>,
+    let req: WeightsInfoRequest = parse(&body)?;
+    let (run, _, _) = resolve_checkpoint(&state, &caller, &req.tinker_path, None)?;
+    reply(&WeightsInfoResponse {
+        base_model: run.base_model.clone(),
+        optimizer_config: tinker_types::json::from_value(run.optimizer_config.clone())
+            .unwrap_or_default(),
+        is_lora: true,
+        lora_rank: u32::try_from(run.lora.rank).ok(),
+        train_unembed: Some(run.lora.train_unembed),
+        train_mlp: Some(run.lora.train_mlp),
+        train_attn: Some(run.lora.train_attn),
+    })
 }
 
 pub(crate) async fn copy_weights(
@@ -479,7 +478,7 @@ pub(crate) async fn copy_weights(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
-    let req: CopyWeights = parse(&body)?;
+    let req: CopyWeightsRequest = parse(&body)?;
     let idempotency = headers
         .get("x-idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -489,7 +488,17 @@ pub(crate) async fn copy_weights(
     {
         return ok(previous.clone());
     }
-    let (source, record, dir) = resolve_checkpoint(&state, &caller, &req.source_path)?;
+    // The header is how the SDK sends the token; a token in the body is accepted too.
+    let header_token = headers
+        .get("x-tinker-weights-access-token")
+        .map(|v| {
+            v.to_str().map_err(|_| {
+                ApiError::bad_request("X-Tinker-Weights-Access-Token is not valid text")
+            })
+        })
+        .transpose()?;
+    let token = header_token.or(req.weights_access_token.as_ref().map(|t| t.expose()));
+    let (source, record, dir) = resolve_checkpoint(&state, &caller, &req.source_path, token)?;
     if let Some(t) = req.ttl_seconds
         && !(MIN_TTL..=MAX_TTL).contains(&t)
     {
@@ -536,7 +545,9 @@ pub(crate) async fn copy_weights(
         size_bytes: dir_size(&staged),
         public: false,
         user_metadata: record.user_metadata.clone(),
-        expires_at: req.ttl_seconds.map(|t| now + chrono::Duration::seconds(t)),
+        expires_at: req
+            .ttl_seconds
+            .map(|t| now + chrono::Duration::seconds(t as i64)),
         has_optimizer: record.has_optimizer,
     };
     state
@@ -550,7 +561,8 @@ pub(crate) async fn copy_weights(
         Some(&path),
         json!({ "source_path": req.source_path }),
     );
-    let response = json!({ "tinker_path": path });
+    let response = tinker_types::json::to_value(&CopyWeightsResponse { tinker_path: path })
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     if let Some(key) = idempotency {
         lock(&state.creations).insert(key, response.clone());
     }
@@ -578,7 +590,7 @@ pub(crate) async fn list_sessions(
         .map(|s| s.id)
         .collect();
     let (slice, _) = paginate(&ids, &page, 20);
-    ok(json!({ "sessions": slice }))
+    reply(&ListSessionsResponse { sessions: slice })
 }
 
 fn own_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
@@ -595,18 +607,12 @@ pub(crate) async fn get_session(
     Path(session_id): Path<String>,
 ) -> ApiResult {
     let s = own_session(&state, &caller, &session_id)?;
-    ok(json!({
-        "training_run_ids": s.training_run_ids,
-        "sampler_ids": s.sampler_ids,
-        "user_metadata": s.user_metadata,
-        "display_name": s.display_name,
-        "tags": s.tags,
-    }))
-}
-
-#[derive(Deserialize)]
-struct SetProject {
-    project_id: String,
+    reply(&GetSessionResponse {
+        training_run_ids: s.training_run_ids,
+        sampler_ids: s.sampler_ids,
+        user_metadata: Some(s.user_metadata),
+        display_name: s.display_name,
+    })
 }
 
 pub(crate) async fn set_project(
@@ -615,7 +621,7 @@ pub(crate) async fn set_project(
     Path(session_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let req: SetProject = parse(&body)?;
+    let req: SetSessionProjectRequest = parse(&body)?;
     if req.project_id.is_empty() {
         return Err(ApiError::bad_request("project_id must not be empty"));
     }
@@ -632,15 +638,10 @@ pub(crate) async fn set_project(
     ok(json!({}))
 }
 
-fn session_status(s: &Session) -> Value {
-    match &s.finished {
-        None => json!({ "type": "active" }),
-        Some(f) => json!({
-            "type": "client_finished",
-            "reason": { "type": f.reason },
-            "detail": f.detail,
-        }),
-    }
+fn session_status(s: &Session) -> SessionStatus {
+    s.ended
+        .clone()
+        .unwrap_or(SessionStatus::Active(SessionActive {}))
 }
 
 fn session_storage(state: &AppState, s: &Session) -> (usize, u64) {
@@ -651,59 +652,77 @@ fn session_storage(state: &AppState, s: &Session) -> (usize, u64) {
         .fold((0, 0), |(n, b), c| (n + 1, b + c.size_bytes))
 }
 
-#[derive(Deserialize)]
-struct StatusQuery {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    reasons: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-struct SearchCursor {
-    last_created_at: DateTime<Utc>,
-    last_session_id: String,
-}
-
-#[derive(Deserialize)]
-struct SearchOwner {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct SessionSearch {
-    #[serde(default)]
-    session_id: Option<String>,
-    #[serde(default)]
-    project_ids: Option<Vec<String>>,
-    #[serde(default)]
-    user_metadata: BTreeMap<String, String>,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    owner: Option<SearchOwner>,
-    #[serde(default)]
-    statuses: Option<Vec<StatusQuery>>,
-    #[serde(default = "default_search_limit")]
-    limit: usize,
-    #[serde(default)]
-    cursor: Option<SearchCursor>,
-}
-
 /// The project reported for a session created without one.
 const DEFAULT_PROJECT_ID: &str = "default";
 
-fn default_search_limit() -> usize {
-    50
-}
-
-fn status_matches(s: &Session, q: &StatusQuery) -> bool {
-    match (&s.finished, q.kind.as_str()) {
-        (None, "active") => true,
-        (Some(f), "client_finished") => q.reasons.as_ref().is_none_or(|r| r.contains(&f.reason)),
+/// Whether session `s` has a status the query asks for. `cancelled` and `failed` are
+/// server-side ends (an operator's cancel; a request that failed on the server), distinct
+/// from how the client finished (`client_finished` with reasons success, errored or
+/// interrupted).
+fn status_matches(s: &Session, q: &SessionStatusQuery) -> bool {
+    match (&s.ended, q) {
+        (None, SessionStatusQuery::Active) => true,
+        (Some(SessionStatus::Cancelled(_)), SessionStatusQuery::Cancelled) => true,
+        (Some(SessionStatus::Failed(_)), SessionStatusQuery::Failed) => true,
+        (
+            Some(SessionStatus::ClientFinished(f)),
+            SessionStatusQuery::ClientFinished { reasons },
+        ) => reasons.as_ref().is_none_or(|r| r.contains(&f.reason.kind)),
         _ => false,
     }
+}
+
+/// Checks what pydantic would refuse in the SDK's own request model.
+fn check_search(req: &SessionSearchRequest) -> ApiResult<()> {
+    if !(1..=200).contains(&req.limit) {
+        return Err(ApiError::bad_request("limit: must be in 1..=200"));
+    }
+    if req.display_name.as_deref() == Some("") {
+        return Err(ApiError::bad_request("display_name: must not be empty"));
+    }
+    if req.statuses.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::bad_request("statuses: give at least one status"));
+    }
+    for q in req.statuses.iter().flatten() {
+        if let SessionStatusQuery::ClientFinished { reasons: Some(r) } = q {
+            if r.is_empty() {
+                return Err(ApiError::bad_request(
+                    "statuses.reasons: give at least one reason",
+                ));
+            }
+            if let Some(bad) = r
+                .iter()
+                .find(|x| matches!(x, SessionFinishReason::Unknown(_)))
+            {
+                return Err(ApiError::bad_request(format!(
+                    "statuses.reasons: unknown finish reason `{bad}`"
+                )));
+            }
+        }
+    }
+    match &req.owner {
+        SearchOwner::User { owner_urns } if !(1..=10).contains(&owner_urns.len()) => Err(
+            ApiError::bad_request("owner.owner_urns: give 1 to 10 user URNs"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The sessions a search may return, newest first. Every caller of a tinker-local server
+/// is in the same organization, so `accessible` covers every session and a search by
+/// `user` returns the listed owners' sessions.
+fn searchable_sessions(state: &AppState, caller: &Caller, owner: &SearchOwner) -> Vec<Session> {
+    let mut sessions: Vec<Session> = lock(&state.sessions)
+        .values()
+        .filter(|s| match owner {
+            SearchOwner::User { owner_urns } => owner_urns.contains(&s.owner),
+            SearchOwner::Accessible => true,
+            _ => s.owner == caller.owner,
+        })
+        .cloned()
+        .collect();
+    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    sessions
 }
 
 pub(crate) async fn search_sessions(
@@ -711,18 +730,8 @@ pub(crate) async fn search_sessions(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: SessionSearch = parse(&body)?;
-    if !(1..=200).contains(&req.limit) {
-        return Err(ApiError::bad_request("limit must be in 1..=200"));
-    }
-    if let Some(owner) = &req.owner
-        && !matches!(owner.kind.as_str(), "own" | "accessible" | "user")
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown owner type `{}`",
-            owner.kind
-        )));
-    }
+    let req: SessionSearchRequest = parse(&body)?;
+    check_search(&req)?;
     let words: Vec<String> = req
         .display_name
         .as_deref()
@@ -730,7 +739,7 @@ pub(crate) async fn search_sessions(
         .split_whitespace()
         .map(str::to_lowercase)
         .collect();
-    let mut matched: Vec<Session> = own_sessions(&state, &caller)
+    let mut matched: Vec<Session> = searchable_sessions(&state, &caller, &req.owner)
         .into_iter()
         .filter(|s| {
             let by_id = req.session_id.as_ref().is_some_and(|id| *id == s.id);
@@ -741,10 +750,11 @@ pub(crate) async fn search_sessions(
                 });
             let identity = (req.session_id.is_none() && words.is_empty()) || by_id || by_name;
             identity
-                && req
-                    .project_ids
-                    .as_ref()
-                    .is_none_or(|p| s.project_id.as_ref().is_some_and(|id| p.contains(id)))
+                && req.project_ids.as_ref().is_none_or(|p| {
+                    p.iter().any(|id| {
+                        s.project_id.as_deref().unwrap_or(DEFAULT_PROJECT_ID) == id.as_str()
+                    })
+                })
                 && req
                     .user_metadata
                     .iter()
@@ -760,35 +770,43 @@ pub(crate) async fn search_sessions(
             (s.created_at, s.id.as_str()) < (c.last_created_at, c.last_session_id.as_str())
         });
     }
-    let more = matched.len() > req.limit;
-    matched.truncate(req.limit);
+    let limit = req.limit as usize;
+    let more = matched.len() > limit;
+    matched.truncate(limit);
     let next_cursor = if more {
-        matched
-            .last()
-            .map(|s| json!({ "last_created_at": ts(&s.created_at), "last_session_id": s.id }))
+        matched.last().map(|s| SessionSearchCursor {
+            last_created_at: s.created_at,
+            last_session_id: s.id.clone(),
+        })
     } else {
         None
     };
-    let sessions: Vec<Value> = matched
+    let sessions = matched
         .iter()
         .map(|s| {
             let (count, bytes) = session_storage(&state, s);
-            json!({
-                "session_id": s.id,
-                "created_at": ts(&s.created_at),
-                "owner": s.owner,
+            SessionSummary {
+                session_id: s.id.clone(),
+                created_at: s.created_at,
+                owner: s.owner.clone(),
                 // SessionSummary.project_id is required (SDK 0.38): the service puts every
                 // session in a project; a session created without one is in the default.
-                "project_id": s.project_id.as_deref().unwrap_or(DEFAULT_PROJECT_ID),
-                "status": session_status(s),
-                "checkpoints_count": count,
-                "display_name": s.display_name,
-                "user_metadata": s.user_metadata,
-                "checkpoint_storage_bytes": bytes,
-            })
+                project_id: s
+                    .project_id
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_PROJECT_ID.to_owned()),
+                status: Some(session_status(s)),
+                checkpoints_count: count as u64,
+                display_name: s.display_name.clone(),
+                user_metadata: Some(s.user_metadata.clone()),
+                checkpoint_storage_bytes: Some(bytes),
+            }
         })
         .collect();
-    ok(json!({ "sessions": sessions, "next_cursor": next_cursor }))
+    reply(&SessionSearchResponse {
+        sessions,
+        next_cursor,
+    })
 }
 
 pub(crate) async fn trace_export(
@@ -801,7 +819,11 @@ pub(crate) async fn trace_export(
     let resource = format!("trace:{session_id}");
     let (query, _) = signed_query(&state, &resource);
     let url = format!("{}/traces/{session_id}?{query}", base_url(&state, &headers));
-    ok(json!({ "status": "ready", "url": url }))
+    reply(&TraceExportResponse {
+        status: TraceExportStatus::Ready,
+        url: Some(url),
+        error: None,
+    })
 }
 
 /// A Chrome/Perfetto JSON trace of the session's accounted work.
@@ -847,6 +869,52 @@ fn hour_start(t: &DateTime<Utc>) -> DateTime<Utc> {
         .unwrap_or(*t)
 }
 
+/// The display name of an owner URN (`tml:user:local-…` → `local-…`).
+pub(crate) fn user_name(owner: &str) -> String {
+    owner.strip_prefix("tml:user:").unwrap_or(owner).to_owned()
+}
+
+/// The (undeliverable) e-mail address tinker-local reports for an owner.
+pub(crate) fn user_email(owner: &str) -> String {
+    format!("{}@tinker-local.invalid", owner.replace(':', "-"))
+}
+
+/// Gigabyte-hours each of the caller's checkpoints held in each hour bucket of
+/// `[start, end)`, keyed by `(bucket, session, base model)`. A checkpoint counts from its
+/// creation until it expires (or until now); deleted checkpoints leave the store and with
+/// them their past storage (tinker-local keeps no deletion history).
+fn storage_buckets(
+    state: &AppState,
+    owner: &str,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> BTreeMap<(DateTime<Utc>, String, String), f64> {
+    let now = Utc::now();
+    let end = end.min(now);
+    let mut buckets = BTreeMap::new();
+    for run in state.store.runs() {
+        if run.model_owner != owner {
+            continue;
+        }
+        for c in &run.checkpoints {
+            let (from, to) = (c.time, c.expires_at.unwrap_or(now).min(now));
+            let mut bucket = hour_start(&from.max(start));
+            while bucket < end && bucket < to {
+                let next = bucket + chrono::Duration::hours(1);
+                let overlap = to.min(next) - from.max(bucket);
+                let hours = overlap.num_milliseconds().max(0) as f64 / 3_600_000.0;
+                if hours > 0.0 {
+                    *buckets
+                        .entry((bucket, run.session_id.clone(), run.base_model.clone()))
+                        .or_insert(0.0) += hours * c.size_bytes as f64 / 1e9;
+                }
+                bucket = next;
+            }
+        }
+    }
+    buckets
+}
+
 pub(crate) async fn billing_events(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
@@ -854,18 +922,18 @@ pub(crate) async fn billing_events(
 ) -> ApiResult {
     if !hour_aligned(&q.starting_on) || !hour_aligned(&q.ending_before) {
         return Err(ApiError::bad_request(
-            "bounds must be aligned to the hour (UTC)",
+            "starting_on, ending_before: bounds must be aligned to the hour (UTC)",
         ));
     }
     if q.ending_before <= q.starting_on
         || q.ending_before - q.starting_on > chrono::Duration::days(14)
     {
         return Err(ApiError::bad_request(
-            "ending_before must be after starting_on and at most 14 days later",
+            "ending_before: must be after starting_on and at most 14 days later",
         ));
     }
     if q.starting_on > Utc::now() {
-        return Err(ApiError::bad_request("starting_on is in the future"));
+        return Err(ApiError::bad_request("starting_on: is in the future"));
     }
     let sessions = lock(&state.sessions).clone();
     let mut buckets: BTreeMap<(DateTime<Utc>, String, String, String), u64> = BTreeMap::new();
@@ -879,36 +947,71 @@ pub(crate) async fn billing_events(
                 .or_default() += u.count;
         }
     }
-    let mut session_meta: HashMap<String, Value> = HashMap::new();
-    let data: Vec<Value> = buckets
+    let event = |start: DateTime<Utc>, session_id: String, base_model: String, info| {
+        let session = sessions.get(&session_id);
+        BillingUsageEvent {
+            bucket_start: start,
+            bucket_end: start + chrono::Duration::hours(1),
+            base_model: Some(base_model),
+            user_id: Some(caller.owner.clone()),
+            user_name: Some(user_name(&caller.owner)),
+            project_id: session.and_then(|s| s.project_id.clone()),
+            session_id: (!session_id.is_empty()).then_some(session_id),
+            estimated_cost_usd: Some(0.0),
+            effective_rate_usd_per_million_tokens: Some(0.0),
+            effective_rate_usd_per_gigabyte_month: None,
+            event_info: info,
+        }
+    };
+    let mut data: Vec<BillingUsageEvent> = buckets
         .into_iter()
         .map(|((start, session_id, base_model, kind), count)| {
-            let session = sessions.get(&session_id);
-            session_meta.insert(
-                session_id.clone(),
-                json!({ "user_metadata": session.map(|s| &s.user_metadata) }),
-            );
-            let event_info = match kind.as_str() {
+            let info = match kind.as_str() {
                 "sampling_prefill" => {
-                    json!({ "type": "sampling_prefill", "cached": false, "token_count": count })
+                    BillingEventInfo::SamplingPrefill(SamplingPrefillBillingEvent {
+                        cached: false,
+                        token_count: count,
+                    })
                 }
-                "checkpoint" => json!({ "type": "checkpoint", "count": count }),
-                other => json!({ "type": other, "token_count": count }),
+                "sampling_sample" => BillingEventInfo::SamplingSample(SamplingSampleBillingEvent {
+                    token_count: count,
+                }),
+                "checkpoint" => BillingEventInfo::Checkpoint(CheckpointBillingEvent { count }),
+                _ => BillingEventInfo::Training(TrainingBillingEvent { token_count: count }),
             };
-            json!({
-                "bucket_start": ts(&start),
-                "bucket_end": ts(&(start + chrono::Duration::hours(1))),
-                "base_model": base_model,
-                "user_id": caller.owner,
-                "session_id": session_id,
-                "project_id": session.and_then(|s| s.project_id.clone()),
-                "estimated_cost_usd": 0.0,
-                "effective_rate_usd_per_million_tokens": 0.0,
-                "event_info": event_info,
-            })
+            event(start, session_id, base_model, info)
         })
         .collect();
-    ok(json!({ "data": data, "sessions": session_meta, "cost_data_through": ts(&Utc::now()) }))
+    for ((start, session_id, base_model), gigabyte_hours) in
+        storage_buckets(&state, &caller.owner, q.starting_on, q.ending_before)
+    {
+        let mut e = event(
+            start,
+            session_id,
+            base_model,
+            BillingEventInfo::Storage(StorageBillingEvent {
+                free: false,
+                gigabyte_hours,
+            }),
+        );
+        e.effective_rate_usd_per_million_tokens = None;
+        e.effective_rate_usd_per_gigabyte_month = Some(0.0);
+        data.push(e);
+    }
+    data.sort_by_key(|e| e.bucket_start);
+    let session_meta = data
+        .iter()
+        .filter_map(|e| e.session_id.clone())
+        .map(|id| {
+            let user_metadata = sessions.get(&id).map(|s| s.user_metadata.clone());
+            (id, BillingUsageSession { user_metadata })
+        })
+        .collect();
+    reply(&BillingUsageResponse {
+        data,
+        sessions: session_meta,
+        cost_data_through: Some(Utc::now()),
+    })
 }
 
 #[derive(Deserialize)]
@@ -937,20 +1040,25 @@ pub(crate) async fn billing_storage(
             entry.1 += c.size_bytes;
         }
     }
-    let data: Vec<Value> = by_project
+    let data = by_project
         .into_iter()
-        .map(|(project_id, (count, bytes))| {
-            json!({
-                "project_id": project_id,
-                "org_user_urn": caller.owner,
-                "checkpoint_count": count,
-                "size_bytes": bytes,
-                "size_gigabytes": bytes as f64 / 1e9,
-                "estimated_monthly_cost_usd": 0.0,
-            })
-        })
+        .map(
+            |(project_id, (count, bytes))| CurrentCheckpointStorageUsageItem {
+                project_id,
+                org_user_urn: Some(caller.owner.clone()),
+                user_email: Some(user_email(&caller.owner)),
+                user_name: Some(user_name(&caller.owner)),
+                checkpoint_count: count,
+                size_bytes: bytes,
+                size_gigabytes: bytes as f64 / 1e9,
+                estimated_monthly_cost_usd: Some(0.0),
+            },
+        )
         .collect();
-    ok(json!({ "effective_rate_usd_per_gigabyte_month": 0.0, "data": data }))
+    reply(&CurrentCheckpointStorageUsageResponse {
+        effective_rate_usd_per_gigabyte_month: Some(0.0),
+        data,
+    })
 }
 
 #[derive(Deserialize)]
@@ -981,21 +1089,23 @@ pub(crate) async fn audit_log(State(state): AppStateRef, Query(q): Query<AuditQu
                 .map_err(|_| ApiError::bad_request("day must be YYYY-MM-DD"))?,
         ),
     };
-    let mut entries: Vec<Value> = state
+    let mut entries: Vec<AuditLogEntry> = state
         .audit_records()
         .into_iter()
         .filter(|a| a.event.starts_with(prefix))
         .filter(|a| day.is_none_or(|d| a.timestamp.date_naive() == d))
-        .map(|a| {
-            json!({
-                "timestamp": ts(&a.timestamp),
-                "event": a.event,
-                "event_details": a.event_details,
-                "model_id": a.model_id,
-                "tinker_path": a.tinker_path,
-            })
+        .map(|a| AuditLogEntry {
+            timestamp: a.timestamp,
+            event: a.event,
+            event_details: match a.event_details {
+                Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
+            model_id: a.model_id,
+            tinker_path: a.tinker_path,
+            purpose: None,
         })
         .collect();
-    entries.sort_by(|a, b| a["timestamp"].as_str().cmp(&b["timestamp"].as_str()));
-    ok(json!({ "entries": entries }))
+    entries.sort_by_key(|a| a.timestamp);
+    reply(&AuditLogResponse { entries })
 }

@@ -50,7 +50,7 @@ pub(crate) async fn create_sampling_session(
     require_active_session(&state, &req.session_id)?;
     let (base_model, model) = match (&req.model_path, &req.base_model) {
         (Some(path), base) => {
-            let (run, _, dir) = resolve_checkpoint(&state, &caller, path)?;
+            let (run, _, dir) = resolve_checkpoint(&state, &caller, path, None)?;
             if let Some(base) = base
                 && *base != run.base_model
             {
@@ -405,7 +405,15 @@ async fn run_sample(
             done.complete(Outcome::Proto(proto::encode_sample_output(&out, last_n)));
         }
         Ok(Err(e)) if e.is_user_error() => done.complete(Outcome::user(e.to_string())),
-        Ok(Err(e)) => done.complete(Outcome::server(e.to_string())),
-        Err(_) => done.complete(Outcome::server("sampling panicked in the engine")),
+        Ok(Err(e)) => {
+            let message = e.to_string();
+            state.fail_session_by_request(&entry.session_id, done.request_id(), "Sample", &message);
+            done.complete(Outcome::server(message));
+        }
+        Err(_) => {
+            let message = "sampling panicked in the engine";
+            state.fail_session_by_request(&entry.session_id, done.request_id(), "Sample", message);
+            done.complete(Outcome::server(message));
+        }
     }
 }

@@ -1,7 +1,5 @@
 //! Client configuration, authentication, sessions, capabilities and telemetry.
 
-use std::collections::BTreeMap;
-
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -10,9 +8,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiResult, AppStateRef, ok, parse};
+use tinker_types::SessionFinishReason;
+
+use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::{self, Caller};
-use crate::state::{Finish, Session, lock};
+use crate::state::{Session, lock};
 
 pub(crate) async fn client_config(State(state): AppStateRef) -> ApiResult {
     let c = &state.config;
@@ -84,60 +84,39 @@ pub(crate) async fn capabilities(State(state): AppStateRef) -> ApiResult {
     ok(json!({ "supported_models": models }))
 }
 
-#[derive(Deserialize)]
-struct CreateSession {
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    user_metadata: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    project_id: Option<String>,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    sdk_version: Option<String>,
-}
-
 pub(crate) async fn create_session(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: CreateSession = parse(&body)?;
+    let req: tinker_types::CreateSessionRequest = parse(&body)?;
     let id = format!("session-{}", uuid::Uuid::new_v4().simple());
     let now = Utc::now();
     let session = Session {
         id: id.clone(),
         created_at: now,
-        tags: req.tags,
-        user_metadata: req.user_metadata.unwrap_or_default(),
+        user_metadata: super::string_map(req.user_metadata),
         project_id: req.project_id,
         display_name: req.display_name,
         owner: caller.owner,
-        finished: None,
+        ended: None,
         last_heartbeat: now,
         training_run_ids: Vec::new(),
         sampler_ids: Vec::new(),
     };
-    tracing::info!(session = %id, sdk = ?req.sdk_version, "session created");
+    tracing::info!(session = %id, sdk = %req.sdk_version, "session created");
     lock(&state.sessions).insert(id.clone(), session);
     state.audit("session_create", None, None, json!({ "session_id": id }));
-    ok(json!({
-        "type": "create_session",
-        "session_id": id,
-        "info_message": null,
-        "warning_message": null,
-        "error_message": null,
-    }))
-}
-
-#[derive(Deserialize)]
-struct Heartbeat {
-    session_id: String,
+    reply(&tinker_types::CreateSessionResponse {
+        session_id: id,
+        info_message: None,
+        warning_message: None,
+        error_message: None,
+    })
 }
 
 pub(crate) async fn heartbeat(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: Heartbeat = parse(&body)?;
+    let req: tinker_types::SessionHeartbeatRequest = parse(&body)?;
     let mut sessions = lock(&state.sessions);
     let Some(session) = sessions.get_mut(&req.session_id) else {
         return Err(ApiError::not_found(format!(
@@ -145,27 +124,14 @@ pub(crate) async fn heartbeat(State(state): AppStateRef, body: Bytes) -> ApiResu
             req.session_id
         )));
     };
-    if session.finished.is_some() {
+    if let Some(end) = &session.ended {
         return Err(ApiError::new(
             StatusCode::GONE,
-            format!("session {} is finished", req.session_id),
+            format!("session {} is finished ({})", req.session_id, end_kind(end)),
         ));
     }
     session.last_heartbeat = Utc::now();
-    ok(json!({ "type": "session_heartbeat" }))
-}
-
-#[derive(Deserialize)]
-struct FinishReason {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct FinishSession {
-    reason: FinishReason,
-    #[serde(default)]
-    detail: Option<String>,
+    reply(&tinker_types::SessionHeartbeatResponse {})
 }
 
 pub(crate) async fn finish_session(
@@ -173,36 +139,31 @@ pub(crate) async fn finish_session(
     Path(session_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
-    let req: FinishSession = parse(&body)?;
-    if !matches!(
-        req.reason.kind.as_str(),
-        "success" | "errored" | "interrupted"
-    ) {
+    let req: tinker_types::FinishSessionRequest = parse(&body)?;
+    if let SessionFinishReason::Unknown(other) = &req.reason.kind {
         return Err(ApiError::bad_request(format!(
-            "unknown finish reason `{}`",
-            req.reason.kind
+            "reason.type: unknown finish reason `{other}` (success, errored or interrupted)"
         )));
     }
-    {
-        let mut sessions = lock(&state.sessions);
-        let Some(session) = sessions.get_mut(&session_id) else {
-            return Err(ApiError::not_found(format!(
-                "session {session_id} does not exist"
-            )));
-        };
-        // The first finish reason wins.
-        if session.finished.is_none() {
-            session.finished = Some(Finish {
-                reason: req.reason.kind.clone(),
-                detail: req.detail,
-            });
-        }
+    if !lock(&state.sessions).contains_key(&session_id) {
+        return Err(ApiError::not_found(format!(
+            "session {session_id} does not exist"
+        )));
     }
+    let reason = req.reason.kind.as_str().to_owned();
+    // The first end wins (a later finish, or a finish after a cancel, changes nothing).
+    state.end_session(
+        &session_id,
+        tinker_types::SessionStatus::ClientFinished(tinker_types::SessionClientFinished {
+            reason: req.reason,
+            detail: req.detail,
+        }),
+    );
     state.audit(
         "session_finish",
         None,
         None,
-        json!({ "session_id": session_id, "reason": req.reason.kind }),
+        json!({ "session_id": session_id, "reason": reason }),
     );
     ok(json!({}))
 }
@@ -243,9 +204,22 @@ pub(crate) fn require_active_session(
         None => Err(ApiError::not_found(format!(
             "session {session_id} does not exist"
         ))),
-        Some(s) if s.finished.is_some() => Err(ApiError::bad_request(format!(
-            "session {session_id} is finished"
+        Some(Session {
+            ended: Some(end), ..
+        }) => Err(ApiError::bad_request(format!(
+            "session {session_id} is finished ({})",
+            end_kind(end)
         ))),
         Some(s) => Ok(s.clone()),
+    }
+}
+
+/// How a session ended, for error messages.
+fn end_kind(end: &tinker_types::SessionStatus) -> &'static str {
+    match end {
+        tinker_types::SessionStatus::ClientFinished(_) => "the client finished it",
+        tinker_types::SessionStatus::Cancelled(_) => "cancelled",
+        tinker_types::SessionStatus::Failed(_) => "failed",
+        _ => "ended",
     }
 }

@@ -64,8 +64,14 @@ struct CreateModel {
     optimizer_config: Option<OptimizerConfig>,
 }
 
-fn check_optimizer_config(config: Option<&OptimizerConfig>) -> ApiResult<serde_json::Value> {
-    match config.map(|c| c.kind.as_str()) {
+/// A wire integer the server keeps as `i64`.
+fn wire_int(field: &str, value: u64) -> ApiResult<i64> {
+    i64::try_from(value)
+        .map_err(|_| ApiError::bad_request(format!("{field}: {value} is too large")))
+}
+
+fn check_optimizer_config(kind: Option<&str>) -> ApiResult<serde_json::Value> {
+    match kind {
         None | Some("adamw") | Some("adam") => Ok(json!({ "type": "adamw" })),
         Some(other) => Err(ApiError::bad_request(format!(
             "optimizer `{other}` is not supported by tinker-local (only adamw)"
@@ -172,7 +178,8 @@ pub(crate) async fn create_model(
     body: Bytes,
 ) -> ApiResult {
     let req: CreateModel = parse(&body)?;
-    let optimizer_config = check_optimizer_config(req.optimizer_config.as_ref())?;
+    let optimizer_config =
+        check_optimizer_config(req.optimizer_config.as_ref().map(|c| c.kind.as_str()))?;
     let lora = req.lora_config.unwrap_or(LoraConfig {
         rank: 32,
         seed: None,
@@ -561,32 +568,24 @@ pub(crate) async fn save_weights_external(State(state): AppStateRef, body: Bytes
     })
 }
 
-#[derive(Deserialize)]
-struct LoadWeights {
-    #[serde(default)]
-    model_id: Option<String>,
-    #[serde(default)]
-    seq_id: Option<i64>,
-    #[serde(default)]
-    session_id: Option<String>,
-    #[serde(default)]
-    model_seq_id: Option<i64>,
-    #[serde(default)]
-    base_model: Option<String>,
-    #[serde(default)]
-    user_metadata: Option<BTreeMap<String, String>>,
-    path: String,
-    #[serde(default)]
-    optimizer: bool,
-    #[serde(default)]
-    optimizer_config: Option<OptimizerConfig>,
-}
-
 /// A readable checkpoint: its run record and directory.
+///
+/// Who may read a checkpoint (`load_weights`, `copy_weights`, `weights_info`, sampling from
+/// it, external-weights URLs):
+/// * its owner, always;
+/// * anyone, once it is published;
+/// * anyone else only with a weights access token of the owning account: a credential this
+///   server accepts for that account (its API key, or in JWT mode a JWT minted for it).
+///   `copy_weights` takes it in `X-Tinker-Weights-Access-Token` (or the body's
+///   `weights_access_token`), `load_weights` in the body's `weights_access_token`.
+///
+/// A token is only consulted when it is needed; an invalid one, or one of another account,
+/// is a 403 that never repeats the token.
 pub(crate) fn resolve_checkpoint(
     state: &AppState,
     caller: &Caller,
     path: &str,
+    access_token: Option<&str>,
 ) -> ApiResult<(RunRecord, CheckpointRecord, std::path::PathBuf)> {
     let (run_id, segment, name) = parse_tinker_path(path)
         .ok_or_else(|| ApiError::bad_request(format!("invalid tinker path `{path}`")))?;
@@ -601,10 +600,26 @@ pub(crate) fn resolve_checkpoint(
         .find(|c| c.checkpoint_id == checkpoint_id)
         .ok_or_else(|| ApiError::not_found(format!("checkpoint {path} does not exist")))?;
     if !record.public && run.model_owner != caller.owner {
-        return Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            format!("checkpoint {path} belongs to another user and is not public"),
-        ));
+        let forbidden = |why: &str| {
+            ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                format!("checkpoint {path} belongs to another account and is not published; {why}"),
+            )
+        };
+        let Some(token) = access_token.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Err(forbidden(
+                "pass a weights access token of the owning account to read it",
+            ));
+        };
+        match crate::auth::check(state, Some(token)) {
+            Ok(grantor) if grantor.owner == run.model_owner => {}
+            Ok(_) => {
+                return Err(forbidden(
+                    "the weights access token belongs to a different account",
+                ));
+            }
+            Err(_) => return Err(forbidden("the weights access token is not valid")),
+        }
     }
     let record = record.clone();
     let dir = state.store.checkpoint_dir(&run_id, &checkpoint_id);
@@ -616,8 +631,9 @@ pub(crate) async fn load_weights(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: LoadWeights = parse(&body)?;
-    let (run, record, dir) = resolve_checkpoint(&state, &caller, &req.path)?;
+    let req: tinker_types::LoadWeightsRequest = parse(&body)?;
+    let token = req.weights_access_token.as_ref().map(|t| t.expose());
+    let (run, record, dir) = resolve_checkpoint(&state, &caller, &req.path, token)?;
     let has_optimizer = record.has_optimizer;
     let optimizer_problem = (req.optimizer && !has_optimizer).then(|| {
         format!(
@@ -627,6 +643,7 @@ pub(crate) async fn load_weights(
     });
     match (&req.model_id, req.seq_id, &req.session_id, req.model_seq_id) {
         (Some(model_id), Some(seq_id), _, _) => {
+            let seq_id = wire_int("seq_id", seq_id)?;
             let worker = training_model(&state, model_id)?;
             let mut check = optimizer_problem.map_or(Ok(()), Err);
             if run.base_model != worker.spec.name {
@@ -642,6 +659,7 @@ pub(crate) async fn load_weights(
             })
         }
         (_, _, Some(session_id), Some(model_seq_id)) => {
+            let model_seq_id = wire_int("model_seq_id", model_seq_id)?;
             if let Some(problem) = optimizer_problem {
                 return Err(ApiError::bad_request(problem));
             }
@@ -656,7 +674,7 @@ pub(crate) async fn load_weights(
             let optimizer_config = if req.optimizer {
                 run.optimizer_config.clone()
             } else {
-                check_optimizer_config(req.optimizer_config.as_ref())?
+                check_optimizer_config(req.optimizer_config.as_ref().map(|c| c.kind()))?
             };
             start_model(
                 &state,
@@ -666,7 +684,7 @@ pub(crate) async fn load_weights(
                 &run.base_model,
                 run.lora.clone(),
                 optimizer_config,
-                req.user_metadata,
+                req.user_metadata.map(super::string_map),
                 Init::FromCheckpoint {
                     dir,
                     path: req.path.clone(),
