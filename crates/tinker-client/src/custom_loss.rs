@@ -27,8 +27,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::ops::{Add, Div, Mul, Neg, Sub};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use serde_json::{Map, Value};
 use tinker_transport::RequestSpec;
@@ -41,7 +41,6 @@ use tinker_types::{
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::future::{ApiFuture, FromPayload, Payload, PollTarget, RequestType, retrieve, submit};
-use crate::holder::Holder;
 use crate::service::ServiceClient;
 use crate::training::TrainingClient;
 
@@ -1241,33 +1240,6 @@ impl CustomLossHandle {
     }
 }
 
-/// A session's custom losses: its `custom_loss_seq_id` counter and the losses it created.
-#[derive(Debug, Default)]
-struct SessionLosses {
-    next_seq: AtomicU64,
-    /// By [`CustomLoss::key`]; the async lock makes concurrent creations of one loss wait
-    /// for the first instead of creating it twice.
-    created: tokio::sync::Mutex<HashMap<String, CustomLossHandle>>,
-}
-
-/// Per-holder (= per-session) custom-loss state, kept here rather than in the holder.
-static SESSIONS: LazyLock<Mutex<Vec<SessionEntry>>> = LazyLock::new(Mutex::default);
-
-/// A live (or dropped) holder and its custom-loss state.
-type SessionEntry = (Weak<Holder>, Arc<SessionLosses>);
-
-fn session_losses(holder: &Arc<Holder>) -> Arc<SessionLosses> {
-    let mut all = SESSIONS.lock().unwrap_or_else(PoisonError::into_inner);
-    all.retain(|(h, _)| h.strong_count() > 0);
-    let me = Arc::downgrade(holder);
-    if let Some((_, s)) = all.iter().find(|(h, _)| h.ptr_eq(&me)) {
-        return s.clone();
-    }
-    let s = Arc::new(SessionLosses::default());
-    all.push((me, s.clone()));
-    s
-}
-
 impl FromPayload for CreateCustomLossResponse {
     fn from_payload(payload: Payload) -> Result<Self> {
         match payload {
@@ -1293,15 +1265,14 @@ impl ServiceClient {
         }
         let holder = self.holder();
         let session_id = holder.session_id()?.to_owned();
-        let losses = session_losses(holder);
-        let mut created = losses.created.lock().await;
+        let mut created = holder.custom_losses.lock().await;
         let key = loss.key();
         if let Some(handle) = created.get(&key) {
             return Ok(handle.clone());
         }
         let req = CreateCustomLossRequest {
             session_id: session_id.clone(),
-            custom_loss_seq_id: losses.next_seq.fetch_add(1, Ordering::SeqCst),
+            custom_loss_seq_id: holder.next_custom_loss_seq(),
             name: loss.name.clone(),
             inputs: loss.inputs.clone(),
             graph: loss.graph.clone(),
@@ -1316,7 +1287,7 @@ impl ServiceClient {
         let got = retrieve(
             holder,
             PollTarget {
-                request_id: fut.request_id,
+                request_id: fut.request_id.clone(),
                 request_type: RequestType::CreateCustomLoss,
                 roundtrip,
                 reserved: None,
@@ -1324,7 +1295,13 @@ impl ServiceClient {
             self.observer(),
         )
         .await?;
-        let response = CreateCustomLossResponse::from_payload(got.payload)?;
+        let response: CreateCustomLossResponse = crate::telemetry::decode(
+            holder,
+            &fut.request_id,
+            RequestType::CreateCustomLoss,
+            got.payload,
+        )
+        .await?;
         let handle = CustomLossHandle {
             name: loss.name.clone(),
             inputs: loss.inputs.clone(),

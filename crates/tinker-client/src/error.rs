@@ -27,6 +27,9 @@ pub enum ErrorKind {
     Cancelled,
     /// No request made progress for the stuck-detection window.
     Stuck,
+    /// The caller's bound on waiting for a result passed
+    /// ([`ApiFuture::result_timeout`](crate::ApiFuture::result_timeout)).
+    Timeout,
     /// A tokenizer could not be loaded or used.
     Tokenizer,
     /// Local file-system failure (downloads).

@@ -105,7 +105,9 @@ pub(crate) async fn retrieve(
     result
 }
 
-async fn poll_until_done(
+/// The polling loop of [`retrieve`], without reporting its final error as fatal (for
+/// operations that report it themselves, e.g. sampling).
+pub(crate) async fn poll_until_done(
     holder: &Holder,
     target: PollTarget,
     observer: Option<&QueueStateObserver>,
@@ -150,6 +152,7 @@ async fn poll_until_done(
             );
         }
         iteration += 1;
+        note_poll(&target.request_id, iteration);
         match holder.transport.send(spec).await {
             Ok(resp) => {
                 backoff_k = 0;
@@ -277,6 +280,47 @@ async fn poll_until_done(
     }
 }
 
+tokio::task_local! {
+    /// The progress of the operation behind the [`ApiFuture`] running this task.
+    static PROGRESS: Arc<FutureProgress>;
+}
+
+/// How far an operation got, for the `APIFuture.result_async.timeout` event: the future
+/// being polled and how many polls it took so far.
+#[derive(Default)]
+struct FutureProgress {
+    state: std::sync::Mutex<(Option<String>, u64)>,
+}
+
+impl FutureProgress {
+    fn snapshot(&self) -> (Option<String>, u64) {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Records that `request_id` was polled `iteration` times so far (outside an
+/// [`ApiFuture`] task: nothing to record).
+fn note_poll(request_id: &str, iteration: u64) {
+    let _ = PROGRESS.try_with(|p| {
+        let mut state = p
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.0.as_deref() != Some(request_id) {
+            state.0 = Some(request_id.to_owned());
+        }
+        state.1 = iteration;
+    });
+}
+
+/// Records the future an operation now waits for (e.g. a new sampling attempt's).
+pub(crate) fn note_request(request_id: &str) {
+    note_poll(request_id, 0);
+}
+
 /// Decodes a finished payload into a typed result.
 pub(crate) trait FromPayload: Sized {
     fn from_payload(payload: Payload) -> Result<Self>;
@@ -326,6 +370,16 @@ pub struct ApiFuture<T> {
     inner: Inner<T>,
     /// Dropping the handle stops the work (sampling: the request is then cancelled, §3.2).
     abort_on_drop: bool,
+    /// What a timed-out wait reports (absent for handles that sent nothing).
+    trace: Option<ResultTrace>,
+}
+
+/// The operation behind an [`ApiFuture`], for `APIFuture.result_async.timeout`.
+struct ResultTrace {
+    holder: Arc<Holder>,
+    request_type: RequestType,
+    progress: Arc<FutureProgress>,
+    started: tokio::time::Instant,
 }
 
 enum Inner<T> {
@@ -351,6 +405,7 @@ impl<T: Send + 'static> ApiFuture<T> {
             Ok(rt) => Self {
                 inner: Inner::Task(rt.spawn(fut)),
                 abort_on_drop: false,
+                trace: None,
             },
             Err(_) => Self::failed(Error::new(
                 ErrorKind::Config,
@@ -359,10 +414,36 @@ impl<T: Send + 'static> ApiFuture<T> {
         }
     }
 
-    /// Like [`ApiFuture::spawn`], but dropping the handle before it completes aborts the
-    /// task (used by sampling, whose abandoned requests are cancelled server-side).
-    pub(crate) fn spawn_abortable(fut: impl Future<Output = Result<T>> + Send + 'static) -> Self {
-        let mut handle = Self::spawn(fut);
+    /// Like [`ApiFuture::spawn`], for an operation of `holder` waiting for futures of
+    /// `request_type`: a timed-out [`ApiFuture::result_timeout`] reports which future it
+    /// was waiting for.
+    pub(crate) fn spawn_traced(
+        holder: &Arc<Holder>,
+        request_type: RequestType,
+        fut: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Self {
+        let progress = Arc::new(FutureProgress::default());
+        let mut handle = Self::spawn(PROGRESS.scope(progress.clone(), fut));
+        if matches!(handle.inner, Inner::Task(_)) {
+            handle.trace = Some(ResultTrace {
+                holder: holder.clone(),
+                request_type,
+                progress,
+                started: holder.transport.runtime().clock.now(),
+            });
+        }
+        handle
+    }
+
+    /// Like [`ApiFuture::spawn_traced`], but dropping the handle before it completes
+    /// aborts the task (used by sampling, whose abandoned requests are cancelled
+    /// server-side).
+    pub(crate) fn spawn_abortable(
+        holder: &Arc<Holder>,
+        request_type: RequestType,
+        fut: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Self {
+        let mut handle = Self::spawn_traced(holder, request_type, fut);
         handle.abort_on_drop = true;
         handle
     }
@@ -372,6 +453,7 @@ impl<T: Send + 'static> ApiFuture<T> {
         Self {
             inner: Inner::Ready(Some(Err(err))),
             abort_on_drop: false,
+            trace: None,
         }
     }
 
@@ -381,6 +463,48 @@ impl<T: Send + 'static> ApiFuture<T> {
             Inner::Ready(_) => true,
             Inner::Task(t) => t.is_finished(),
         }
+    }
+
+    /// Waits at most `timeout` for the result (the SDK's `result(timeout)`).
+    ///
+    /// When the time passes, the wait is given up and `APIFuture.result_async.timeout` is
+    /// reported to telemetry. A sample is then abandoned: its polling stops and, when the
+    /// server enables `sample_cancel_enabled`, it is cancelled with `cancel_future`
+    /// (§3.2). Any other operation keeps running (its place in the model's request order
+    /// is kept) but its result is no longer available.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`] when `timeout` passed first; else the operation's error.
+    pub async fn result_timeout(mut self, timeout: Duration) -> Result<T> {
+        let Ok(result) = tokio::time::timeout(timeout, &mut self).await else {
+            let (request_id, iteration) = self
+                .trace
+                .as_ref()
+                .map(|t| t.progress.snapshot())
+                .unwrap_or_default();
+            if let Some(trace) = &self.trace {
+                let elapsed = trace.holder.transport.runtime().clock.now() - trace.started;
+                crate::telemetry::result_timeout(
+                    &trace.holder,
+                    request_id.as_deref(),
+                    trace.request_type,
+                    timeout,
+                    iteration,
+                    elapsed,
+                );
+            }
+            let what =
+                request_id.map_or_else(|| "the operation".to_owned(), |id| format!("request {id}"));
+            // Dropping `self` aborts an abortable task (a sample: cancelled, §3.2).
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "Timeout of {}s reached while waiting for the result of {what}",
+                    timeout.as_secs_f64()
+                ),
+            ));
+        };
+        result
     }
 }
 

@@ -1,7 +1,7 @@
 //! The shared state behind every client of one session (the SDK's "client holder"):
 //! transport, server flags, session id and counters, byte budgets and background loops.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
@@ -61,6 +61,14 @@ pub(crate) struct Holder {
     pub project_id: Option<String>,
     model_seq: AtomicU64,
     sampling_seq: AtomicU64,
+    /// `custom_loss_seq_id` of the session's next `create_custom_loss` (§6.8).
+    custom_loss_seq: AtomicU64,
+    /// Custom losses this session created, by [`CustomLoss`](crate::custom_loss::CustomLoss)
+    /// key; the async lock makes concurrent creations of one loss wait for the first
+    /// instead of creating it twice.
+    pub custom_losses: tokio::sync::Mutex<HashMap<String, crate::custom_loss::CustomLossHandle>>,
+    /// The outer retry handlers of this holder's sampling sessions (§6.5).
+    pub sample_retry_handlers: crate::sampling::RetryHandlers,
     pub fwdbwd_budget: ByteBudget,
     pub inflight_budget: ByteBudget,
     pub sample_limiter: SampleDispatchLimiter,
@@ -248,6 +256,9 @@ impl Holder {
             project_id,
             model_seq: AtomicU64::new(0),
             sampling_seq: AtomicU64::new(0),
+            custom_loss_seq: AtomicU64::new(0),
+            custom_losses: tokio::sync::Mutex::default(),
+            sample_retry_handlers: crate::sampling::RetryHandlers::default(),
             closed: AtomicBool::new(false),
             closed_signal: watch::Sender::new(false),
             cancel_tx,
@@ -286,6 +297,10 @@ impl Holder {
         self.sampling_seq.fetch_add(1, Ordering::SeqCst)
     }
 
+    pub(crate) fn next_custom_loss_seq(&self) -> u64 {
+        self.custom_loss_seq.fetch_add(1, Ordering::SeqCst)
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
@@ -317,7 +332,23 @@ impl Holder {
     }
 
     /// Sends `make()` through the holder retry loop (§6.2); each attempt rebuilds the spec.
+    /// A final failure is reported to telemetry as fatal.
     pub(crate) async fn send_retrying(
+        &self,
+        name: &str,
+        make: impl Fn() -> Result<RequestSpec>,
+    ) -> Result<Response> {
+        let result = self.send_retrying_quiet(name, make).await;
+        if let Err(e) = &result {
+            crate::telemetry::log_fatal(self, e).await;
+        }
+        result
+    }
+
+    /// [`Holder::send_retrying`] reporting only the retry-loop events, never a fatal
+    /// error: for background work (the cancel drain) and for steps of operations that
+    /// report their own final error (sampling).
+    pub(crate) async fn send_retrying_quiet(
         &self,
         name: &str,
         make: impl Fn() -> Result<RequestSpec>,
@@ -326,8 +357,7 @@ impl Holder {
             return Err(Error::new(ErrorKind::Cancelled, "the client was closed"));
         }
         let trace = crate::telemetry::RetryTrace::new(self, name);
-        let result = self
-            .transport
+        self.transport
             .operation_retry()
             .run(name, || {
                 let spec = make();
@@ -341,15 +371,7 @@ impl Holder {
                     sent
                 }
             })
-            .await;
-        // The background cancel drain is no public operation: as in the SDK, its failures
-        // show only in the retry-loop events, never as fatal errors ending the session.
-        if let Err(e) = &result
-            && name != "cancel_future"
-        {
-            crate::telemetry::log_fatal(self, e).await;
-        }
-        result
+            .await
     }
 
     /// POSTs JSON through the holder retry loop and parses the JSON answer.

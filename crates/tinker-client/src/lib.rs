@@ -26,7 +26,9 @@ pub use error::{Error, ErrorKind, FailureCategory, Result};
 pub use future::{ApiFuture, QueueStateObserver};
 pub use holder::SDK_VERSION;
 pub use rest::{DownloadProgress, Paged, RestClient, WhoamiResponse};
-pub use sampling::{SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource};
+pub use sampling::{
+    FuturesPollerStats, SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource,
+};
 pub use service::{CloseStatus, ServiceClient, ServiceClientBuilder, TrainingClientOptions};
 pub use tinker_telemetry::{Telemetry, TelemetryStats};
 pub use tokenizer::{TransportHubFetcher, tokenizer_loader};

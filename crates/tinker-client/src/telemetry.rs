@@ -83,7 +83,7 @@ fn error_type(err: &Error) -> &'static str {
         (ErrorKind::Connection, _) => "APIConnectionError",
         (ErrorKind::Protocol, _) => "APIResponseValidationError",
         (ErrorKind::Cancelled, _) => "CancelledError",
-        (ErrorKind::Stuck, _) => "TimeoutError",
+        (ErrorKind::Stuck | ErrorKind::Timeout, _) => "TimeoutError",
         (ErrorKind::Io, _) => "OSError",
         (ErrorKind::Unsupported, _) => "NotImplementedError",
         _ => "ValueError",
@@ -172,35 +172,117 @@ pub(crate) async fn decode<T: FromPayload>(
     request_type: RequestType,
     payload: Payload,
 ) -> crate::Result<T> {
+    let result = decode_reported(holder, request_id, request_type, payload);
+    if let Err(err) = &result {
+        log_fatal(holder, err).await;
+    }
+    result
+}
+
+/// [`decode`] without the fatal report, for operations that report their final error
+/// themselves (sampling, whose outer retry handler sees the failure first).
+pub(crate) fn decode_reported<T: FromPayload>(
+    holder: &Holder,
+    request_id: &str,
+    request_type: RequestType,
+    payload: Payload,
+) -> crate::Result<T> {
     let proto_len = match &payload {
         Payload::Proto(bytes) => Some(bytes.len()),
         Payload::Json(_) => None,
     };
     let result = T::from_payload(payload);
-    if let Err(err) = &result {
-        if let Some(t) = holder.telemetry() {
-            let mut data = object(json!({
-                "request_id": request_id,
-                "request_type": request_type.as_str(),
-                "exception": err.message(),
-                "exception_type": error_type(err),
-                "model_cls": std::any::type_name::<T>(),
-            }));
-            let name = match proto_len {
-                Some(len) => {
-                    data.insert("proto_bytes_len".into(), len.into());
-                    "APIFuture.result_async.proto_deserialization_error"
-                }
-                None => {
-                    data.insert("exception_stack".into(), traceback(err).into());
-                    "APIFuture.result_async.validation_error"
-                }
-            };
-            t.log(name, data, Severity::Error);
-        }
-        log_fatal(holder, err).await;
+    if let Err(err) = &result
+        && let Some(t) = holder.telemetry()
+    {
+        let mut data = object(json!({
+            "request_id": request_id,
+            "request_type": request_type.as_str(),
+            "exception": err.message(),
+            "exception_type": error_type(err),
+            "model_cls": std::any::type_name::<T>(),
+        }));
+        let name = match proto_len {
+            Some(len) => {
+                data.insert("proto_bytes_len".into(), len.into());
+                "APIFuture.result_async.proto_deserialization_error"
+            }
+            None => {
+                data.insert("exception_stack".into(), traceback(err).into());
+                "APIFuture.result_async.validation_error"
+            }
+        };
+        t.log(name, data, Severity::Error);
     }
     result
+}
+
+/// Where a failed attempt of the sampling outer retry handler (§6.5) stands.
+pub(crate) struct HandlerAttempt<'a> {
+    /// The SDK's name of the retried function.
+    pub func: &'a str,
+    pub should_retry: bool,
+    /// 1 for the first attempt.
+    pub attempt_count: u32,
+    pub started: Instant,
+    pub started_unix: SystemTime,
+}
+
+/// `RetryHandler.execute.exception` for a failed attempt of the sampling outer retry
+/// handler: WARNING when it will be retried or is the user's fault, else ERROR.
+pub(crate) fn retry_handler_exception(holder: &Holder, attempt: &HandlerAttempt<'_>, err: &Error) {
+    let Some(t) = holder.telemetry() else { return };
+    let elapsed = holder.transport.runtime().clock.now() - attempt.started;
+    let user = is_user_error(err);
+    let start = unix_secs(attempt.started_unix);
+    // A lost future surfaces in the SDK as its `RetryableException`, without a status.
+    let (exception_type, status) = match err.kind() {
+        ErrorKind::Expired => ("RetryableException", None),
+        _ => (error_type(err), err.status()),
+    };
+    let data = json!({
+        "func": attempt.func,
+        "exception": err.message(),
+        "exception_type": exception_type,
+        "exception_stack": traceback(err),
+        "status_code": status,
+        "should_retry": attempt.should_retry,
+        "is_user_error": user,
+        "attempt_count": attempt.attempt_count,
+        "start_time": start,
+        "current_time": start + elapsed.as_secs_f64(),
+        "elapsed_time": elapsed.as_secs_f64(),
+    });
+    let severity = if attempt.should_retry || user {
+        Severity::Warning
+    } else {
+        Severity::Error
+    };
+    t.log("RetryHandler.execute.exception", object(data), severity);
+}
+
+/// `APIFuture.result_async.timeout`: the caller's bound on waiting for a result passed.
+pub(crate) fn result_timeout(
+    holder: &Holder,
+    request_id: Option<&str>,
+    request_type: RequestType,
+    timeout: Duration,
+    iteration: u64,
+    elapsed: Duration,
+) {
+    let Some(t) = holder.telemetry() else { return };
+    let data = json!({
+        "request_id": request_id,
+        "request_type": request_type.as_str(),
+        "timeout": timeout.as_secs_f64(),
+        "iteration": iteration,
+        "elapsed_time": elapsed.as_secs_f64(),
+    });
+    t.log(
+        "APIFuture.result_async.timeout",
+        object(data),
+        Severity::Error,
+    );
 }
 
 fn unix_secs(t: SystemTime) -> f64 {

@@ -406,7 +406,12 @@ impl TrainingClient {
             Ok(prepared) => {
                 let turn = self.inner.turns.reserve(prepared.len() as u64);
                 let inner = self.inner.clone();
-                ApiFuture::spawn(async move {
+                let request_type = if forward_only {
+                    RequestType::Forward
+                } else {
+                    RequestType::ForwardBackward
+                };
+                ApiFuture::spawn_traced(&self.inner.holder, request_type, async move {
                     run_fwd(
                         &inner,
                         turn,
@@ -578,7 +583,8 @@ impl TrainingClient {
         }
         let turn = self.inner.turns.reserve(1);
         let inner = self.inner.clone();
-        ApiFuture::spawn(async move {
+        let holder = &self.inner.holder;
+        ApiFuture::spawn_traced(holder, RequestType::SaveWeightsForSampler, async move {
             let seq_id = turn.first() + 1;
             let model_id = inner.model_id.clone();
             let holder = inner.holder.clone();
@@ -680,7 +686,7 @@ impl TrainingClient {
         }
         let turn = self.inner.turns.reserve(1);
         let inner = self.inner.clone();
-        ApiFuture::spawn(async move {
+        ApiFuture::spawn_traced(&self.inner.holder, op.request_type, async move {
             let body =
                 tinker_types::json::to_vec(&build(inner.model_id.clone(), turn.first() + 1))?;
             inner.run_json(turn, op, body).await
@@ -736,7 +742,8 @@ impl TrainingClient {
         let fwd_turn = self.inner.turns.reserve(n);
         let bwd_turn = self.inner.turns.reserve(n);
         let inner = self.inner.clone();
-        ApiFuture::spawn(async move {
+        let request_type = RequestType::ForwardBackward;
+        ApiFuture::spawn_traced(&self.inner.holder, request_type, async move {
             let result = run_custom(&inner, fwd_turn, bwd_turn, prepared, data, loss_fn).await;
             if let Err(e) = &result {
                 *inner.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());

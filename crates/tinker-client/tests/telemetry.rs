@@ -357,3 +357,63 @@ async fn dropping_the_clients_still_sends_what_is_queued() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A training result that does not decode: a cut-short protobuf `ForwardBackwardOutput`
+/// reports `APIFuture.result_async.proto_deserialization_error`, a wrong-shaped JSON
+/// `OptimStepResponse` reports `APIFuture.result_async.validation_error`; each ends its
+/// operation with one fatal report.
+#[tokio::test]
+async fn undecodable_training_results_report_the_decode_events() {
+    // create_model takes poll #1; the training operation's first poll is #2.
+    for (fault, event) in [
+        (
+            "corrupt",
+            "APIFuture.result_async.proto_deserialization_error",
+        ),
+        ("badjson", "APIFuture.result_async.validation_error"),
+    ] {
+        let local = local(Some(&format!("script=retrieve_future#2:{fault}"))).await;
+        let service = builder(&local).telemetry(true).build().await.unwrap();
+        let training = service
+            .create_lora_training_client(common::MODEL, 4)
+            .await
+            .unwrap();
+        let (err, request_type, model) = if fault == "corrupt" {
+            let err = training
+                .forward_backward(vec![common::datum(&[1, 2, 3, 4])], LossFn::CrossEntropy)
+                .await
+                .unwrap_err();
+            (err, "ForwardBackward", "ForwardBackwardOutput")
+        } else {
+            let err = training
+                .optim_step(tinker_types::AdamParams::default())
+                .await
+                .unwrap_err();
+            (err, "OptimStep", "OptimStepResponse")
+        };
+        assert_eq!(err.kind(), ErrorKind::Protocol, "{fault}: {err:?}");
+
+        let events = local.server.telemetry_events();
+        let decoded = named(&events, event);
+        assert_eq!(decoded.len(), 1, "{fault}: {events:#?}");
+        let data = &decoded[0]["event_data"];
+        assert_eq!(data["request_type"], request_type);
+        assert!(data["request_id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(
+            data["model_cls"].as_str().unwrap().ends_with(model),
+            "{data}"
+        );
+        assert!(data["exception"].as_str().is_some_and(|e| !e.is_empty()));
+        if fault == "corrupt" {
+            assert!(data["proto_bytes_len"].as_u64().unwrap() > 0, "{data}");
+        }
+        assert_eq!(decoded[0]["severity"], "ERROR");
+        assert_eq!(
+            named(&events, "UNHANDLED_EXCEPTION").len(),
+            1,
+            "{events:#?}"
+        );
+        assert_eq!(named(&events, "SESSION_END").len(), 1, "{events:#?}");
+        assert_no_secret(&events);
+    }
+}

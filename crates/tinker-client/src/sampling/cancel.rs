@@ -78,7 +78,7 @@ async fn send_cancel(holder: &Holder, request_id: &str) -> Result<()> {
     };
     let bytes = tinker_types::json::to_vec(&body)?;
     holder
-        .send_retrying("cancel_future", || {
+        .send_retrying_quiet("cancel_future", || {
             Ok(RequestSpec::post("/api/v1/cancel_future")
                 .with_body(bytes.clone(), tinker_transport::APPLICATION_JSON)
                 .with_max_retries(0)

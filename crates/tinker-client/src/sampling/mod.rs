@@ -5,11 +5,15 @@
 pub(crate) mod cancel;
 mod handle;
 mod poller;
+mod retry;
+
+pub use self::poller::FuturesPollerStats;
 mod shadow;
 
+pub(crate) use self::retry::RetryHandlers;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
 
 use http::{HeaderName, HeaderValue};
 use tinker_transport::RequestSpec;
@@ -21,22 +25,26 @@ use tinker_types::{
     JoinSamplingSessionRequest, JoinSamplingSessionResponse, ModelInput, ModelInputChunk,
     SampleRequest, SampleResponse, SamplingParams, TensorData,
 };
-use tokio::sync::{OnceCell, Semaphore};
-use tokio::time::Instant;
+use tokio::sync::OnceCell;
 
 use self::cancel::CancelOnDrop;
 use self::handle::{HandleState, ShadowHolderConfig};
 use self::poller::SessionPoller;
+use self::retry::RetryHandler;
 use crate::error::{Error, ErrorKind, Result};
-use crate::future::{ApiFuture, Payload, PollTarget, QueueStateObserver, RequestType, retrieve};
+use crate::future::{
+    ApiFuture, FromPayload, Payload, PollTarget, QueueStateObserver, RequestType, poll_until_done,
+};
 use crate::holder::{Holder, parse_json};
 
 /// Bytes charged per prompt token against the sample dispatch budget.
 const BYTES_PER_TOKEN: u64 = 10;
 /// Clone ids space the `seq_id` counters of rehydrated clients.
 const CLONE_STRIDE: u64 = 1_000_000_000;
-/// No-progress window of the stuck detector.
-const STUCK_AFTER: Duration = Duration::from_secs(7200);
+/// The SDK's names of the functions its retry loops run, for the telemetry events.
+const ASAMPLE_FUNC: &str = "SamplingClient._send_asample_request";
+const SAMPLE_FUNC: &str = "SamplingClient.sample.<locals>._sample_async";
+const LOGPROBS_FUNC: &str = "SamplingClient.compute_logprobs.<locals>._compute_logprobs_async";
 
 /// Per-request sampling options beyond [`SamplingParams`] (protocol §5.8).
 #[derive(Debug, Clone)]
@@ -133,7 +141,9 @@ pub enum SamplingSource {
 }
 
 /// Generates text from one sampling session. Cheap to clone; clones share the `seq_id`
-/// counter and the retry handler.
+/// counter. Every client of one sampling session on one [`ServiceClient`](crate::ServiceClient)
+/// (or one shadow holder) shares the outer retry handler: its concurrency limit and its
+/// stuck detection (§6.5).
 #[derive(Clone)]
 pub struct SamplingClient {
     inner: Arc<Inner>,
@@ -150,13 +160,11 @@ struct Inner {
     clone_id: OnceCell<u64>,
     /// The session futures poller, started by the first sample when flagged (§3.3).
     poller: OnceLock<SessionPoller>,
-    /// The outer retry handler's concurrency limit (absent with the session poller).
-    concurrency: Option<Semaphore>,
+    /// The outer retry handler, shared per (holder, sampling session).
+    retry: Arc<RetryHandler>,
     /// Record stability information on every sample (carried by sampler handles).
     record_stability_info: bool,
     observer: Option<QueueStateObserver>,
-    /// Last time any request of this client completed (stuck detection).
-    last_progress: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for SamplingClient {
@@ -241,28 +249,21 @@ impl SamplingClient {
         clone_id: Option<u64>,
         record_stability_info: bool,
     ) -> Self {
-        let now = holder.transport.runtime().clock.now();
-        // With the session poller, waiting samples hold no connection: no limit (§6.5).
-        let concurrency = (!holder.config.sample_use_retrieve_futures).then(|| {
-            Semaphore::new(
-                usize::try_from(holder.config.sample_max_concurrent_requests)
-                    .unwrap_or(Semaphore::MAX_PERMITS)
-                    .clamp(1, Semaphore::MAX_PERMITS),
-            )
-        });
+        let retry = holder
+            .sample_retry_handlers
+            .get(&holder, &sampling_session_id);
         Self {
             inner: Arc::new(Inner {
                 next_seq: AtomicU64::new(clone_id.unwrap_or(0).saturating_mul(CLONE_STRIDE)),
                 clone_id: OnceCell::new_with(clone_id),
                 poller: OnceLock::new(),
-                concurrency,
+                retry,
                 record_stability_info,
                 holder,
                 sampling_session_id,
                 base_model,
                 model_path,
                 observer,
-                last_progress: Mutex::new(now),
             }),
         }
     }
@@ -375,6 +376,12 @@ impl SamplingClient {
         self.inner.clone_id.get().copied()
     }
 
+    /// What this client's session futures poller (§3.3) did so far; `None` until the
+    /// first sample starts it (only with the server flag `sample_use_retrieve_futures`).
+    pub fn futures_poller_stats(&self) -> Option<FuturesPollerStats> {
+        self.inner.poller.get().map(SessionPoller::stats)
+    }
+
     /// The sampling session id (`<session>:sample:<n>`). Another process can pass it to
     /// [`ServiceClient::join_sampling_client`](crate::ServiceClient::join_sampling_client).
     pub fn sampling_session_id(&self) -> &str {
@@ -431,13 +438,16 @@ impl SamplingClient {
         let no_retries = inner.holder.config.sample_no_retries;
         match build_request(&inner, prompt, params, options) {
             Err(e) => ApiFuture::failed(e),
-            Ok(template) => ApiFuture::spawn_abortable(async move {
-                if no_retries {
-                    sample_once(&inner, template).await
-                } else {
-                    sample_retrying(&inner, template).await
-                }
-            }),
+            Ok(template) => {
+                ApiFuture::spawn_abortable(&self.inner.holder, RequestType::Sample, async move {
+                    let result = if no_retries {
+                        sample_once(&inner, template).await
+                    } else {
+                        sample_retrying(&inner, template, SAMPLE_FUNC).await
+                    };
+                    report_final(&inner, result).await
+                })
+            }
         }
     }
 
@@ -447,11 +457,18 @@ impl SamplingClient {
         let options = SampleOptions::samples(1).with_prompt_logprobs();
         match build_request(&inner, prompt, SamplingParams::with_max_tokens(1), options) {
             Err(e) => ApiFuture::failed(e),
-            Ok(template) => ApiFuture::spawn_abortable(async move {
-                let resp = sample_retrying(&inner, template).await?;
-                resp.prompt_logprobs
-                    .ok_or_else(|| Error::protocol("the server returned no prompt_logprobs"))
-            }),
+            Ok(template) => {
+                ApiFuture::spawn_abortable(&self.inner.holder, RequestType::Sample, async move {
+                    let result = sample_retrying(&inner, template, LOGPROBS_FUNC)
+                        .await
+                        .and_then(|resp| {
+                            resp.prompt_logprobs.ok_or_else(|| {
+                                Error::protocol("the server returned no prompt_logprobs")
+                            })
+                        });
+                    report_final(&inner, result).await
+                })
+            }
         }
     }
 }
@@ -507,64 +524,41 @@ fn estimate_prompt_bytes(prompt: &ModelInput) -> u64 {
         .sum()
 }
 
-/// The outer retry handler (§6.5): every attempt takes a new `seq_id`; timeouts,
-/// connection errors, 410 and 408/409/429/5xx are retried without limit, with jittered
-/// backoff; if nothing completes for 7200 s the call fails as stuck.
-async fn sample_retrying(inner: &Inner, template: SampleRequest) -> Result<SampleResponse> {
-    let clock = inner.holder.transport.runtime().clock.clone();
-    let jitter = inner.holder.transport.runtime().jitter.clone();
-    let stuck_detection = inner.holder.config.sample_enable_stuck_detection;
-    let _slot = match &inner.concurrency {
-        Some(limit) => Some(
-            limit
-                .acquire()
-                .await
-                .map_err(|_| Error::new(ErrorKind::Cancelled, "the sampling client was closed"))?,
-        ),
-        None => None,
-    };
-    let mut attempt: u32 = 0;
-    loop {
-        let attempt_fut = sample_once(inner, template.clone());
-        let result = if stuck_detection {
-            tokio::select! {
-                r = attempt_fut => r,
-                () = wait_stuck(inner) => Err(Error::new(
-                    ErrorKind::Stuck,
-                    format!("No progress made in {}s on sampling session {}", STUCK_AFTER.as_secs(), inner.sampling_session_id),
-                )),
-            }
-        } else {
-            attempt_fut.await
-        };
-        match result {
-            Ok(r) => return Ok(r),
-            Err(e) if e.is_retryable() => {
-                attempt += 1;
-                let base = (0.5 * 2f64.powi(attempt as i32 - 1)).min(10.0);
-                let factor = 1.0 + 0.25 * (2.0 * jitter.unit() - 1.0);
-                let delay = (base * factor).clamp(0.0, 10.0);
-                tracing::debug!(attempt, error = %e, delay, "retrying sample");
-                clock.sleep(Duration::from_secs_f64(delay)).await;
-            }
-            Err(e) => return Err(e),
-        }
+/// Reports the error ending a sample as fatal (the SDK's `capture_exceptions(fatal=True)`
+/// around its sampling coroutines); a closed client is no failure to report.
+async fn report_final<T>(inner: &Inner, result: Result<T>) -> Result<T> {
+    if let Err(e) = &result
+        && e.kind() != ErrorKind::Cancelled
+    {
+        crate::telemetry::log_fatal(&inner.holder, e).await;
     }
+    result
 }
 
-async fn wait_stuck(inner: &Inner) {
-    let clock = inner.holder.transport.runtime().clock.clone();
-    loop {
-        let last = *inner
-            .last_progress
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let now = clock.now();
-        let deadline = last + STUCK_AFTER;
-        if now >= deadline {
-            return;
+/// The outer retry handler (§6.5): every attempt takes a new `seq_id`; timeouts,
+/// connection errors, 410 and 408/409/429/5xx are retried without limit, with jittered
+/// backoff; if nothing of the handler completes for 7200 s the call fails as stuck.
+async fn sample_retrying(
+    inner: &Inner,
+    template: SampleRequest,
+    func: &'static str,
+) -> Result<SampleResponse> {
+    inner
+        .retry
+        .execute(&inner.holder, &inner.sampling_session_id, func, || {
+            sample_once(inner, template.clone())
+        })
+        .await
+}
+
+impl FromPayload for SampleResponse {
+    fn from_payload(payload: Payload) -> Result<Self> {
+        match payload {
+            Payload::Proto(b) => crate::proto::decode_sample_response(&b),
+            Payload::Json(_) => Err(Error::protocol(
+                "server predates proto response serialization",
+            )),
         }
-        clock.sleep(deadline - now).await;
     }
 }
 
@@ -601,6 +595,9 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
     let fut = loop {
         limiter.wait_backoff().await;
         let permit = limiter.acquire(estimate).await;
+        // One run of the holder retry loop (§6.2), with its per-attempt events; a 429 is
+        // backpressure, answered without an exception in the SDK, so it reports nothing.
+        let trace = crate::telemetry::RetryTrace::new(&inner.holder, ASAMPLE_FUNC);
         let res = inner
             .holder
             .transport
@@ -614,12 +611,13 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
                         HeaderName::from_static("x-tinker-sampling-backpressure"),
                         HeaderValue::from_static("1"),
                     );
-                inner
-                    .holder
-                    .transport
-                    .send(spec)
-                    .await
-                    .map_err(|e| Submit(Error::from(e)))
+                inner.holder.transport.send(spec).await.map_err(|e| {
+                    let e = Error::from(e);
+                    if e.status() != Some(429) {
+                        trace.attempt_failed(&inner.holder, &e);
+                    }
+                    Submit(e)
+                })
             })
             .await;
         drop(permit);
@@ -643,6 +641,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
     }
     let roundtrip = clock.now() - started;
     let request_id = fut.request_id;
+    crate::future::note_request(&request_id);
     // Armed until polling ends: an abandoned sample is cancelled server-side (§3.2).
     let abandon = CancelOnDrop::new(inner.holder.clone(), request_id.clone());
     let poller = inner
@@ -659,10 +658,13 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
                     .response_payload_uncompressed_size
                     .filter(|&s| s > 0)
             {
+                // The size is known: reserve it and fetch the payload in one round trip
+                // (`allow_metadata_only: false`, §3.3).
                 reserved = Some(inner.holder.inflight_budget.acquire(size).await);
+                poller.note_reserved_fetch(size);
             }
         }
-        retrieve(
+        poll_until_done(
             &inner.holder,
             PollTarget {
                 request_id: request_id.clone(),
@@ -686,18 +688,12 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
         poller.mark_retrieved(&request_id);
     }
     let got = got?;
-    let mut resp = match got.payload {
-        Payload::Proto(b) => crate::proto::decode_sample_response(&b)?,
-        Payload::Json(_) => {
-            return Err(Error::protocol(
-                "server predates proto response serialization",
-            ));
-        }
-    };
-    *inner
-        .last_progress
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner) = clock.now();
+    let mut resp: SampleResponse = crate::telemetry::decode_reported(
+        &inner.holder,
+        &request_id,
+        RequestType::Sample,
+        got.payload,
+    )?;
     resp.attach_sequence_ids(&ids)?;
     if alt_k > 0 && resp.prompt_alt_tokens.is_none() {
         return Err(Error::protocol(
@@ -727,14 +723,18 @@ async fn ensure_clone_id(inner: &Inner) -> Result<u64> {
             let req = JoinSamplingSessionRequest {
                 sampling_session_id: inner.sampling_session_id.clone(),
             };
-            let resp: JoinSamplingSessionResponse = inner
-                .holder
-                .post_json(
-                    "/api/v1/join_sampling_session",
-                    &req,
-                    "SamplingClient.sample",
-                )
-                .await?;
+            let body = tinker_types::json::to_vec(&req)?;
+            // Quiet: a failure here ends the sample, which reports it.
+            let resp: JoinSamplingSessionResponse = parse_json(
+                &inner
+                    .holder
+                    .send_retrying_quiet("/api/v1/join_sampling_session", || {
+                        Ok(RequestSpec::post("/api/v1/join_sampling_session")
+                            .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
+                            .with_sdk_method("SamplingClient.sample"))
+                    })
+                    .await?,
+            )?;
             inner.next_seq.store(
                 resp.client_counter.saturating_mul(CLONE_STRIDE),
                 Ordering::SeqCst,
@@ -945,6 +945,34 @@ mod tests {
         assert!(Arc::ptr_eq(&a.inner.holder, &b.inner.holder));
         assert!(!Arc::ptr_eq(&a.inner.holder, &c.inner.holder));
         assert!(!Arc::ptr_eq(&a.inner.holder, &original.inner.holder));
+        // One outer retry handler per (holder, sampling session), not per client nor per
+        // process.
+        assert!(Arc::ptr_eq(&a.inner.retry, &b.inner.retry));
+        assert!(!Arc::ptr_eq(&a.inner.retry, &c.inner.retry));
+        assert!(!Arc::ptr_eq(&a.inner.retry, &original.inner.retry));
+        let slots = usize::try_from(a.inner.holder.config.sample_max_concurrent_requests).unwrap();
+        assert_eq!(a.inner.retry.available_slots(), Some(slots));
+        let another = SamplingClient::create(
+            original.inner.holder.clone(),
+            SamplingSource::BaseModel("tinker-local/micro".into()),
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(!Arc::ptr_eq(&another.inner.retry, &original.inner.retry));
+        let same_session = SamplingClient::for_session(
+            original.inner.holder.clone(),
+            original.sampling_session_id().to_owned(),
+            original.inner.base_model.clone(),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert!(Arc::ptr_eq(
+            &same_session.inner.retry,
+            &original.inner.retry
+        ));
         for client in [&a, &b, &c] {
             client
                 .sample(

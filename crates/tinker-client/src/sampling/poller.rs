@@ -60,6 +60,30 @@ struct State {
     failure: Option<Failure>,
     /// Set when the loop has ended.
     stopped: bool,
+    /// What the loop did so far.
+    stats: FuturesPollerStats,
+}
+
+/// What a sampling client's session futures poller (§3.3) did so far, for diagnostics
+/// ([`SamplingClient::futures_poller_stats`](super::SamplingClient::futures_poller_stats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FuturesPollerStats {
+    /// Long polls sent: the server holds them (HTTP timeout 45 s).
+    pub long_polls: u64,
+    /// Ack-only polls sent (`"timeout": 0.0`, HTTP timeout 5 s): nobody waits, or the
+    /// poller is closing, but a cursor or retrieved ids remain to acknowledge.
+    pub ack_polls: u64,
+    /// Polls that got no answer within their HTTP timeout.
+    pub timed_out_polls: u64,
+    /// Polls that failed otherwise (connection failures, error statuses).
+    pub failed_polls: u64,
+    /// Results fetched right after a `finished` completion that carried their size: that
+    /// many bytes were reserved from the in-flight response budget first, and the
+    /// result was asked for with `allow_metadata_only: false` (one round trip).
+    pub reserved_fetches: u64,
+    /// The bytes those fetches reserved, in total.
+    pub reserved_bytes: u64,
 }
 
 impl State {
@@ -144,6 +168,18 @@ impl SessionPoller {
         ))
     }
 
+    /// What the poller did so far.
+    pub(crate) fn stats(&self) -> FuturesPollerStats {
+        self.shared.lock().stats
+    }
+
+    /// Records a result fetch that reserved `bytes` of the in-flight budget up front.
+    pub(crate) fn note_reserved_fetch(&self, bytes: u64) {
+        let mut st = self.shared.lock();
+        st.stats.reserved_fetches += 1;
+        st.stats.reserved_bytes = st.stats.reserved_bytes.saturating_add(bytes);
+    }
+
     /// Reports `request_id`'s result as fully fetched on the next poll.
     pub(crate) fn mark_retrieved(&self, request_id: &str) {
         self.shared.lock().retrieved.insert(request_id.to_owned());
@@ -224,10 +260,10 @@ async fn poll_loop(holder: Arc<Holder>, shared: Arc<Shared>, target: SamplingSes
         };
         let result = if closing {
             // The final ack is one best-effort shot.
-            send_poll(&holder, &request, ack_only).await
+            send_poll(&holder, &shared, &request, ack_only).await
         } else {
             tokio::select! {
-                r = send_poll(&holder, &request, ack_only) => r,
+                r = send_poll(&holder, &shared, &request, ack_only) => r,
                 _ = close_rx.changed() => continue,
                 _ = holder_closed.changed() => continue,
             }
@@ -316,6 +352,7 @@ fn fail(shared: &Shared, failure: Failure) {
 
 async fn send_poll(
     holder: &Holder,
+    shared: &Shared,
     request: &FuturesRetrieveRequest,
     ack_only: bool,
 ) -> Result<FuturesRetrieveResponse> {
@@ -327,6 +364,22 @@ async fn send_poll(
         } else {
             LONG_POLL_TIMEOUT
         });
-    let resp = holder.transport.send(spec).await?;
-    parse_json(&resp)
+    {
+        let stats = &mut shared.lock().stats;
+        if ack_only {
+            stats.ack_polls += 1;
+        } else {
+            stats.long_polls += 1;
+        }
+    }
+    let sent = holder.transport.send(spec).await;
+    if let Err(e) = &sent {
+        let stats = &mut shared.lock().stats;
+        if e.kind() == tinker_transport::ErrorKind::Timeout {
+            stats.timed_out_polls += 1;
+        } else {
+            stats.failed_polls += 1;
+        }
+    }
+    parse_json(&sent?)
 }

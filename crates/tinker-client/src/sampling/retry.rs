@@ -1,0 +1,214 @@
+//! The outer retry handler of sampling (§6.5, the SDK's `RetryHandler`): a concurrency
+//! limit, unlimited retries of transient failures with jittered backoff, and stuck
+//! detection. One handler per (holder, sampling session id), shared by every client of
+//! that session built on the holder, as the SDK shares one per session name in a process.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::holder::Holder;
+
+/// No-progress window of the stuck detector.
+pub(crate) const STUCK_AFTER: Duration = Duration::from_secs(7200);
+/// Largest delay between two attempts (s).
+const MAX_DELAY: f64 = 10.0;
+/// Delay before the first retry (s), doubled for each further one.
+const FIRST_DELAY: f64 = 0.5;
+/// Uniform jitter of a delay, as a fraction of it.
+const JITTER: f64 = 0.25;
+
+/// The handlers of one holder, by sampling session id. Entries live as long as a client
+/// uses them.
+#[derive(Default)]
+pub(crate) struct RetryHandlers {
+    by_session: Mutex<HashMap<String, Weak<RetryHandler>>>,
+}
+
+impl RetryHandlers {
+    /// The live handler of `sampling_session_id` on `holder`, or a new one.
+    pub(crate) fn get(&self, holder: &Holder, sampling_session_id: &str) -> Arc<RetryHandler> {
+        let mut all = self
+            .by_session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        all.retain(|_, h| h.strong_count() > 0);
+        if let Some(handler) = all.get(sampling_session_id).and_then(Weak::upgrade) {
+            return handler;
+        }
+        let handler = Arc::new(RetryHandler::new(holder));
+        all.insert(sampling_session_id.to_owned(), Arc::downgrade(&handler));
+        handler
+    }
+}
+
+/// One sampling session's outer retry handler.
+pub(crate) struct RetryHandler {
+    /// `sample_max_concurrent_requests` slots; absent with the session poller, where a
+    /// waiting sample holds no connection.
+    concurrency: Option<Semaphore>,
+    progress: Mutex<Progress>,
+}
+
+/// What the stuck detector watches.
+struct Progress {
+    /// When a call of this handler last completed (or the first one of a busy period
+    /// started).
+    last: Instant,
+    /// Calls inside the retry loop.
+    active: usize,
+}
+
+impl RetryHandler {
+    fn new(holder: &Holder) -> Self {
+        let concurrency = (!holder.config.sample_use_retrieve_futures).then(|| {
+            Semaphore::new(
+                usize::try_from(holder.config.sample_max_concurrent_requests)
+                    .unwrap_or(Semaphore::MAX_PERMITS)
+                    .clamp(1, Semaphore::MAX_PERMITS),
+            )
+        });
+        Self {
+            concurrency,
+            progress: Mutex::new(Progress {
+                last: holder.transport.runtime().clock.now(),
+                active: 0,
+            }),
+        }
+    }
+
+    /// Free slots of the concurrency limit (`None` without a limit).
+    #[cfg(test)]
+    pub(crate) fn available_slots(&self) -> Option<usize> {
+        self.concurrency.as_ref().map(Semaphore::available_permits)
+    }
+
+    /// Runs `attempt` until it succeeds or fails for good: timeouts, connection errors,
+    /// 410 and 408/409/429/5xx are retried without limit, each failure reported as
+    /// `RetryHandler.execute.exception` with `func` as its function name. Fails as
+    /// [`ErrorKind::Stuck`] when no call of this handler completes for
+    /// [`STUCK_AFTER`] (unless the server disabled stuck detection).
+    pub(crate) async fn execute<T, F, Fut>(
+        &self,
+        holder: &Holder,
+        sampling_session_id: &str,
+        func: &'static str,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let _slot =
+            match &self.concurrency {
+                Some(limit) => Some(limit.acquire().await.map_err(|_| {
+                    Error::new(ErrorKind::Cancelled, "the sampling client was closed")
+                })?),
+                None => None,
+            };
+        let _active = self.enter(holder);
+        let retries = retry_loop(holder, func, attempt);
+        let result = if holder.config.sample_enable_stuck_detection {
+            tokio::select! {
+                r = retries => r,
+                () = self.wait_stuck(holder) => Err(Error::new(
+                    ErrorKind::Stuck,
+                    format!(
+                        "No progress made in {}s on sampling session {sampling_session_id}. Requests appear to be stuck.",
+                        STUCK_AFTER.as_secs()
+                    ),
+                )),
+            }
+        } else {
+            retries.await
+        };
+        if result.is_ok() {
+            self.lock().last = holder.transport.runtime().clock.now();
+        }
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts a call in; the first of a busy period restarts the no-progress window, so
+    /// an idle handler is never stuck on its next call.
+    fn enter(&self, holder: &Holder) -> ActiveCall<'_> {
+        let mut p = self.lock();
+        if p.active == 0 {
+            p.last = holder.transport.runtime().clock.now();
+        }
+        p.active += 1;
+        ActiveCall { handler: self }
+    }
+
+    /// Returns once nothing of this handler completed for [`STUCK_AFTER`].
+    async fn wait_stuck(&self, holder: &Holder) {
+        let clock = holder.transport.runtime().clock.clone();
+        loop {
+            let deadline = self.lock().last + STUCK_AFTER;
+            let now = clock.now();
+            if now >= deadline {
+                return;
+            }
+            clock.sleep(deadline - now).await;
+        }
+    }
+}
+
+/// A call inside the retry loop; counted out on drop (also when abandoned).
+struct ActiveCall<'a> {
+    handler: &'a RetryHandler,
+}
+
+impl Drop for ActiveCall<'_> {
+    fn drop(&mut self) {
+        let mut p = self.handler.lock();
+        p.active = p.active.saturating_sub(1);
+    }
+}
+
+async fn retry_loop<T, F, Fut>(holder: &Holder, func: &'static str, mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let runtime = holder.transport.runtime();
+    let started = runtime.clock.now();
+    let started_unix = SystemTime::now();
+    let mut attempt_count: u32 = 0;
+    loop {
+        attempt_count += 1;
+        let err = match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let should_retry = err.is_retryable();
+        crate::telemetry::retry_handler_exception(
+            holder,
+            &crate::telemetry::HandlerAttempt {
+                func,
+                should_retry,
+                attempt_count,
+                started,
+                started_unix,
+            },
+            &err,
+        );
+        if !should_retry {
+            return Err(err);
+        }
+        let exponent = i32::try_from(attempt_count - 1).unwrap_or(i32::MAX);
+        let base = (FIRST_DELAY * 2f64.powi(exponent)).min(MAX_DELAY);
+        let jitter = base * JITTER * (2.0 * runtime.jitter.unit() - 1.0);
+        let delay = (base + jitter).clamp(0.0, MAX_DELAY);
+        tracing::debug!(attempt_count, error = %err, delay, "retrying sample");
+        runtime.clock.sleep(Duration::from_secs_f64(delay)).await;
+    }
+}
