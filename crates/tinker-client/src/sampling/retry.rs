@@ -212,3 +212,72 @@ where
         runtime.clock.sleep(Duration::from_secs_f64(delay)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use tinker_transport::{SecretString, Transport};
+
+    use super::*;
+
+    /// A session-less holder (no background loops) on a tinker-local server.
+    async fn holder(server: &tinker_local::LocalServerHandle) -> Arc<Holder> {
+        let transport = Transport::builder()
+            .base_url(server.url())
+            .api_key(SecretString::from("tml-test-key".to_owned()))
+            .build()
+            .unwrap();
+        Holder::start_with_telemetry(transport, None, false)
+            .await
+            .unwrap()
+    }
+
+    /// The stuck-detection clock belongs to the shared handler: a call of one client
+    /// completing keeps another client's call of the same session alive; an idle handler
+    /// restarts its window on the next call; another session's handler is separate.
+    #[tokio::test]
+    async fn stuck_detection_is_shared_by_the_clients_of_a_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = tinker_local::LocalServerConfig::new(dir.path());
+        let server = tinker_local::LocalServer::start(config).await.unwrap();
+        let holder = holder(&server).await;
+        assert!(holder.config.sample_enable_stuck_detection);
+        tokio::time::pause();
+        let start = tokio::time::Instant::now();
+        let handlers = &holder.sample_retry_handlers;
+        let first = handlers.get(&holder, "s:sample:0");
+        let second = handlers.get(&holder, "s:sample:0");
+        let other = handlers.get(&holder, "s:sample:1");
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(!Arc::ptr_eq(&first, &other));
+
+        let never = || std::future::pending::<Result<()>>();
+        let stuck = first.execute(&holder, "s:sample:0", "f", never);
+        let progress = async {
+            tokio::time::sleep(Duration::from_secs(5000)).await;
+            second
+                .execute(&holder, "s:sample:0", "f", || async { Ok(()) })
+                .await
+                .unwrap();
+        };
+        let (err, ()) = tokio::join!(stuck, progress);
+        let err = err.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Stuck, "{err:?}");
+        // 7200 s after the other client's completion at 5000 s, not after its own start.
+        assert_eq!(start.elapsed().as_secs(), 5000 + STUCK_AFTER.as_secs());
+
+        // Idle for longer than the window: the next call starts a fresh one.
+        tokio::time::sleep(Duration::from_secs(10_000)).await;
+        let again = tokio::time::Instant::now();
+        let err = first
+            .execute(&holder, "s:sample:0", "f", never)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Stuck);
+        assert_eq!(again.elapsed().as_secs(), STUCK_AFTER.as_secs());
+        drop(server);
+    }
+}
