@@ -14,7 +14,9 @@ use serde_json::json;
 use tinker_types::custom_loss::{CustomLossGraph, CustomLossInput};
 
 use super::service::require_active_session;
-use super::{ApiError, ApiResult, AppStateRef, ok, parse};
+use tinker_types::UntypedFuture;
+
+use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::Caller;
 use crate::engine::{AdamStep, CustomGraph, LoraSpec};
 use crate::persist::{CheckpointRecord, LoraRecord, RunRecord, parse_tinker_path, valid_name};
@@ -27,42 +29,6 @@ use crate::worker::{Init, ModelWorker, TrainOp, short_id};
 const MAX_RANK: usize = 256;
 /// TTL bounds of saved checkpoints (1 hour … 10 years).
 const TTL_RANGE: std::ops::RangeInclusive<i64> = 3600..=10 * 365 * 24 * 3600;
-
-#[derive(Deserialize)]
-struct LoraConfig {
-    rank: usize,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default = "yes")]
-    train_unembed: bool,
-    #[serde(default = "yes")]
-    train_mlp: bool,
-    #[serde(default = "yes")]
-    train_attn: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-#[derive(Deserialize)]
-struct OptimizerConfig {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct CreateModel {
-    session_id: String,
-    model_seq_id: i64,
-    base_model: String,
-    #[serde(default)]
-    user_metadata: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    lora_config: Option<LoraConfig>,
-    #[serde(default)]
-    optimizer_config: Option<OptimizerConfig>,
-}
 
 /// A wire integer the server keeps as `i64`.
 fn wire_int(field: &str, value: u64) -> ApiResult<i64> {
@@ -80,7 +46,27 @@ fn check_optimizer_config(kind: Option<&str>) -> ApiResult<serde_json::Value> {
 }
 
 fn future_response(request_id: &str, model_id: &str) -> serde_json::Value {
-    json!({ "request_id": request_id, "model_id": model_id })
+    let future = UntypedFuture {
+        request_id: request_id.to_owned(),
+        model_id: Some(model_id.to_owned()),
+        sample_sequence_ids: None,
+    };
+    tinker_types::json::to_value(&future).unwrap_or_else(|_| json!({ "request_id": request_id }))
+}
+
+/// The `seq_id` every training request needs (optional in the SDK's schema only).
+fn required_seq_id(seq_id: Option<u64>) -> ApiResult<i64> {
+    wire_int(
+        "seq_id",
+        seq_id.ok_or_else(|| ApiError::bad_request("seq_id: required"))?,
+    )
+}
+
+/// A TTL as the worker keeps it.
+fn ttl_of(ttl_seconds: Option<u64>) -> Result<Option<i64>, String> {
+    ttl_seconds
+        .map(|t| i64::try_from(t).map_err(|_| format!("ttl_seconds: {t} is too large")))
+        .transpose()
 }
 
 /// Registers a run and starts its worker; the returned future completes once the model
@@ -177,17 +163,11 @@ pub(crate) async fn create_model(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: CreateModel = parse(&body)?;
-    let optimizer_config =
-        check_optimizer_config(req.optimizer_config.as_ref().map(|c| c.kind.as_str()))?;
-    let lora = req.lora_config.unwrap_or(LoraConfig {
-        rank: 32,
-        seed: None,
-        train_unembed: true,
-        train_mlp: true,
-        train_attn: true,
-    });
-    if lora.rank == 0 || lora.rank > MAX_RANK {
+    let req: tinker_types::CreateModelRequest = parse(&body)?;
+    let optimizer_config = check_optimizer_config(Some(req.optimizer_config.kind()))?;
+    let lora = req.lora_config.unwrap_or_default();
+    let rank = lora.rank as usize;
+    if rank == 0 || rank > MAX_RANK {
         return Err(ApiError::bad_request(format!(
             "lora rank must be in 1..={MAX_RANK}, got {}",
             lora.rank
@@ -199,7 +179,7 @@ pub(crate) async fn create_model(
         ));
     }
     let lora = LoraRecord {
-        rank: lora.rank,
+        rank,
         seed: lora.seed,
         train_attn: lora.train_attn,
         train_mlp: lora.train_mlp,
@@ -209,18 +189,13 @@ pub(crate) async fn create_model(
         &state,
         &caller,
         &req.session_id,
-        req.model_seq_id,
+        wire_int("model_seq_id", req.model_seq_id)?,
         &req.base_model,
         lora,
         optimizer_config,
-        req.user_metadata,
+        req.user_metadata.map(super::string_map),
         Init::Fresh,
     )
-}
-
-#[derive(Deserialize)]
-struct ModelRef {
-    model_id: String,
 }
 
 /// The live model `model_id`, or 404.
@@ -245,21 +220,20 @@ fn training_model(state: &AppState, model_id: &str) -> ApiResult<Arc<ModelWorker
 }
 
 pub(crate) async fn get_info(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: ModelRef = parse(&body)?;
+    let req: tinker_types::GetInfoRequest = parse(&body)?;
     let worker = live_model(&state, &req.model_id)?;
-    ok(json!({
-        "type": "get_info",
-        "model_id": req.model_id,
-        "model_data": {
-            "arch": "llama",
-            "model_name": worker.spec.name,
-            "tokenizer_id": worker.spec.tokenizer_dir.to_string_lossy(),
+    reply(&tinker_types::GetInfoResponse {
+        model_data: tinker_types::ModelData {
+            arch: Some("llama".to_owned()),
+            model_name: Some(worker.spec.name.clone()),
+            tokenizer_id: Some(worker.spec.tokenizer_dir.to_string_lossy().into_owned()),
         },
-        "optimizer_config": { "type": "adamw" },
-        "is_lora": true,
-        "lora_rank": worker.lora.rank,
-        "model_name": worker.spec.name,
-    }))
+        model_id: req.model_id,
+        optimizer_config: tinker_types::OptimizerConfig::AdamW,
+        is_lora: Some(true),
+        lora_rank: u32::try_from(worker.lora.rank).ok(),
+        model_name: Some(worker.spec.name.clone()),
+    })
 }
 
 /// Decompresses a request body according to `Content-Encoding`, bounded by `limit`.
@@ -333,41 +307,14 @@ pub(crate) async fn forward_backward(
     ok(future_response(&id, &req.model_id))
 }
 
-#[derive(Deserialize)]
-struct AdamParams {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    learning_rate: Option<f64>,
-    #[serde(default)]
-    beta1: Option<f64>,
-    #[serde(default)]
-    beta2: Option<f64>,
-    #[serde(default)]
-    eps: Option<f64>,
-    #[serde(default)]
-    weight_decay: Option<f64>,
-    #[serde(default)]
-    grad_clip_norm: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct OptimStep {
-    model_id: String,
-    seq_id: i64,
-    #[serde(default, alias = "optim_params")]
-    adam_params: Option<AdamParams>,
-    #[serde(default)]
-    optimizer_params: Option<AdamParams>,
-}
-
-fn adam_step(p: &AdamParams) -> Result<AdamStep, String> {
+fn adam_step(p: &tinker_types::AdamParams) -> Result<AdamStep, String> {
     let step = AdamStep {
-        learning_rate: p.learning_rate.unwrap_or(1e-4),
-        beta1: p.beta1.unwrap_or(0.9),
-        beta2: p.beta2.unwrap_or(0.95),
-        eps: p.eps.unwrap_or(1e-12),
-        weight_decay: p.weight_decay.unwrap_or(0.0),
-        grad_clip_norm: p.grad_clip_norm.unwrap_or(0.0),
+        learning_rate: p.learning_rate,
+        beta1: p.beta1,
+        beta2: p.beta2,
+        eps: p.eps,
+        weight_decay: p.weight_decay,
+        grad_clip_norm: p.grad_clip_norm,
     };
     let finite = [
         step.learning_rate,
@@ -395,28 +342,33 @@ fn adam_step(p: &AdamParams) -> Result<AdamStep, String> {
 }
 
 pub(crate) async fn optim_step(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: OptimStep = parse(&body)?;
+    let req: tinker_types::OptimStepRequest = parse(&body)?;
+    let seq_id = required_seq_id(req.seq_id)?;
     let worker = training_model(&state, &req.model_id)?;
-    let params = match (&req.adam_params, &req.optimizer_params) {
-        (Some(p), _) => Ok(p),
-        (None, Some(p)) if p.kind.as_deref().is_none_or(|k| k.starts_with("adam")) => Ok(p),
-        (None, Some(p)) => Err(format!(
+    let step = match &req.params {
+        tinker_types::OptimParams::Adam(p) => adam_step(p),
+        tinker_types::OptimParams::Dimuon(_) => Err(
+            "optimizer family `dimuon` is not supported by tinker-local (only Adam: send adam_params)"
+                .to_owned(),
+        ),
+        other => Err(format!(
             "optimizer family `{}` is not supported by tinker-local (only Adam: send adam_params)",
-            p.kind.as_deref().unwrap_or("?")
+            tinker_types::json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "?".to_owned())
         )),
-        (None, None) => Err("optim_step needs adam_params".to_owned()),
     };
-    let step = params.and_then(adam_step);
     match step {
         Ok(step) => {
             let id = worker
-                .submit(&state, req.seq_id, TrainOp::OptimStep(step))
+                .submit(&state, seq_id, TrainOp::OptimStep(step))
                 .map_err(ApiError::bad_request)?;
             ok(future_response(&id, &req.model_id))
         }
         Err(message) => {
             // Consume the seq_id so later requests of this model are not stuck behind it.
-            let _ = worker.submit(&state, req.seq_id, TrainOp::Reject(message.clone()));
+            let _ = worker.submit(&state, seq_id, TrainOp::Reject(message.clone()));
             Err(ApiError::bad_request(message))
         }
     }
@@ -461,66 +413,34 @@ fn submit_checked(
     ok(future_response(&id, &worker.model_id))
 }
 
-#[derive(Deserialize)]
-struct SaveWeights {
-    model_id: String,
-    #[serde(default)]
-    path: Option<String>,
-    seq_id: i64,
-    #[serde(default)]
-    ttl_seconds: Option<i64>,
-    #[serde(default)]
-    overwrite: bool,
-    #[serde(default)]
-    user_metadata: Option<BTreeMap<String, String>>,
-}
-
 pub(crate) async fn save_weights(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: SaveWeights = parse(&body)?;
+    let req: tinker_types::SaveWeightsRequest = parse(&body)?;
+    let seq_id = required_seq_id(req.seq_id)?;
     let worker = training_model(&state, &req.model_id)?;
-    let name = req.path.unwrap_or_else(|| format!("seq-{}", req.seq_id));
-    let check = check_name(&name).and(check_ttl(req.ttl_seconds).map(|_| ()));
-    submit_checked(&state, &worker, req.seq_id, check, || {
-        TrainOp::SaveWeights {
-            name,
-            ttl_seconds: req.ttl_seconds,
-            overwrite: req.overwrite,
-            user_metadata: req.user_metadata,
-        }
+    let name = req.path.unwrap_or_else(|| format!("seq-{seq_id}"));
+    let ttl = ttl_of(req.ttl_seconds);
+    let check = check_name(&name).and(ttl.clone().and_then(check_ttl).map(|_| ()));
+    submit_checked(&state, &worker, seq_id, check, || TrainOp::SaveWeights {
+        name,
+        ttl_seconds: ttl.ok().flatten(),
+        overwrite: req.overwrite,
+        user_metadata: req.user_metadata,
     })
 }
 
-#[derive(Deserialize)]
-struct SaveForSampler {
-    model_id: String,
-    #[serde(default)]
-    path: Option<String>,
-    seq_id: i64,
-    #[serde(default)]
-    sampling_session_seq_id: Option<i64>,
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    ttl_seconds: Option<i64>,
-    #[serde(default)]
-    user_metadata: Option<BTreeMap<String, String>>,
-}
-
 pub(crate) async fn save_weights_for_sampler(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: SaveForSampler = parse(&body)?;
+    let req: tinker_types::SaveWeightsForSamplerRequest = parse(&body)?;
+    let seq_id = required_seq_id(req.seq_id)?;
     let worker = training_model(&state, &req.model_id)?;
-    let mut check = check_ttl(req.ttl_seconds).map(|_| ());
-    if let Some(kind) = req.kind.as_deref()
-        && !matches!(kind, "snapshot" | "inflight")
-    {
-        check = Err(format!("unknown kind `{kind}` (snapshot or inflight)"));
-    }
+    // `kind` (snapshot or inflight) is checked by its type; both save a snapshot here.
+    let ttl = ttl_of(req.ttl_seconds);
+    let mut check = ttl.clone().and_then(check_ttl).map(|_| ());
     let sampling_session_id = match (&req.path, req.sampling_session_seq_id) {
         (Some(name), _) => {
             check = check.and(check_name(name));
             None
         }
-        (None, Some(n)) if n >= 0 => Some(format!("{}:sample:{n}", worker.session_id)),
+        (None, Some(n)) => Some(format!("{}:sample:{n}", worker.session_id)),
         (None, _) => {
             check = check.and(Err(
                 "save_weights_for_sampler needs `path` or `sampling_session_seq_id`".to_owned(),
@@ -528,31 +448,20 @@ pub(crate) async fn save_weights_for_sampler(State(state): AppStateRef, body: By
             None
         }
     };
-    submit_checked(&state, &worker, req.seq_id, check, || {
-        TrainOp::SaveForSampler {
-            name: req.path,
-            ttl_seconds: req.ttl_seconds,
-            user_metadata: req.user_metadata,
-            sampling_session_id,
-        }
+    submit_checked(&state, &worker, seq_id, check, || TrainOp::SaveForSampler {
+        name: req.path,
+        ttl_seconds: ttl.ok().flatten(),
+        user_metadata: req.user_metadata,
+        sampling_session_id,
     })
 }
 
-#[derive(Deserialize)]
-struct SaveExternal {
-    model_id: String,
-    path: String,
-    seq_id: i64,
-    #[serde(default)]
-    ttl_seconds: Option<i64>,
-    #[serde(default)]
-    age_encryption_recipients: Option<Vec<String>>,
-}
-
 pub(crate) async fn save_weights_external(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: SaveExternal = parse(&body)?;
+    let req: tinker_types::SaveWeightsExternalRequest = parse(&body)?;
+    let seq_id = required_seq_id(req.seq_id)?;
     let worker = training_model(&state, &req.model_id)?;
-    let mut check = check_name(&req.path).and(check_ttl(req.ttl_seconds).map(|_| ()));
+    let ttl = ttl_of(req.ttl_seconds);
+    let mut check = check_name(&req.path).and(ttl.clone().and_then(check_ttl).map(|_| ()));
     if req
         .age_encryption_recipients
         .as_ref()
@@ -560,11 +469,9 @@ pub(crate) async fn save_weights_external(State(state): AppStateRef, body: Bytes
     {
         check = Err("age encryption of exports is not supported by tinker-local".to_owned());
     }
-    submit_checked(&state, &worker, req.seq_id, check, || {
-        TrainOp::SaveExternal {
-            name: req.path,
-            ttl_seconds: req.ttl_seconds,
-        }
+    submit_checked(&state, &worker, seq_id, check, || TrainOp::SaveExternal {
+        name: req.path,
+        ttl_seconds: ttl.ok().flatten(),
     })
 }
 
