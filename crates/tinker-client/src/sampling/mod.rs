@@ -6,10 +6,9 @@ pub(crate) mod cancel;
 mod handle;
 mod poller;
 mod retry;
-
-pub use self::poller::FuturesPollerStats;
 mod shadow;
 
+pub use self::poller::FuturesPollerStats;
 pub(crate) use self::retry::RetryHandlers;
 
 use std::sync::atomic::{AtomicU64, Ordering};
