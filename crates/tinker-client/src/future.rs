@@ -365,6 +365,7 @@ pub(crate) async fn submit(
 /// (its order was fixed when the method was called); awaiting yields the result.
 /// Dropping it lets training work finish in the background, but abandons a sample (see
 /// [`SamplingClient::sample_with`](crate::SamplingClient::sample_with)).
+/// [`ApiFuture::result_timeout`] bounds the wait.
 #[must_use = "an ApiFuture does nothing useful unless awaited (the request is sent anyway)"]
 pub struct ApiFuture<T> {
     inner: Inner<T>,
