@@ -5,12 +5,16 @@ use std::sync::Arc;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use serde::Deserialize;
-use serde_json::json;
 
 use super::service::require_active_session;
 use super::training::resolve_checkpoint;
-use super::{ApiError, ApiResult, AppStateRef, ok, parse};
+use tinker_types::{
+    CreateSamplingSessionRequest, CreateSamplingSessionResponse, GetSamplerResponse,
+    JoinSamplingSessionRequest, JoinSamplingSessionResponse, ModelInputChunk, SampleRequest,
+    StopCondition, UntypedFuture,
+};
+
+use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::Caller;
 use crate::engine::{SampleSpec, SamplerModel};
 use crate::promise::{FutureKind, Outcome};
@@ -23,27 +27,15 @@ const MAX_SAMPLES: usize = 128;
 /// `max_tokens` when the request gives none.
 const DEFAULT_MAX_TOKENS: usize = 128;
 
-#[derive(Deserialize)]
-struct CreateSamplingSession {
-    session_id: String,
-    sampling_session_seq_id: i64,
-    #[serde(default)]
-    base_model: Option<String>,
-    #[serde(default)]
-    model_path: Option<String>,
-}
-
 pub(crate) async fn create_sampling_session(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: CreateSamplingSession = parse(&body)?;
-    let key = (
-        req.session_id.clone(),
-        "sampler",
-        req.sampling_session_seq_id,
-    );
+    let req: CreateSamplingSessionRequest = parse(&body)?;
+    let seq = i64::try_from(req.sampling_session_seq_id)
+        .map_err(|_| ApiError::bad_request("sampling_session_seq_id: too large"))?;
+    let key = (req.session_id.clone(), "sampler", seq);
     if let Some(previous) = lock(&state.creations).get(&key) {
         return ok(previous.clone());
     }
@@ -104,7 +96,10 @@ pub(crate) async fn create_sampling_session(
     if let Some(s) = lock(&state.sessions).get_mut(&req.session_id) {
         s.sampler_ids.push(id.clone());
     }
-    let response = json!({ "type": "create_sampling_session", "sampling_session_id": id });
+    let response = tinker_types::json::to_value(&CreateSamplingSessionResponse {
+        sampling_session_id: id,
+    })
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     lock(&state.creations).insert(key, response.clone());
     ok(response)
 }
@@ -119,13 +114,8 @@ fn engine_api_error(e: &crate::engine::EngineError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
-struct JoinSamplingSession {
-    sampling_session_id: String,
-}
-
 pub(crate) async fn join_sampling_session(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: JoinSamplingSession = parse(&body)?;
+    let req: JoinSamplingSessionRequest = parse(&body)?;
     let mut samplers = lock(&state.samplers);
     let entry = samplers.get_mut(&req.sampling_session_id).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -134,7 +124,9 @@ pub(crate) async fn join_sampling_session(State(state): AppStateRef, body: Bytes
         ))
     })?;
     entry.clients += 1;
-    ok(json!({ "type": "join_sampling_session", "client_counter": entry.clients }))
+    reply(&JoinSamplingSessionResponse {
+        client_counter: entry.clients,
+    })
 }
 
 pub(crate) async fn get_sampler(
@@ -145,101 +137,28 @@ pub(crate) async fn get_sampler(
     let entry = samplers
         .get(&sampler_id)
         .ok_or_else(|| ApiError::not_found(format!("sampler {sampler_id} does not exist")))?;
-    ok(json!({
-        "sampler_id": entry.id,
-        "base_model": entry.base_model,
-        "model_path": entry.model_path,
-    }))
-}
-
-#[derive(Deserialize)]
-struct Chunk {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    tokens: Option<Vec<i64>>,
-}
-
-#[derive(Deserialize)]
-struct ModelInput {
-    chunks: Vec<Chunk>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Stop {
-    One(String),
-    Strings(Vec<String>),
-    Tokens(Vec<i64>),
-}
-
-#[derive(Deserialize)]
-struct SamplingParams {
-    #[serde(default)]
-    max_tokens: Option<i64>,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default)]
-    stop: Option<Stop>,
-    #[serde(default = "one")]
-    temperature: f64,
-    #[serde(default = "minus_one")]
-    top_k: i64,
-    #[serde(default = "one")]
-    top_p: f64,
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn minus_one() -> i64 {
-    -1
-}
-
-#[derive(Deserialize)]
-struct SampleRequest {
-    #[serde(default = "one_sample")]
-    num_samples: i64,
-    prompt: ModelInput,
-    sampling_params: SamplingParams,
-    #[serde(default)]
-    sampling_session_id: Option<String>,
-    #[serde(default)]
-    seq_id: Option<i64>,
-    #[serde(default)]
-    prompt_logprobs: Option<bool>,
-    #[serde(default)]
-    topk_prompt_logprobs: i64,
-    #[serde(default)]
-    topk_sample_logprobs: i64,
-    #[serde(default)]
-    target_prompt_logprobs: Option<serde_json::Value>,
-    #[serde(default)]
-    prompt_alt_tokens_k: i64,
-    #[serde(default)]
-    prompt_logprobs_last_n: Option<i64>,
-}
-
-fn one_sample() -> i64 {
-    1
+    reply(&GetSamplerResponse {
+        sampler_id: entry.id.clone(),
+        base_model: entry.base_model.clone(),
+        model_path: entry.model_path.clone(),
+    })
 }
 
 /// Turns a request into an engine spec, or explains what is wrong with it.
 fn sample_spec(req: &SampleRequest) -> Result<(SampleSpec, Option<usize>), String> {
     let mut prompt = Vec::new();
     for (i, chunk) in req.prompt.chunks.iter().enumerate() {
-        match (chunk.kind.as_deref(), &chunk.tokens) {
-            (None | Some("encoded_text"), Some(tokens)) => {
-                for &t in tokens {
-                    prompt.push(u32::try_from(t).map_err(|_| format!("invalid token id {t}"))?);
-                }
-            }
-            (Some(kind), _) => {
+        match chunk {
+            ModelInputChunk::EncodedText(c) => prompt.extend_from_slice(&c.tokens),
+            other => {
+                let kind = tinker_types::json::to_value(other)
+                    .ok()
+                    .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+                    .unwrap_or_default();
                 return Err(format!(
                     "prompt chunk {i}: `{kind}` chunks are not supported (tinker-local models are text-only)"
                 ));
             }
-            (None, None) => return Err(format!("prompt chunk {i} has no tokens")),
         }
     }
     if prompt.is_empty() {
@@ -252,8 +171,7 @@ fn sample_spec(req: &SampleRequest) -> Result<(SampleSpec, Option<usize>), Strin
     let p = &req.sampling_params;
     let max_tokens = match p.max_tokens {
         None => DEFAULT_MAX_TOKENS,
-        Some(m) => usize::try_from(m)
-            .ok()
+        Some(m) => Some(m as usize)
             .filter(|m| *m >= 1)
             .ok_or_else(|| format!("max_tokens must be >= 1, got {m}"))?,
     };
@@ -271,15 +189,16 @@ fn sample_spec(req: &SampleRequest) -> Result<(SampleSpec, Option<usize>), Strin
     }
     let (stop_tokens, stop_strings, stop_at_eos) = match &p.stop {
         None => (Vec::new(), Vec::new(), true),
-        Some(Stop::One(s)) => (Vec::new(), vec![s.clone()], false),
-        Some(Stop::Strings(v)) => (Vec::new(), v.clone(), false),
-        Some(Stop::Tokens(v)) => (
+        Some(StopCondition::Text(s)) => (Vec::new(), vec![s.clone()], false),
+        Some(StopCondition::Strings(v)) => (Vec::new(), v.clone(), false),
+        Some(StopCondition::Tokens(v)) => (
             v.iter()
                 .map(|&t| u32::try_from(t).map_err(|_| format!("invalid stop token {t}")))
                 .collect::<Result<_, _>>()?,
             Vec::new(),
             false,
         ),
+        Some(_) => return Err("sampling_params.stop: unsupported form".to_owned()),
     };
     if req.target_prompt_logprobs.is_some() {
         return Err("target_prompt_logprobs is not supported by tinker-local".to_owned());
@@ -296,8 +215,7 @@ fn sample_spec(req: &SampleRequest) -> Result<(SampleSpec, Option<usize>), Strin
             ));
         }
         Some(n) => Some(
-            usize::try_from(n)
-                .ok()
+            Some(n as usize)
                 .filter(|n| *n >= 1 && *n < prompt.len())
                 .ok_or_else(|| {
                     format!(
@@ -307,9 +225,8 @@ fn sample_spec(req: &SampleRequest) -> Result<(SampleSpec, Option<usize>), Strin
                 })?,
         ),
     };
-    let topk = |v: i64, what: &str| {
-        usize::try_from(v)
-            .ok()
+    let topk = |v: u32, what: &str| {
+        Some(v as usize)
             .filter(|k| *k <= 64)
             .ok_or_else(|| format!("{what} must be in 0..=64, got {v}"))
     };
@@ -336,13 +253,16 @@ pub(crate) async fn asample(State(state): AppStateRef, body: Bytes) -> ApiResult
     let sampler_id = req.sampling_session_id.clone().ok_or_else(|| {
         ApiError::bad_request("asample needs sampling_session_id (create a sampling session first)")
     })?;
-    let seq_id = req.seq_id.unwrap_or(-1);
+    let seq_id = match req.seq_id {
+        None => -1,
+        Some(s) => i64::try_from(s).map_err(|_| ApiError::bad_request("seq_id: too large"))?,
+    };
     let key = (sampler_id.clone(), seq_id);
     if seq_id >= 0
         && let Some((request_id, ids)) = lock(&state.sample_submissions).get(&key)
         && state.promises.waiter(request_id).is_some()
     {
-        return ok(json!({ "request_id": request_id, "sample_sequence_ids": ids }));
+        return reply(&sample_future(request_id, ids));
     }
     let entry = lock(&state.samplers)
         .get(&sampler_id)
@@ -366,7 +286,16 @@ pub(crate) async fn asample(State(state): AppStateRef, body: Bytes) -> ApiResult
         lock(&state.sample_submissions).insert(key, (request_id.clone(), ids.clone()));
     }
     tokio::spawn(run_sample(Arc::clone(&state), entry, spec, last_n, done));
-    ok(json!({ "request_id": request_id, "sample_sequence_ids": ids }))
+    reply(&sample_future(&request_id, &ids))
+}
+
+/// The untyped future of a sample request.
+fn sample_future(request_id: &str, ids: &[String]) -> UntypedFuture {
+    UntypedFuture {
+        request_id: request_id.to_owned(),
+        model_id: None,
+        sample_sequence_ids: Some(ids.to_vec()),
+    }
 }
 
 async fn run_sample(
