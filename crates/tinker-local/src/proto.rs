@@ -1,10 +1,13 @@
 //! The protobuf side of the wire: decoding `ForwardBackwardRequest` bodies into engine
-//! batches and encoding `ForwardBackwardOutput` / `SampleResponse` results.
+//! batches (server-specific: it validates against what the engine supports and reads the
+//! prost structs directly), and building the `tinker-types` `ForwardBackwardOutput` /
+//! `SampleResponse` results, which `tinker_types::proto` encodes.
 
 use std::collections::BTreeMap;
 
 use prost::Message;
 use tinker_types::proto::wire;
+use tinker_types::{SampleResponse, SampledSequence, StopReason, TensorData, TopkLogprobs};
 
 use std::sync::Arc;
 
@@ -400,10 +403,6 @@ fn tensor_f32(t: &wire::Tensor, n: usize, datum: usize, name: &str) -> Result<Ve
     Ok(out)
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 /// True for metric keys the SDK's chunk combiner accepts (`name:reduction`).
 pub(crate) fn valid_metric_key(key: &str) -> bool {
     let mut parts = key.split(':');
@@ -414,98 +413,78 @@ pub(crate) fn valid_metric_key(key: &str) -> bool {
     )
 }
 
-/// Encodes a forward/backward result: one `ArrayRecord` with a per-datum `logprobs` field.
-pub(crate) fn encode_forward_output(out: &ForwardOutput) -> Vec<u8> {
-    let mut data = Vec::new();
-    let mut offsets = vec![0i64];
-    for lp in &out.logprobs {
-        data.extend(f32_bytes(lp));
-        offsets.push(i64::try_from(data.len()).unwrap_or(i64::MAX));
-    }
-    let field = wire::BatchedTensor {
-        data,
-        offsets: offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
-        dtype: wire::DType::DtypeFloat32 as i32,
-        trailing_shape: Vec::new(),
-    };
-    let record = wire::ArrayRecord {
-        type_tag: "ArrayRecord".to_owned(),
-        fields: BTreeMap::from([("logprobs".to_owned(), field)]),
-        num_datums: i64::try_from(out.logprobs.len()).unwrap_or(i64::MAX),
-    };
-    let metrics = out
-        .metrics
-        .iter()
-        .filter(|(k, _)| valid_metric_key(k))
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
-    wire::ForwardBackwardOutput {
+/// Encodes a forward/backward result: per datum a `logprobs` vector, plus the metrics the
+/// SDK's chunk combiner accepts.
+pub(crate) fn encode_forward_output(out: &ForwardOutput) -> Result<Vec<u8>, String> {
+    let output = tinker_types::ForwardBackwardOutput {
         loss_fn_output_type: "ArrayRecord".to_owned(),
-        loss_fn_outputs: vec![record],
-        metrics,
-    }
-    .encode_to_vec()
+        loss_fn_outputs: out
+            .logprobs
+            .iter()
+            .map(|lp| BTreeMap::from([("logprobs".to_owned(), TensorData::vector_f32(lp.clone()))]))
+            .collect(),
+        metrics: out
+            .metrics
+            .iter()
+            .filter(|(k, _)| valid_metric_key(k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect(),
+    };
+    output
+        .encode_proto()
+        .map_err(|e| format!("encoding the forward/backward output: {e}"))
 }
 
-/// Packs rows of `(token, logprob)` pairs into a `TopkLogprobs` matrix, padding short rows.
-fn topk_message(rows: &[Vec<(u32, f32)>]) -> Option<wire::TopkLogprobs> {
+/// Packs rows of `(token, logprob)` pairs into a top-k matrix, padding short rows with the
+/// SDK's sentinel cell.
+fn topk_matrix(rows: &[Vec<(u32, f32)>]) -> Option<TopkLogprobs> {
     let k = rows.iter().map(Vec::len).max().unwrap_or(0);
-    if k == 0 || rows.is_empty() {
+    if k == 0 {
         return None;
     }
-    let mut ids = Vec::with_capacity(rows.len() * k * 4);
-    let mut lps = Vec::with_capacity(rows.len() * k * 4);
+    let mut token_ids = Vec::with_capacity(rows.len() * k);
+    let mut logprobs = Vec::with_capacity(rows.len() * k);
     for row in rows {
         for j in 0..k {
             let (id, lp) = row.get(j).copied().unwrap_or((0, TOPK_PAD_LOGPROB));
-            ids.extend(i32::try_from(id).unwrap_or(i32::MAX).to_le_bytes());
-            lps.extend(lp.to_le_bytes());
+            token_ids.push(id);
+            logprobs.push(lp);
         }
     }
-    Some(wire::TopkLogprobs {
-        token_ids: ids,
-        logprobs: lps,
-        k: u32::try_from(k).unwrap_or(u32::MAX),
-        length: u32::try_from(rows.len()).unwrap_or(u32::MAX),
+    Some(TopkLogprobs {
+        token_ids,
+        logprobs,
+        k,
     })
 }
 
-/// Encodes a sampling result. `prompt_logprobs_last_n` blanks (NaN / padding) every prompt
-/// position before the last `n`.
+/// Encodes a sampling result. `prompt_logprobs_last_n` blanks (`None` / padding) every
+/// prompt position before the last `n`.
 pub(crate) fn encode_sample_output(
     out: &SampleOutput,
     prompt_logprobs_last_n: Option<usize>,
-) -> Vec<u8> {
+) -> Result<Vec<u8>, String> {
     let sequences = out
         .sequences
         .iter()
-        .map(|s| wire::SampledSequence {
+        .map(|s| SampledSequence {
             stop_reason: match s.stop {
-                StopKind::Length => wire::StopReason::Length as i32,
-                _ => wire::StopReason::Stop as i32,
+                StopKind::Length => StopReason::Length,
+                _ => StopReason::Stop,
             },
-            tokens: s
-                .tokens
-                .iter()
-                .flat_map(|t| i32::try_from(*t).unwrap_or(i32::MAX).to_le_bytes())
-                .collect(),
-            logprobs: if s.logprobs.is_empty() {
-                None
-            } else {
-                Some(f32_bytes(&s.logprobs))
-            },
-            topk_sampled_logprobs: s.topk.as_deref().and_then(topk_message),
+            sequence_id: String::new(),
+            tokens: s.tokens.clone(),
+            logprobs: (!s.logprobs.is_empty()).then(|| s.logprobs.clone()),
+            topk_logprobs: s.topk.as_deref().and_then(topk_matrix),
         })
         .collect();
     let keep_from = |len: usize| prompt_logprobs_last_n.map_or(0, |n| len.saturating_sub(n));
     let prompt_logprobs = out.prompt_logprobs.as_ref().map(|lps| {
         let from = keep_from(lps.len());
-        let masked: Vec<f32> = lps
-            .iter()
+        lps.iter()
             .enumerate()
-            .map(|(i, v)| if i < from { f32::NAN } else { *v })
-            .collect();
-        f32_bytes(&masked)
+            .map(|(i, v)| (i >= from && !v.is_nan()).then_some(*v))
+            .collect()
     });
     let topk_prompt_logprobs = out.topk_prompt_logprobs.as_ref().and_then(|rows| {
         let from = keep_from(rows.len());
@@ -514,22 +493,28 @@ pub(crate) fn encode_sample_output(
             .enumerate()
             .map(|(i, r)| if i < from { Vec::new() } else { r.clone() })
             .collect();
-        topk_message(&masked)
+        topk_matrix(&masked)
     });
-    wire::SampleResponse {
+    let response = SampleResponse {
         sequences,
         prompt_logprobs,
         topk_prompt_logprobs,
-        prompt_cache_hit_tokens: 0,
         target_prompt_logprobs: None,
+        prompt_cache_hit_tokens: 0,
         prompt_alt_tokens: None,
-    }
-    .encode_to_vec()
+    };
+    response
+        .encode_proto()
+        .map_err(|e| format!("encoding the sample response: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
 
     #[test]
     fn metric_keys() {

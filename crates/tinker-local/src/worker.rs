@@ -392,7 +392,7 @@ fn execute(
             Ok(out) => {
                 let (session, base) = session_of(state, model_id);
                 state.account(&session, &base, "training", tokens as u64);
-                Outcome::Proto(proto::encode_forward_output(&out))
+                proto::encode_forward_output(&out).map_or_else(Outcome::server, Outcome::Proto)
             }
             Err(e) => engine_outcome(&e),
         },

@@ -331,7 +331,10 @@ async fn run_sample(
                 "sampling_sample",
                 sampled,
             );
-            done.complete(Outcome::Proto(proto::encode_sample_output(&out, last_n)));
+            done.complete(match proto::encode_sample_output(&out, last_n) {
+                Ok(bytes) => Outcome::Proto(bytes),
+                Err(e) => Outcome::server(e),
+            });
         }
         Ok(Err(e)) if e.is_user_error() => done.complete(Outcome::user(e.to_string())),
         Ok(Err(e)) => {
