@@ -312,27 +312,37 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Builds the server and the Rust side in one cargo invocation, so that both see one
+/// feature set (two separate builds would each rebuild the other's dependencies).
 fn build(root: &Path) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    for args in [
-        &["-p", "tinker-local", "--bin", "tinker-local"][..],
-        &["-p", "tinker-client", "--example", "sdk_bench"][..],
-    ] {
-        let status = Command::new(&cargo)
-            .args(["build", "--release", "--locked"])
-            .args(args)
-            .current_dir(root)
-            .status()
-            .map_err(|e| format!("could not run cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!(
-                "`cargo build --release {}` exited with {status} (use --no-build to run the \
-                 binaries already built)",
-                args.join(" ")
-            ));
-        }
+    let args = [
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "tinker-local",
+        "-p",
+        "tinker-client",
+        "--bin",
+        "tinker-local",
+        "--example",
+        "sdk_bench",
+    ];
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("could not run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`cargo {}` exited with {status} (use --no-build to run the binaries already \
+             built)",
+            args.join(" ")
+        ))
     }
-    Ok(())
 }
 
 fn target_dir(root: &Path) -> PathBuf {
