@@ -57,8 +57,14 @@ async fn search_by_user_and_by_every_status() {
     let failed = h.session().await;
     finish(&h, &errored, "errored").await;
     finish(&h, &interrupted, "interrupted").await;
-    assert!(h.server.cancel_session(&cancelled, Some("stopped from the console")));
-    assert!(!h.server.cancel_session(&errored, None), "the first end wins");
+    assert!(
+        h.server
+            .cancel_session(&cancelled, Some("stopped from the console"))
+    );
+    assert!(
+        !h.server.cancel_session(&errored, None),
+        "the first end wins"
+    );
     assert_eq!(h.heartbeat(&cancelled).await, 410);
 
     // A request failing on the server's side (its staging area is unusable) fails its session.
@@ -124,7 +130,10 @@ async fn search_by_user_and_by_every_status() {
         st(json!({"type": "client_finished", "reasons": ["errored", "interrupted"]})),
     )
     .await;
-    assert_eq!(ids(&got), sorted(vec![errored.clone(), interrupted.clone()]));
+    assert_eq!(
+        ids(&got),
+        sorted(vec![errored.clone(), interrupted.clone()])
+    );
     let got = search(&h, st(json!({"type": "active"}))).await;
     assert_eq!(ids(&got), vec![active.clone()]);
     let got = search(
@@ -134,7 +143,10 @@ async fn search_by_user_and_by_every_status() {
     .await;
     assert_eq!(ids(&got), sorted(vec![active, cancelled, failed]));
     let r = h
-        .post("sessions/search", json!({"statuses": [{"type": "exploded"}]}))
+        .post(
+            "sessions/search",
+            json!({"statuses": [{"type": "exploded"}]}),
+        )
         .await;
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["detail"].as_str().unwrap().contains("statuses"));
@@ -248,7 +260,9 @@ async fn foreign_checkpoints_need_a_weights_access_token() {
         .await;
     let path = h.result(&save).await["path"].as_str().unwrap().to_owned();
     // The owner needs no token.
-    let own = h.ok("load_weights", load_body(&a_session, 1, &path, None)).await;
+    let own = h
+        .ok("load_weights", load_body(&a_session, 1, &path, None))
+        .await;
     assert!(h.result(&own).await["model_id"].is_string());
 
     h.key = KEY_B.to_owned();
@@ -270,13 +284,21 @@ async fn foreign_checkpoints_need_a_weights_access_token() {
     let done = h.result(&granted).await;
     assert_eq!(done["model_id"], format!("{b_session}:train:0"));
     let copied = copy(&h, &path, Some(KEY_A)).await;
-    assert_eq!(copied.status, 200, "{}", String::from_utf8_lossy(&copied.body));
+    assert_eq!(
+        copied.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&copied.body)
+    );
     assert!(copied.json()["tinker_path"].is_string());
 
     // Once published, anyone may read it without a token.
     h.key = KEY_A.to_owned();
     let publish = format!("/api/v1/training_runs/{model}/checkpoints/weights/w/publish");
-    let r = h.request(Method::POST, &publish, &[], vec![]).await.unwrap();
+    let r = h
+        .request(Method::POST, &publish, &[], vec![])
+        .await
+        .unwrap();
     assert_eq!(r.status, 200);
     h.key = KEY_B.to_owned();
     let public = h
@@ -284,5 +306,59 @@ async fn foreign_checkpoints_need_a_weights_access_token() {
         .await;
     assert!(h.result(&public).await["model_id"].is_string());
     assert_eq!(copy(&h, &path, None).await.status, 200);
+    h.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_parse_as_the_sdk_types_with_field_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(config(dir.path())).await;
+    // Lenient where the SDK is: optional fields may be left out.
+    let s = h.ok("create_session", json!({})).await;
+    let session = s["session_id"].as_str().unwrap().to_owned();
+    let f = h
+        .ok(
+            "create_model",
+            json!({"session_id": session, "model_seq_id": 0, "base_model": MODEL,
+                   "lora_config": {"rank": 4}}),
+        )
+        .await;
+    assert!(h.result(&f).await["model_id"].is_string());
+    // Strict where it matters: a 400, category user, naming the field.
+    for (path, body, field) in [
+        (
+            "create_model",
+            json!({"session_id": session, "model_seq_id": 1}),
+            "base_model",
+        ),
+        (
+            "create_model",
+            json!({"session_id": session, "model_seq_id": -1, "base_model": MODEL}),
+            "model_seq_id",
+        ),
+        (
+            "retrieve_futures",
+            json!({"target": {"type": "training_run", "sampling_session_id": "x"}}),
+            "target",
+        ),
+        ("sessions/search", json!({"limit": 0}), "limit"),
+        (
+            "optim_step",
+            json!({"model_id": "m", "seq_id": 1, "adam_params": {"learning_rate": "fast"}}),
+            // OptimParams decodes as a whole, so the path stops at its key.
+            "adam_params",
+        ),
+    ] {
+        let r = h.post(path, body).await;
+        assert_eq!(
+            r.status,
+            400,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let v = r.json();
+        assert_eq!(v["category"], "user", "{path}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(field), "{path}: {v}");
+    }
     h.server.shutdown().await;
 }

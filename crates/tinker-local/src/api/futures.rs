@@ -6,23 +6,21 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, ApiResult, AppStateRef, ok, parse};
+use tinker_types::{
+    CancelFutureRequest, CompleteMetadataResponse, CompletionState, FutureCompletion,
+    FutureRetrieveRequest, FuturesRetrieveRequest, FuturesRetrieveResponse, QueueState,
+    RequestErrorCategory, RequestFailedResponse, TryAgainResponse,
+};
+
+use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::config::PayloadFault;
 use crate::faults;
 use crate::promise::{FutureKind, Outcome};
 
-#[derive(Deserialize)]
-struct RetrieveFuture {
-    request_id: String,
-    #[serde(default)]
-    allow_metadata_only: bool,
-}
-
 pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: RetrieveFuture = parse(&body)?;
+    let req: FutureRetrieveRequest = parse(&body)?;
     let Some(mut waiter) = state.promises.waiter(&req.request_id) else {
         return Err(ApiError::not_found(format!(
             "unknown request_id {}",
@@ -45,12 +43,12 @@ pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> A
         _ = shutdown.wait_for(|s| *s) => None,
     };
     let Some(outcome) = outcome else {
-        return ok(json!({
-            "type": "try_again",
-            "request_id": req.request_id,
-            "queue_state": "active",
-            "queue_state_reason": queue_reason(&state, &req.request_id),
-        }));
+        let reason = queue_reason(&state, &req.request_id);
+        return reply(&TryAgainResponse {
+            request_id: req.request_id,
+            queue_state: Some(QueueState::Active),
+            queue_state_reason: Some(reason),
+        });
     };
     let limit = state.config.inline_result_limit;
     let metadata_only = match &*outcome {
@@ -67,10 +65,9 @@ pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> A
     match &*outcome {
         Outcome::Proto(bytes) => {
             if req.allow_metadata_only && bytes.len() > limit {
-                return ok(json!({
-                    "status": "complete_metadata",
-                    "response_payload_size": bytes.len(),
-                }));
+                return reply(&CompleteMetadataResponse {
+                    response_payload_size: bytes.len() as u64,
+                });
             }
             let mut response = Response::new(axum::body::Body::from(bytes.clone()));
             response.headers_mut().insert(
@@ -82,10 +79,9 @@ pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> A
         Outcome::Json(value) => {
             let text = value.to_string();
             if req.allow_metadata_only && text.len() > limit {
-                return ok(json!({
-                    "status": "complete_metadata",
-                    "response_payload_size": text.len(),
-                }));
+                return reply(&CompleteMetadataResponse {
+                    response_payload_size: text.len() as u64,
+                });
             }
             Ok((
                 [(
@@ -96,7 +92,10 @@ pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> A
             )
                 .into_response())
         }
-        Outcome::Failed { error, category } => ok(json!({ "error": error, "category": category })),
+        Outcome::Failed { error, category } => reply(&RequestFailedResponse {
+            error: error.clone(),
+            category: RequestErrorCategory::from_wire(category),
+        }),
     }
 }
 
@@ -149,42 +148,27 @@ fn queue_reason(state: &crate::state::AppState, request_id: &str) -> String {
     }
 }
 
-#[derive(Deserialize)]
-struct Target {
-    #[serde(rename = "type")]
-    kind: String,
-    sampling_session_id: String,
-    #[serde(default)]
-    cloned_sampler_id: i64,
-}
-
-#[derive(Deserialize)]
-struct RetrieveFutures {
-    target: Target,
-    #[serde(default)]
-    prev_cursor: u64,
-    #[serde(default)]
-    timeout: Option<f64>,
-    #[serde(default)]
-    retrieved_request_ids: Vec<String>,
-}
-
 pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: RetrieveFutures = parse(&body)?;
-    if req.target.kind != "sampling_session" {
+    let req: FuturesRetrieveRequest = parse(&body)?;
+    // serde does not check the tag value of a tagged struct: check it here.
+    let target_type = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["target"]["type"].as_str().map(str::to_owned));
+    if let Some(kind) = target_type.filter(|k| k != "sampling_session") {
         return Err(ApiError::bad_request(format!(
-            "unknown target type `{}`",
-            req.target.kind
+            "target.type: unknown target type `{kind}` (only sampling_session)"
         )));
     }
     let wait = match req.timeout {
         Some(t) if t.is_finite() && t >= 0.0 => Duration::try_from_secs_f64(t)
             .unwrap_or(Duration::MAX)
             .min(state.config.long_poll),
-        Some(_) => return Err(ApiError::bad_request("timeout must be >= 0")),
+        Some(_) => return Err(ApiError::bad_request("timeout: must be >= 0")),
         None => state.config.long_poll,
     };
-    let group = (req.target.sampling_session_id, req.target.cloned_sampler_id);
+    let clone_id = i64::try_from(req.target.cloned_sampler_id)
+        .map_err(|_| ApiError::bad_request("target.cloned_sampler_id: too large"))?;
+    let group = (req.target.sampling_session_id, clone_id);
     let mut completions = state.promises.completions();
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown_rx.clone();
@@ -201,18 +185,16 @@ pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> 
         }
     };
     let cursor = found.last().map_or(req.prev_cursor, |c| c.cursor);
-    let items: Vec<_> = found
+    let completions: Vec<FutureCompletion> = found
         .iter()
-        .map(|c| {
-            if c.failed {
-                json!({ "state": "failed", "request_id": c.request_id })
+        .map(|c| FutureCompletion {
+            state: if c.failed {
+                CompletionState::Failed
             } else {
-                json!({
-                    "state": "finished",
-                    "request_id": c.request_id,
-                    "response_payload_uncompressed_size": c.size,
-                })
-            }
+                CompletionState::Finished
+            },
+            request_id: c.request_id.clone(),
+            response_payload_uncompressed_size: (!c.failed).then_some(c.size as u64),
         })
         .collect();
     crate::state::lock(&state.futures_polls).push(crate::state::FuturesPoll {
@@ -224,16 +206,14 @@ pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> 
         cursor,
         completed: found.iter().map(|c| c.request_id.clone()).collect(),
     });
-    ok(json!({ "completions": items, "cursor": cursor }))
-}
-
-#[derive(Deserialize)]
-struct CancelFuture {
-    request_id: String,
+    reply(&FuturesRetrieveResponse {
+        completions,
+        cursor,
+    })
 }
 
 pub(crate) async fn cancel_future(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: CancelFuture = parse(&body)?;
+    let req: CancelFutureRequest = parse(&body)?;
     crate::state::lock(&state.cancel_requests).push(req.request_id.clone());
     // Only sampling requests are cancellable: a training request keeps its place in the
     // model's sequence and always runs.
