@@ -30,6 +30,15 @@ impl Outcome {
         }
     }
 
+    /// A JSON result built from a `tinker-types` response type (a failure on the server's
+    /// side if it cannot be encoded, e.g. a non-finite metric).
+    pub(crate) fn typed<T: serde::Serialize>(value: &T) -> Self {
+        match tinker_types::json::to_value(value) {
+            Ok(v) => Self::Json(v),
+            Err(e) => Self::server(format!("encoding the result: {e}")),
+        }
+    }
+
     /// A failure on the server's side.
     pub(crate) fn server(error: impl Into<String>) -> Self {
         Self::Failed {

@@ -6,6 +6,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
+use tinker_types::{
+    CreateModelResponse, LoadWeightsResponse, OptimStepResponse, SaveWeightsExternalResponse,
+    SaveWeightsForSamplerResponse, SaveWeightsResponse,
+};
 
 use chrono::Utc;
 use serde_json::json;
@@ -243,11 +247,16 @@ fn run(
     ));
     let mut model = match built {
         Ok(Ok(model)) => {
-            let mut result = json!({ "model_id": model_id, "type": "create_model" });
-            if let Init::FromCheckpoint { path, .. } = &init {
-                result = json!({ "model_id": model_id, "path": path, "type": "load_weights" });
-            }
-            created.complete(Outcome::Json(result));
+            let result = match &init {
+                Init::FromCheckpoint { path, .. } => Outcome::typed(&LoadWeightsResponse {
+                    path: Some(path.clone()),
+                    model_id: Some(model_id.clone()),
+                }),
+                _ => Outcome::typed(&CreateModelResponse {
+                    model_id: model_id.clone(),
+                }),
+            };
+            created.complete(result);
             model
         }
         Ok(Err(e)) => {
@@ -397,7 +406,9 @@ fn execute(
             Err(e) => engine_outcome(&e),
         },
         TrainOp::OptimStep(step) => match model.optim_step(&step) {
-            Ok(report) => Outcome::Json(json!({ "metrics": report.metrics, "type": "optim_step" })),
+            Ok(report) => Outcome::typed(&OptimStepResponse {
+                metrics: Some(report.metrics.into_iter().collect()),
+            }),
             Err(e) => engine_outcome(&e),
         },
         TrainOp::SaveWeights {
@@ -427,7 +438,7 @@ fn execute(
                 Ok((path, _)) => {
                     let (session, base) = session_of(state, model_id);
                     state.account(&session, &base, "checkpoint", 1);
-                    Outcome::Json(json!({ "path": path, "type": "save_weights" }))
+                    Outcome::typed(&SaveWeightsResponse { path })
                 }
                 Err(o) => o,
             }
@@ -444,9 +455,10 @@ fn execute(
                 Ok((path, size)) => {
                     let (session, base) = session_of(state, model_id);
                     state.account(&session, &base, "checkpoint", 1);
-                    Outcome::Json(
-                        json!({ "path": path, "size_bytes": size, "type": "save_weights_external" }),
-                    )
+                    Outcome::typed(&SaveWeightsExternalResponse {
+                        path,
+                        size_bytes: Some(size),
+                    })
                 }
                 Err(o) => o,
             }
@@ -469,7 +481,10 @@ fn execute(
                 return match save_checkpoint(state, model_id, model, save) {
                     Ok((path, _)) => {
                         state.account(&session, &base, "checkpoint", 1);
-                        Outcome::Json(json!({ "path": path, "type": "save_weights_for_sampler" }))
+                        Outcome::typed(&SaveWeightsForSamplerResponse {
+                            path: Some(path),
+                            sampling_session_id: None,
+                        })
                     }
                     Err(o) => o,
                 };
@@ -493,7 +508,10 @@ fn execute(
             if let Some(s) = lock(&state.sessions).get_mut(&session) {
                 s.sampler_ids.push(id.clone());
             }
-            Outcome::Json(json!({ "sampling_session_id": id, "type": "save_weights_for_sampler" }))
+            Outcome::typed(&SaveWeightsForSamplerResponse {
+                path: None,
+                sampling_session_id: Some(id),
+            })
         }
         TrainOp::LoadWeights {
             dir,
@@ -508,9 +526,10 @@ fn execute(
                 Ok(())
             })();
             match loaded {
-                Ok(()) => Outcome::Json(
-                    json!({ "path": path, "model_id": model_id, "type": "load_weights" }),
-                ),
+                Ok(()) => Outcome::typed(&LoadWeightsResponse {
+                    path: Some(path),
+                    model_id: Some(model_id.to_owned()),
+                }),
                 Err(e) => engine_outcome(&e),
             }
         }

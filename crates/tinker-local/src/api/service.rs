@@ -8,7 +8,11 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
 
-use tinker_types::SessionFinishReason;
+use tinker_types::{
+    ApiKeyDetails, AuthTokenResponse, ClientConfig, CredentialSource, DynamicConfig,
+    GetServerCapabilitiesResponse, HealthResponse, OrgDetails, SelfApiKeyResponse, Sensitive,
+    SessionFinishReason, SupportedModel, TelemetryResponse, TelemetrySendRequest, UserDetails,
+};
 
 use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::{self, Caller};
@@ -16,24 +20,26 @@ use crate::state::{Session, lock};
 
 pub(crate) async fn client_config(State(state): AppStateRef) -> ApiResult {
     let c = &state.config;
-    ok(json!({
-        "pjwt_auth_enabled": c.jwt,
-        "credential_default_source": "api_key",
-        "parallel_fwdbwd_chunks": true,
-        "proto_compress_fwdbwd": c.proto_compress_fwdbwd,
-        "use_pyqwest_transport": c.use_pyqwest_transport,
-        "sample_use_retrieve_futures": c.sample_use_retrieve_futures,
-        "custom_loss_server_side": c.custom_loss_server_side,
-        "sample_join_sampling_session": c.sample_join_sampling_session,
-    }))
+    // Everything this server does not decide keeps the SDK's default.
+    reply(&ClientConfig {
+        pjwt_auth_enabled: c.jwt,
+        credential_default_source: CredentialSource::ApiKey,
+        parallel_fwdbwd_chunks: true,
+        proto_compress_fwdbwd: c.proto_compress_fwdbwd,
+        use_pyqwest_transport: c.use_pyqwest_transport,
+        sample_use_retrieve_futures: c.sample_use_retrieve_futures,
+        custom_loss_server_side: c.custom_loss_server_side,
+        sample_join_sampling_session: c.sample_join_sampling_session,
+        ..ClientConfig::default()
+    })
 }
 
 pub(crate) async fn dynamic_config() -> ApiResult {
-    ok(json!({
-        "refresh_interval_sec": 300,
-        "sample_cancel_enabled": true,
-        "sample_cancel_max_batch_size": 64,
-    }))
+    reply(&DynamicConfig {
+        refresh_interval_sec: 300,
+        sample_cancel_enabled: true,
+        sample_cancel_max_batch_size: 64,
+    })
 }
 
 pub(crate) async fn auth_token(
@@ -45,19 +51,25 @@ pub(crate) async fn auth_token(
             "JWT mode is off on this server (start it with --jwt)",
         ));
     }
-    ok(json!({ "jwt": auth::mint_jwt(&state, &caller) }))
+    reply(&AuthTokenResponse {
+        jwt: Sensitive::new(auth::mint_jwt(&state, &caller)),
+    })
 }
 
 pub(crate) async fn apikey_me(Extension(caller): Extension<Caller>) -> ApiResult {
-    ok(json!({
-        "key_id": 1,
-        "name": "tinker-local",
-        "note": "any tml- key is accepted by tinker-local",
-        "details": {
-            "org_details": { "name": "tinker-local" },
-            "user_details": { "email": format!("{}@tinker-local.invalid", caller.owner.replace(':', "-")) },
+    reply(&SelfApiKeyResponse {
+        key_id: 1,
+        name: "tinker-local".to_owned(),
+        note: "any tml- key is accepted by tinker-local".to_owned(),
+        details: ApiKeyDetails {
+            org_details: OrgDetails {
+                name: "tinker-local".to_owned(),
+            },
+            user_details: UserDetails {
+                email: super::rest::user_email(&caller.owner),
+            },
         },
-    }))
+    })
 }
 
 pub(crate) async fn apikey_revoke() -> ApiResult {
@@ -65,23 +77,23 @@ pub(crate) async fn apikey_revoke() -> ApiResult {
 }
 
 pub(crate) async fn healthz() -> ApiResult {
-    ok(json!({ "status": "ok" }))
+    reply(&HealthResponse {
+        status: "ok".to_owned(),
+    })
 }
 
 pub(crate) async fn capabilities(State(state): AppStateRef) -> ApiResult {
-    let models: Vec<_> = state
+    let supported_models = state
         .specs
         .iter()
-        .map(|s| {
-            json!({
-                "model_name": s.name,
-                "max_context_length": s.max_context,
-                "trainable": true,
-                "sampleable": true,
-            })
+        .map(|s| SupportedModel {
+            model_name: Some(s.name.clone()),
+            max_context_length: u64::try_from(s.max_context).ok(),
+            trainable: Some(true),
+            sampleable: Some(true),
         })
         .collect();
-    ok(json!({ "supported_models": models }))
+    reply(&GetServerCapabilitiesResponse { supported_models })
 }
 
 pub(crate) async fn create_session(
@@ -168,30 +180,28 @@ pub(crate) async fn finish_session(
     ok(json!({}))
 }
 
+/// The events of a telemetry batch exactly as sent (the test hook keeps them verbatim,
+/// including fields newer SDKs may add).
 #[derive(Deserialize)]
-struct TelemetryBatch {
+struct RawEvents {
     events: Vec<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    platform: Option<String>,
-    #[serde(default)]
-    sdk_version: Option<String>,
-    #[serde(default)]
-    session_id: Option<String>,
-    #[serde(default)]
-    process_uuid: Option<String>,
 }
 
 pub(crate) async fn telemetry(State(state): AppStateRef, body: Bytes) -> ApiResult {
-    let req: TelemetryBatch = parse(&body)?;
+    // Validate against the SDK's batch type; store the raw events.
+    let req: TelemetrySendRequest = parse(&body)?;
+    let raw: RawEvents = parse(&body)?;
     let mut store = lock(&state.telemetry);
-    for mut event in req.events {
+    for mut event in raw.events {
         event.insert("session_id".into(), json!(req.session_id));
         event.insert("platform".into(), json!(req.platform));
         event.insert("sdk_version".into(), json!(req.sdk_version));
         event.insert("process_uuid".into(), json!(req.process_uuid));
         store.push(serde_json::Value::Object(event));
     }
-    ok(json!({ "status": "accepted" }))
+    reply(&TelemetryResponse {
+        status: "accepted".to_owned(),
+    })
 }
 
 /// Fails with 400 if the session does not exist or is finished.
