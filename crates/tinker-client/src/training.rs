@@ -283,6 +283,22 @@ impl TrainingClient {
         self.inner.holder.telemetry()
     }
 
+    /// A sampling client for saved `tinker://` sampler weights, on this client's session
+    /// (SDK `TrainingClient.create_sampling_client`; the same as
+    /// [`ServiceClient::create_sampling_client`](crate::ServiceClient::create_sampling_client)
+    /// with [`SamplingSource::ModelPath`](crate::SamplingSource::ModelPath)).
+    ///
+    /// # Errors
+    /// A path that is not `tinker://`; API errors.
+    pub async fn create_sampling_client(&self, model_path: &str) -> Result<SamplingClient> {
+        SamplingClient::create(
+            self.inner.holder.clone(),
+            crate::SamplingSource::ModelPath(model_path.to_owned()),
+            self.inner.observer.clone(),
+        )
+        .await
+    }
+
     /// The console page of this training run (SDK `TrainingClient.get_console_url`).
     pub fn get_console_url(&self) -> String {
         crate::console::training_run_console_url(&self.inner.model_id)

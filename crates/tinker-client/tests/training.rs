@@ -74,6 +74,22 @@ async fn train_save_and_sample() {
         .await
         .unwrap();
     assert_eq!(sampler.base_model(), Some(MODEL));
+    // The training client's shorthand opens the same weights on the same session.
+    let same = tc.create_sampling_client(&sampler_path).await.unwrap();
+    assert_eq!(same.model_path(), Some(sampler_path.as_str()));
+    assert_ne!(same.sampling_session_id(), sampler.sampling_session_id());
+    assert!(
+        same.sampling_session_id()
+            .starts_with(env.service.session_id())
+    );
+    assert!(same.get_telemetry().is_some());
+    assert!(matches!(
+        tc.create_sampling_client("/not/tinker")
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidInput
+    ));
     let prompt = ModelInput::from_tokens(&tokens[..4]);
     let out = sampler
         .sample_with(

@@ -387,6 +387,11 @@ impl SamplingClient {
         &self.inner.sampling_session_id
     }
 
+    /// The telemetry reporter of this client's session (`None` when telemetry is off).
+    pub fn get_telemetry(&self) -> Option<&crate::Telemetry> {
+        self.inner.holder.telemetry()
+    }
+
     /// The base model, if known.
     pub fn base_model(&self) -> Option<&str> {
         self.inner.base_model.as_deref()
