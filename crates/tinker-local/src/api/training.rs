@@ -9,9 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use chrono::Utc;
-use serde::Deserialize;
 use serde_json::json;
-use tinker_types::custom_loss::{CustomLossGraph, CustomLossInput};
 
 use super::service::require_active_session;
 use tinker_types::UntypedFuture;
@@ -605,15 +603,6 @@ pub(crate) async fn load_weights(
     }
 }
 
-#[derive(Deserialize)]
-struct CreateCustomLoss {
-    session_id: String,
-    custom_loss_seq_id: i64,
-    name: String,
-    inputs: Vec<CustomLossInput>,
-    graph: CustomLossGraph,
-}
-
 /// Validates and stores a custom loss (§2.3, §6.8). The answer is a future: its result is
 /// `{"loss_id"}`, or a `user` failure naming what the graph may not do. Idempotent per
 /// `(session, custom_loss_seq_id)`.
@@ -624,15 +613,9 @@ pub(crate) async fn create_custom_loss(State(state): AppStateRef, body: Bytes) -
              false); forward_backward_custom runs client-side",
         ));
     }
-    let req: CreateCustomLoss = parse(&body)?;
-    if req.custom_loss_seq_id < 0 {
-        return Err(ApiError::bad_request("custom_loss_seq_id must be >= 0"));
-    }
-    let key = (
-        req.session_id.clone(),
-        "custom_loss",
-        req.custom_loss_seq_id,
-    );
+    let req: tinker_types::custom_loss::CreateCustomLossRequest = parse(&body)?;
+    let seq = wire_int("custom_loss_seq_id", req.custom_loss_seq_id)?;
+    let key = (req.session_id.clone(), "custom_loss", seq);
     let mut creations = lock(&state.creations);
     if let Some(previous) = creations.get(&key) {
         return ok(previous.clone());
@@ -653,13 +636,20 @@ pub(crate) async fn create_custom_loss(State(state): AppStateRef, body: Bytes) -
                 },
             );
             tracing::info!(%loss_id, name = %req.name, "custom loss created");
-            done.complete(Outcome::Json(
-                json!({ "loss_id": loss_id, "type": "create_custom_loss" }),
+            done.complete(Outcome::typed(
+                &tinker_types::custom_loss::CreateCustomLossResponse {
+                    loss_id: loss_id.clone(),
+                },
             ));
         }
         Err(e) => done.complete(Outcome::user(format!("create_custom_loss: {e}"))),
     }
-    let response = json!({ "request_id": request_id });
+    let response = tinker_types::json::to_value(&UntypedFuture {
+        request_id,
+        model_id: None,
+        sample_sequence_ids: None,
+    })
+    .map_err(|e| ApiError::internal(e.to_string()))?;
     creations.insert(key, response.clone());
     ok(response)
 }
