@@ -1,13 +1,15 @@
-//! The protobuf side of the wire: decoding `ForwardBackwardRequest` bodies into engine
-//! batches (server-specific: it validates against what the engine supports and reads the
-//! prost structs directly), and building the `tinker-types` `ForwardBackwardOutput` /
-//! `SampleResponse` results, which `tinker_types::proto` encodes.
+//! The protobuf side of the wire. `tinker_types::proto` decodes `ForwardBackwardRequest`
+//! bodies and encodes `ForwardBackwardOutput` / `SampleResponse` results; what stays here is
+//! server-specific: turning a request into an engine batch (checking it against what the
+//! engine supports) and building the result types from engine outputs.
 
 use std::collections::BTreeMap;
 
-use prost::Message;
-use tinker_types::proto::wire;
-use tinker_types::{SampleResponse, SampledSequence, StopReason, TensorData, TopkLogprobs};
+use tinker_types::loss::{LossConfigValue, LossFn, LossFnConfig};
+use tinker_types::{
+    ForwardBackwardRequest, ModelInputChunk, SampleResponse, SampledSequence, StopReason,
+    TensorData, TensorValues, TopkLogprobs,
+};
 
 use std::sync::Arc;
 
@@ -35,28 +37,30 @@ pub(crate) struct FwdBwd {
     pub(crate) tokens: usize,
 }
 
-/// Decodes a (decompressed) `ForwardBackwardRequest`; loss `custom` is looked up with
-/// `custom`.
+/// Decodes a (decompressed) `ForwardBackwardRequest` with `tinker_types::proto`, then turns
+/// it into an engine batch; loss `custom` is looked up with `custom`.
 pub(crate) fn decode_forward_backward(
     body: &[u8],
     custom: CustomLossResolver<'_>,
 ) -> Result<FwdBwd, String> {
-    let req = wire::ForwardBackwardRequest::decode(body)
+    let req = ForwardBackwardRequest::decode_proto(body)
         .map_err(|e| format!("invalid ForwardBackwardRequest protobuf: {e}"))?;
     if req.model_id.is_empty() {
         return Err("model_id is required".to_owned());
     }
-    if req.seq_id < 1 {
-        return Err(format!("seq_id must be >= 1, got {}", req.seq_id));
-    }
+    let seq_id = match req.seq_id {
+        Some(s) if s >= 1 => i64::try_from(s).map_err(|_| format!("seq_id {s} is too large"))?,
+        other => return Err(format!("seq_id must be >= 1, got {}", other.unwrap_or(0))),
+    };
     let tokens = req
         .data
         .iter()
         .map(|d| {
             d.model_input
+                .chunks
                 .iter()
-                .map(|c| match &c.chunk {
-                    Some(wire::chunk::Chunk::EncodedText(t)) => t.tokens.len() / 4,
+                .map(|c| match c {
+                    ModelInputChunk::EncodedText(t) => t.tokens.len(),
                     _ => 0,
                 })
                 .sum::<usize>()
@@ -65,7 +69,7 @@ pub(crate) fn decode_forward_backward(
     let batch = build_batch(&req, custom);
     Ok(FwdBwd {
         model_id: req.model_id,
-        seq_id: i64::from(req.seq_id),
+        seq_id,
         forward_only: req.forward_only,
         batch,
         tokens,
@@ -73,45 +77,36 @@ pub(crate) fn decode_forward_backward(
 }
 
 fn build_batch(
-    req: &wire::ForwardBackwardRequest,
+    req: &ForwardBackwardRequest,
     custom: CustomLossResolver<'_>,
 ) -> Result<(Vec<TrainExample>, Loss), String> {
     if req.data.is_empty() {
         return Err("forward_backward needs at least one datum".to_owned());
     }
-    let graph = if req.loss_fn == "custom" {
-        Some(custom(&req.model_id, &custom_loss_id(req)?)?)
+    let empty = LossFnConfig::new();
+    let config = req.loss_fn_config.as_ref().unwrap_or(&empty);
+    let graph = if req.loss_fn == LossFn::Custom {
+        Some(custom(&req.model_id, &custom_loss_id(config)?)?)
     } else {
         None
     };
     let mut custom_inputs = Vec::new();
     let loss = match &graph {
         Some(_) => Loss::CrossEntropy, // replaced by the custom batch below
-        None => loss_from(&req.loss_fn, &loss_config(req))?,
+        None => loss_from(req.loss_fn.as_str(), &numeric_config(config))?,
     };
     let needs_rl_inputs = !matches!(loss, Loss::CrossEntropy);
     let mut batch = Vec::with_capacity(req.data.len());
     for (i, datum) in req.data.iter().enumerate() {
         let mut tokens = Vec::new();
-        for chunk in &datum.model_input {
-            match &chunk.chunk {
-                Some(wire::chunk::Chunk::EncodedText(t)) => {
-                    if t.tokens.len() % 4 != 0 {
-                        return Err(format!("datum {i}: encoded_text tokens are not int32"));
-                    }
-                    for b in t.tokens.chunks_exact(4) {
-                        let id = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                        let id = u32::try_from(id)
-                            .map_err(|_| format!("datum {i}: negative token id {id}"))?;
-                        tokens.push(id);
-                    }
-                }
-                Some(wire::chunk::Chunk::Image(_)) | Some(wire::chunk::Chunk::Dmel(_)) => {
+        for chunk in &datum.model_input.chunks {
+            match chunk {
+                ModelInputChunk::EncodedText(t) => tokens.extend_from_slice(&t.tokens),
+                _ => {
                     return Err(format!(
                         "datum {i}: tinker-local models are text-only (image and dmel chunks are not supported)"
                     ));
                 }
-                None => return Err(format!("datum {i}: empty chunk")),
             }
         }
         if tokens.is_empty() {
@@ -196,20 +191,12 @@ fn build_batch(
 }
 
 /// `loss_fn_config = {"loss_id": "..."}` of a `custom` loss.
-fn custom_loss_id(req: &wire::ForwardBackwardRequest) -> Result<String, String> {
-    let id = req
-        .loss_fn_config_v2
-        .get("loss_id")
-        .and_then(|v| match &v.value {
-            Some(wire::loss_config_value::Value::Text(t)) => Some(t.clone()),
-            _ => None,
-        });
-    let extra = req
-        .loss_fn_config_v2
-        .keys()
-        .chain(req.loss_fn_config.keys())
-        .find(|k| *k != "loss_id");
-    match (id, extra) {
+fn custom_loss_id(config: &LossFnConfig) -> Result<String, String> {
+    let id = config.get("loss_id").and_then(|v| match v {
+        LossConfigValue::Text(t) => Some(t.clone()),
+        _ => None,
+    });
+    match (id, config.keys().find(|k| *k != "loss_id")) {
         (_, Some(k)) => Err(format!("loss_fn `custom` does not take config key `{k}`")),
         (Some(id), None) => Ok(id),
         (None, None) => Err(
@@ -219,47 +206,28 @@ fn custom_loss_id(req: &wire::ForwardBackwardRequest) -> Result<String, String> 
     }
 }
 
-/// A custom loss input of any float or integer dtype, at its declared rank. An empty shape
-/// is a scalar when rank 0 is declared, else a vector (the SDK's `shape=None`).
-fn tensor_any(t: &wire::Tensor, rank: u8, datum: usize, name: &str) -> Result<Tensor, String> {
+/// A tensor's elements as `f64`.
+fn values_f64(t: &TensorData) -> Vec<f64> {
+    match t.values() {
+        TensorValues::Float32(v) => v.iter().map(|x| f64::from(*x)).collect(),
+        TensorValues::Int64(v) => v.iter().map(|x| *x as f64).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A custom loss input of any float or integer dtype, at its declared rank. A tensor
+/// without a shape is a scalar when rank 0 is declared, else a vector (the SDK's
+/// `shape=None`).
+fn tensor_any(t: &TensorData, rank: u8, datum: usize, name: &str) -> Result<Tensor, String> {
     let bad = |why: String| format!("datum {datum}: loss_fn_inputs.{name}: {why}");
-    let Some(wire::tensor::Encoding::Dense(bytes)) = &t.encoding else {
+    if t.is_sparse() {
         return Err(bad("custom loss inputs must be dense".to_owned()));
-    };
-    let data: Vec<f64> = match wire::DType::try_from(t.dtype) {
-        Ok(wire::DType::DtypeFloat32) => bytes
-            .chunks_exact(4)
-            .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-        Ok(wire::DType::DtypeBfloat16) => bytes
-            .chunks_exact(2)
-            .map(|b| {
-                f64::from(f32::from_bits(
-                    u32::from(u16::from_le_bytes([b[0], b[1]])) << 16,
-                ))
-            })
-            .collect(),
-        Ok(wire::DType::DtypeInt64) => bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f64)
-            .collect(),
-        Ok(wire::DType::DtypeInt32) => bytes
-            .chunks_exact(4)
-            .map(|b| f64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-        _ => return Err(bad("unsupported dtype".to_owned())),
-    };
-    let shape: Vec<usize> = if t.shape.is_empty() {
-        if rank == 0 {
-            Vec::new()
-        } else {
-            vec![data.len()]
-        }
-    } else {
-        t.shape
-            .iter()
-            .map(|&d| usize::try_from(d).map_err(|_| bad(format!("negative dimension {d}"))))
-            .collect::<Result<_, _>>()?
+    }
+    let data = values_f64(t);
+    let shape: Vec<usize> = match t.shape() {
+        None | Some([]) if rank == 0 => Vec::new(),
+        None | Some([]) => vec![data.len()],
+        Some(dims) => dims.to_vec(),
     };
     if shape.len() != usize::from(rank) {
         return Err(bad(format!(
@@ -276,15 +244,12 @@ fn tensor_any(t: &wire::Tensor, rank: u8, datum: usize, name: &str) -> Result<Te
     Ok(Tensor { shape, data })
 }
 
-/// Numeric loss config, preferring `loss_fn_config_v2`.
-fn loss_config(req: &wire::ForwardBackwardRequest) -> BTreeMap<String, f64> {
-    if req.loss_fn_config_v2.is_empty() {
-        return req.loss_fn_config.clone();
-    }
-    req.loss_fn_config_v2
+/// The numeric entries of a loss config.
+fn numeric_config(config: &LossFnConfig) -> BTreeMap<String, f64> {
+    config
         .iter()
-        .filter_map(|(k, v)| match &v.value {
-            Some(wire::loss_config_value::Value::Number(x)) => Some((k.clone(), *x)),
+        .filter_map(|(k, v)| match v {
+            LossConfigValue::Number(x) => Some((k.clone(), *x)),
             _ => None,
         })
         .collect()
@@ -328,77 +293,60 @@ fn loss_from(name: &str, config: &BTreeMap<String, f64>) -> Result<Loss, String>
     })
 }
 
-/// Checks a loss input's shape (1-D, one entry per token) and returns its raw elements.
-fn tensor_elems<'a>(
-    t: &'a wire::Tensor,
-    n: usize,
-    datum: usize,
-    name: &str,
-) -> Result<&'a [u8], String> {
+/// Checks a loss input's shape (1-D, one entry per token) and density.
+fn check_vector(t: &TensorData, n: usize, datum: usize, name: &str) -> Result<(), String> {
     let bad = |why: String| format!("datum {datum}: loss_fn_inputs.{name}: {why}");
-    if t.shape.len() > 1 {
+    if let Some(shape) = t.shape() {
+        if shape.len() > 1 {
+            return Err(bad(format!(
+                "shape {shape:?} is not supported (tinker-local takes 1-D inputs)"
+            )));
+        }
+        if let Some(&len) = shape.first()
+            && len != n
+        {
+            return Err(bad(format!("length {len} does not match {n} input tokens")));
+        }
+    }
+    if t.is_sparse() {
+        return Err(bad(
+            "sparse tensors are not supported for 1-D inputs".to_owned()
+        ));
+    }
+    if t.values().len() != n {
         return Err(bad(format!(
-            "shape {:?} is not supported (tinker-local takes 1-D inputs)",
-            t.shape
+            "{} values for {n} input tokens",
+            t.values().len()
         )));
     }
-    if let Some(&len) = t.shape.first()
-        && usize::try_from(len).ok() != Some(n)
-    {
-        return Err(bad(format!("length {len} does not match {n} input tokens")));
-    }
-    match &t.encoding {
-        Some(wire::tensor::Encoding::Dense(bytes)) => Ok(bytes),
-        Some(wire::tensor::Encoding::SparseCsr(_)) => Err(bad(
-            "sparse tensors are not supported for 1-D inputs".to_owned(),
+    Ok(())
+}
+
+fn tensor_i64(t: &TensorData, n: usize, datum: usize, name: &str) -> Result<Vec<i64>, String> {
+    check_vector(t, n, datum, name)?;
+    match t.values() {
+        TensorValues::Int64(v) => Ok(v.clone()),
+        _ => Err(format!(
+            "datum {datum}: loss_fn_inputs.{name}: must be an integer tensor"
         )),
-        None => Err(bad("no data".to_owned())),
     }
 }
 
-fn tensor_i64(t: &wire::Tensor, n: usize, datum: usize, name: &str) -> Result<Vec<i64>, String> {
-    let bytes = tensor_elems(t, n, datum, name)?;
-    let bad = |why: &str| format!("datum {datum}: loss_fn_inputs.{name}: {why}");
-    let out: Vec<i64> = match wire::DType::try_from(t.dtype) {
-        Ok(wire::DType::DtypeInt64) => bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-            .collect(),
-        Ok(wire::DType::DtypeInt32) => bytes
-            .chunks_exact(4)
-            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-        _ => return Err(bad("must be an integer tensor")),
+fn tensor_f32(t: &TensorData, n: usize, datum: usize, name: &str) -> Result<Vec<f32>, String> {
+    check_vector(t, n, datum, name)?;
+    let out: Vec<f32> = match t.values() {
+        TensorValues::Float32(v) => v.clone(),
+        TensorValues::Int64(v) => v.iter().map(|x| *x as f32).collect(),
+        _ => {
+            return Err(format!(
+                "datum {datum}: loss_fn_inputs.{name}: must be a float tensor"
+            ));
+        }
     };
-    if out.len() != n {
-        return Err(bad(&format!("{} values for {n} input tokens", out.len())));
-    }
-    Ok(out)
-}
-
-fn tensor_f32(t: &wire::Tensor, n: usize, datum: usize, name: &str) -> Result<Vec<f32>, String> {
-    let bytes = tensor_elems(t, n, datum, name)?;
-    let bad = |why: &str| format!("datum {datum}: loss_fn_inputs.{name}: {why}");
-    let out: Vec<f32> = match wire::DType::try_from(t.dtype) {
-        Ok(wire::DType::DtypeFloat32) => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Ok(wire::DType::DtypeBfloat16) => bytes
-            .chunks_exact(2)
-            .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
-            .collect(),
-        Ok(wire::DType::DtypeInt64) => bytes
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-            .collect(),
-        _ => return Err(bad("must be a float tensor")),
-    };
-    if out.len() != n {
-        return Err(bad(&format!("{} values for {n} input tokens", out.len())));
-    }
     if out.iter().any(|v| !v.is_finite()) {
-        return Err(bad("values must be finite"));
+        return Err(format!(
+            "datum {datum}: loss_fn_inputs.{name}: values must be finite"
+        ));
     }
     Ok(out)
 }
@@ -512,10 +460,6 @@ pub(crate) fn encode_sample_output(
 mod tests {
     use super::*;
 
-    fn f32_bytes(values: &[f32]) -> Vec<u8> {
-        values.iter().flat_map(|v| v.to_le_bytes()).collect()
-    }
-
     #[test]
     fn metric_keys() {
         assert!(valid_metric_key("loss:sum"));
@@ -525,12 +469,9 @@ mod tests {
         assert!(!valid_metric_key("loss:avg"));
     }
 
-    fn dense_f32(values: &[f32], shape: &[i64]) -> wire::Tensor {
-        wire::Tensor {
-            dtype: wire::DType::DtypeFloat32 as i32,
-            shape: shape.to_vec(),
-            encoding: Some(wire::tensor::Encoding::Dense(f32_bytes(values))),
-        }
+    fn dense_f32(values: &[f32], shape: &[usize]) -> TensorData {
+        let shape = (!shape.is_empty()).then(|| shape.to_vec());
+        TensorData::new(TensorValues::Float32(values.to_vec()), shape).unwrap()
     }
 
     #[test]
@@ -544,7 +485,7 @@ mod tests {
         assert_eq!(m.shape, vec![3, 2]);
         let err = tensor_any(&dense_f32(&[1.0; 6], &[3, 2]), 1, 4, "m").unwrap_err();
         assert!(err.contains("datum 4") && err.contains("rank 2"), "{err}");
-        assert!(tensor_any(&dense_f32(&[1.0; 5], &[3, 2]), 2, 0, "m").is_err());
+        assert!(tensor_any(&dense_f32(&[1.0; 5], &[5]), 2, 0, "m").is_err());
         assert!(tensor_any(&dense_f32(&[f32::NAN], &[1]), 1, 0, "m").is_err());
     }
 
