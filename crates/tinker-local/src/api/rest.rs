@@ -14,16 +14,16 @@ use serde_json::{Value, json};
 
 use super::training::resolve_checkpoint;
 use tinker_types::{
-    AuditLogEntry, AuditLogResponse, BillingEventInfo, BillingUsageEvent, BillingUsageResponse,
-    BillingUsageSession, Checkpoint, CheckpointBillingEvent, CheckpointType,
+    AuditLogEntry, AuditLogResponse, BillingEventInfo, BillingUsageEvent, BillingUsageQuery,
+    BillingUsageResponse, BillingUsageSession, Checkpoint, CheckpointBillingEvent, CheckpointType,
     CheckpointsListResponse, CopyWeightsRequest, CopyWeightsResponse,
-    CurrentCheckpointStorageUsageItem, CurrentCheckpointStorageUsageResponse, Cursor,
-    ExternalWeightsUrlsResponse, GetSessionResponse, ListSessionsResponse,
-    SamplingPrefillBillingEvent, SamplingSampleBillingEvent, SearchOwner, SessionActive,
-    SessionFinishReason, SessionSearchCursor, SessionSearchRequest, SessionSearchResponse,
-    SessionStatus, SessionStatusQuery, SessionSummary, SetCheckpointTtlRequest,
-    SetSessionProjectRequest, StorageBillingEvent, TraceExportResponse, TraceExportStatus,
-    TrainingBillingEvent, TrainingRun, TrainingRunsResponse, WeightsInfoRequest,
+    CurrentCheckpointStorageUsageItem, CurrentCheckpointStorageUsageQuery,
+    CurrentCheckpointStorageUsageResponse, Cursor, ExternalWeightsUrlsResponse, GetSessionResponse,
+    ListSessionsResponse, SamplingPrefillBillingEvent, SamplingSampleBillingEvent, SearchOwner,
+    SessionActive, SessionFinishReason, SessionSearchCursor, SessionSearchRequest,
+    SessionSearchResponse, SessionStatus, SessionStatusQuery, SessionSummary,
+    SetCheckpointTtlRequest, SetSessionProjectRequest, StorageBillingEvent, TraceExportResponse,
+    TraceExportStatus, TrainingBillingEvent, TrainingRun, TrainingRunsResponse, WeightsInfoRequest,
     WeightsInfoResponse,
 };
 
@@ -852,12 +852,6 @@ pub(crate) async fn download_trace(
     ok(json!({ "traceEvents": events, "displayTimeUnit": "ms" }))
 }
 
-#[derive(Deserialize)]
-pub(crate) struct BillingQuery {
-    starting_on: DateTime<Utc>,
-    ending_before: DateTime<Utc>,
-}
-
 fn hour_aligned(t: &DateTime<Utc>) -> bool {
     t.minute() == 0 && t.second() == 0 && t.nanosecond() == 0
 }
@@ -918,7 +912,7 @@ fn storage_buckets(
 pub(crate) async fn billing_events(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<BillingQuery>,
+    Query(q): Query<BillingUsageQuery>,
 ) -> ApiResult {
     if !hour_aligned(&q.starting_on) || !hour_aligned(&q.ending_before) {
         return Err(ApiError::bad_request(
@@ -1014,16 +1008,10 @@ pub(crate) async fn billing_events(
     })
 }
 
-#[derive(Deserialize)]
-pub(crate) struct StorageQuery {
-    #[serde(default)]
-    project_id: Option<String>,
-}
-
 pub(crate) async fn billing_storage(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<StorageQuery>,
+    Query(q): Query<CurrentCheckpointStorageUsageQuery>,
 ) -> ApiResult {
     let mut by_project: BTreeMap<Option<String>, (u64, u64)> = BTreeMap::new();
     for run in state.store.runs() {
