@@ -45,7 +45,7 @@ use crate::service::ServiceClient;
 use crate::training::TrainingClient;
 
 /// At most this many inputs, `logprobs` included (as the SDK).
-pub const MAX_INPUTS: usize = 16;
+pub const MAX_INPUTS: usize = tinker_types::custom_loss::MAX_CUSTOM_LOSS_INPUTS;
 
 /// The rank every datum's value of an input has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -749,7 +749,7 @@ impl CustomLoss {
             return Err(invalid("its output is not (loss tensor, {metric: tensor})"));
         };
         for (key, value) in metrics {
-            if !valid_metric_key(key) {
+            if !tinker_types::custom_loss::is_custom_metric_key(key) {
                 return Err(CustomLossError::InvalidMetricKey { key: key.clone() });
             }
             if !matches!(value, CustomLossArg::Ref(_)) {
@@ -832,7 +832,7 @@ impl CustomLossBuilder {
         check_inputs(&self.inputs)?;
         let mut seen = HashSet::new();
         for (key, _) in &metrics {
-            if !valid_metric_key(key) {
+            if !tinker_types::custom_loss::is_custom_metric_key(key) {
                 return Err(CustomLossError::InvalidMetricKey { key: key.clone() });
             }
             if !seen.insert(key.as_str()) {
@@ -960,29 +960,6 @@ impl CustomLossBuilder {
     }
 }
 
-/// `[a-z_][a-z0-9_]{0,63}`.
-fn valid_input_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some('a'..='z' | '_'))
-        && name.len() <= 64
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-}
-
-/// `custom/[a-z0-9_./-]{1,64}:(sum|mean)`.
-fn valid_metric_key(key: &str) -> bool {
-    let Some((name, reduction)) = key
-        .strip_prefix("custom/")
-        .and_then(|rest| rest.rsplit_once(':'))
-    else {
-        return false;
-    };
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '/' | '-'))
-        && matches!(reduction, "sum" | "mean")
-}
-
 fn check_inputs(inputs: &[CustomLossInput]) -> std::result::Result<(), CustomLossError> {
     if inputs.len() > MAX_INPUTS {
         return Err(CustomLossError::TooManyInputs {
@@ -990,7 +967,7 @@ fn check_inputs(inputs: &[CustomLossInput]) -> std::result::Result<(), CustomLos
         });
     }
     for (i, input) in inputs.iter().enumerate() {
-        if !valid_input_name(&input.name) {
+        if !tinker_types::custom_loss::is_custom_loss_input_name(&input.name) {
             return Err(CustomLossError::InvalidInputName {
                 name: input.name.clone(),
             });

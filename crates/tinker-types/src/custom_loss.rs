@@ -249,6 +249,33 @@ impl CustomLossArg {
     }
 }
 
+/// Most inputs a custom loss may declare, `logprobs` included (SDK 0.38).
+pub const MAX_CUSTOM_LOSS_INPUTS: usize = 16;
+
+/// Whether `name` may name a custom-loss input: lowercase letters, digits and underscores,
+/// not starting with a digit, at most 64 bytes (the rule client and server share).
+pub fn is_custom_loss_input_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && name.len() <= 64
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+/// Whether `key` is a valid custom-loss metric key: `custom/[a-z0-9_./-]{1,64}:(sum|mean)`.
+pub fn is_custom_metric_key(key: &str) -> bool {
+    let Some((name, reduction)) = key
+        .strip_prefix("custom/")
+        .and_then(|rest| rest.rsplit_once(':'))
+    else {
+        return false;
+    };
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '/' | '-'))
+        && matches!(reduction, "sum" | "mean")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +303,24 @@ mod tests {
         assert!(CustomLossArg::from_value(&json!({"module": "x"})).is_err());
         assert!(CustomLossArg::from_value(&json!({"ref": "a", "tuple": []})).is_err());
         assert!(CustomLossArg::from_value(&json!({"float": "big"})).is_err());
+    }
+
+    #[test]
+    fn shared_name_and_metric_rules() {
+        assert!(is_custom_loss_input_name("advantages"));
+        assert!(is_custom_loss_input_name("_x1"));
+        assert!(!is_custom_loss_input_name("1x"));
+        assert!(!is_custom_loss_input_name("Adv"));
+        assert!(!is_custom_loss_input_name(&"a".repeat(65)));
+        assert!(is_custom_metric_key("custom/ratio:mean"));
+        assert!(is_custom_metric_key("custom/a.b/c-d_1:sum"));
+        assert!(!is_custom_metric_key("custom/:sum"));
+        assert!(!is_custom_metric_key("custom/A:sum"));
+        assert!(!is_custom_metric_key("ratio:mean"));
+        assert!(!is_custom_metric_key("custom/x:max"));
+        assert!(!is_custom_metric_key(&format!(
+            "custom/{}:sum",
+            "a".repeat(65)
+        )));
     }
 }

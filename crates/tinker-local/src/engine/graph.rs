@@ -14,7 +14,7 @@ use tinker_types::custom_loss::{CustomLossArg, CustomLossGraph, CustomLossInput,
 use super::error::{EngineError, Result};
 
 /// At most this many inputs, `logprobs` included (as the SDK).
-pub const MAX_INPUTS: usize = 16;
+pub const MAX_INPUTS: usize = tinker_types::custom_loss::MAX_CUSTOM_LOSS_INPUTS;
 /// A bound on graph size, so one request cannot make the server evaluate without end.
 const MAX_NODES: usize = 4096;
 /// A bound on any intermediate tensor's elements.
@@ -230,29 +230,6 @@ fn user(msg: impl Into<String>) -> EngineError {
     EngineError::user(msg.into())
 }
 
-/// `[a-z_][a-z0-9_]{0,63}`.
-fn valid_input_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some('a'..='z' | '_'))
-        && name.len() <= 64
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-}
-
-/// `custom/[a-z0-9_./-]{1,64}:(sum|mean)`.
-pub fn valid_metric_key(key: &str) -> bool {
-    let Some(rest) = key.strip_prefix("custom/") else {
-        return false;
-    };
-    let Some((name, reduction)) = rest.rsplit_once(':') else {
-        return false;
-    };
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '.' | '/' | '-'))
-        && matches!(reduction, "sum" | "mean")
-}
-
 /// Checks the declared inputs (the SDK's rules plus tinker-local's 1-D targets).
 fn check_inputs(inputs: &[CustomLossInput]) -> Result<()> {
     if inputs.is_empty() || inputs[0].name != "logprobs" {
@@ -265,7 +242,7 @@ fn check_inputs(inputs: &[CustomLossInput]) -> Result<()> {
         )));
     }
     for (i, input) in inputs.iter().enumerate() {
-        if !valid_input_name(&input.name) {
+        if !tinker_types::custom_loss::is_custom_loss_input_name(&input.name) {
             return Err(user(format!(
                 "input {:?} must be a lowercase name of letters, digits and underscores",
                 input.name
@@ -1123,7 +1100,7 @@ impl Compiler<'_> {
         };
         let mut out = Vec::with_capacity(entries.len());
         for (key, value) in entries {
-            if !valid_metric_key(key) {
+            if !tinker_types::custom_loss::is_custom_metric_key(key) {
                 return Err(user(format!(
                     "loss {name:?}: metric {key:?} must be named custom/<name>:sum or custom/<name>:mean in lowercase"
                 )));
@@ -1419,15 +1396,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn metric_keys() {
-        assert!(valid_metric_key("custom/ratio:mean"));
-        assert!(valid_metric_key("custom/a.b/c-d_1:sum"));
-        assert!(!valid_metric_key("custom/:sum"));
-        assert!(!valid_metric_key("custom/A:sum"));
-        assert!(!valid_metric_key("ratio:mean"));
-        assert!(!valid_metric_key("custom/x:max"));
     }
 }
