@@ -141,14 +141,7 @@ impl Holder {
                     .map_err(Error::from)
             })
             .await?;
-        if config.pjwt_auth_enabled {
-            let command =
-                config.credential_default_source == tinker_types::CredentialSource::CredentialCmd;
-            transport.enable_jwt_auth(command)?;
-        }
-        transport.billing_pause().set_max_pause(Duration::from_secs(
-            config.billing_exception_max_pause_duration_sec,
-        ));
+        apply_client_config(&transport, &config)?;
         let dynamic = fetch_dynamic_config(&transport, true).await?;
         let project_id = session.as_ref().and_then(|s| s.project_id.clone());
         let header_overrides = session
@@ -185,11 +178,8 @@ impl Holder {
             project_id,
             header_overrides,
         );
-        if telemetry
-            && let Some(t) =
-                crate::telemetry::start(&holder.transport, holder.session_id.as_deref())
-        {
-            let _ = holder.telemetry.set(t);
+        if telemetry {
+            holder.start_telemetry();
         }
         Ok(holder)
     }
@@ -204,14 +194,7 @@ impl Holder {
         dynamic: DynamicConfig,
         header_overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Self>> {
-        if config.pjwt_auth_enabled {
-            let command =
-                config.credential_default_source == tinker_types::CredentialSource::CredentialCmd;
-            transport.enable_jwt_auth(command)?;
-        }
-        transport.billing_pause().set_max_pause(Duration::from_secs(
-            config.billing_exception_max_pause_duration_sec,
-        ));
+        apply_client_config(&transport, &config)?;
         let telemetry = crate::telemetry::enabled_by_env(transport.env());
         let holder = Self::assemble(
             transport,
@@ -222,11 +205,8 @@ impl Holder {
             header_overrides,
         );
         // Shadows report under the session they share, as the SDK's do.
-        if telemetry
-            && let Some(t) =
-                crate::telemetry::start(&holder.transport, holder.session_id.as_deref())
-        {
-            let _ = holder.telemetry.set(t);
+        if telemetry {
+            holder.start_telemetry();
         }
         Ok(holder)
     }
@@ -303,6 +283,13 @@ impl Holder {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Starts this holder's telemetry reporter (once; under its session id, if any).
+    fn start_telemetry(&self) {
+        if let Some(t) = crate::telemetry::start(&self.transport, self.session_id.as_deref()) {
+            let _ = self.telemetry.set(t);
+        }
     }
 
     /// The telemetry reporter, when enabled.
@@ -452,6 +439,20 @@ impl Drop for Holder {
 pub(crate) fn parse_json<T: DeserializeOwned>(resp: &Response) -> Result<T> {
     tinker_types::json::from_slice(resp.body())
         .map_err(|e| Error::protocol(format!("unexpected response: {e}")))
+}
+
+/// What the client config asks of the transport: JWT auth when flagged, and the billing
+/// pause window. Shared by new and shadow holders.
+fn apply_client_config(transport: &Transport, config: &ClientConfig) -> Result<()> {
+    if config.pjwt_auth_enabled {
+        let command =
+            config.credential_default_source == tinker_types::CredentialSource::CredentialCmd;
+        transport.enable_jwt_auth(command)?;
+    }
+    transport.billing_pause().set_max_pause(Duration::from_secs(
+        config.billing_exception_max_pause_duration_sec,
+    ));
+    Ok(())
 }
 
 async fn fetch_dynamic_config(transport: &Transport, retrying: bool) -> Result<DynamicConfig> {
