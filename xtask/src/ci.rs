@@ -32,6 +32,14 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
                 ],
             )
         })?;
+        // Docs are part of the API: broken or private links and stray HTML fail the gate.
+        step("cargo doc", || {
+            cargo_with_env(
+                &root,
+                &["doc", "--workspace", "--no-deps", "--locked"],
+                &[("RUSTDOCFLAGS", "-D warnings")],
+            )
+        })?;
         step("codegen --check", || crate::codegen::run(true))?;
         step("cargo deny", || cargo_deny(&root))?;
     }
@@ -57,12 +65,18 @@ fn step(name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String
 }
 
 fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+    cargo_with_env(root, args, &[])
+}
+
+/// `cargo args` with extra environment variables (they override inherited ones).
+fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
         .args(args)
         .current_dir(root)
         // Tiny CPU models are fastest single-threaded on a shared 2-core machine.
         .env("RAYON_NUM_THREADS", "1")
+        .envs(env.iter().copied())
         .status()
         .map_err(|e| format!("could not run cargo: {e}"))?;
     if status.success() {

@@ -65,8 +65,45 @@ fn generate(root: &Path) -> Result<String, String> {
     let code = std::fs::read_to_string(&generated_file)
         .map_err(|e| format!("reading {}: {e}", generated_file.display()))?;
 
-    let formatted = rustfmt(root, &code)?;
+    let formatted = rustfmt(root, &escape_doc_markup(&code))?;
     Ok(format!("{HEADER}{formatted}"))
+}
+
+/// Escapes `<` (and a `>` that starts a line) in `///` comments, outside code spans and
+/// fenced blocks: the schema's comments are plain text, and rustdoc would read
+/// `"<name>:<reduction>"` as HTML tags (an error under `-D warnings`) and a comment
+/// starting with `>=` as a block quote.
+fn escape_doc_markup(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut in_fence = false;
+    for line in code.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let Some(text) = trimmed.strip_prefix("///") else {
+            out.push_str(line);
+            continue;
+        };
+        let fence = text.trim_start().starts_with("```");
+        in_fence ^= fence;
+        if fence || in_fence {
+            out.push_str(line);
+            continue;
+        }
+        out.push_str(&line[..line.len() - trimmed.len()]);
+        out.push_str("///");
+        let mut in_code = false;
+        let mut line_start = true;
+        for c in text.chars() {
+            match c {
+                '`' => in_code = !in_code,
+                '<' if !in_code => out.push('\\'),
+                '>' if line_start => out.push('\\'),
+                _ => {}
+            }
+            line_start &= c == ' ';
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Formats `code` with the workspace's rustfmt and `rustfmt.toml`, so `cargo fmt --check`
@@ -119,5 +156,17 @@ fn print_diff(committed: &str, fresh: &str) {
     }
     if total > MAX_LINES {
         println!("... ({} more diff lines)", total - MAX_LINES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_doc_markup;
+
+    #[test]
+    fn doc_markup_is_escaped_outside_code() {
+        let code = "    /// Keys are \"<name>:<reduction>\", `Vec<u8>`, a => b.\n    /// >= 1\n    /// ```\n    /// a < b\n    /// ```\n    let x = a < b;\n";
+        let want = "    /// Keys are \"\\<name>:\\<reduction>\", `Vec<u8>`, a => b.\n    /// \\>= 1\n    /// ```\n    /// a < b\n    /// ```\n    let x = a < b;\n";
+        assert_eq!(escape_doc_markup(code), want);
     }
 }

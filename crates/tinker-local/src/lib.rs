@@ -21,10 +21,10 @@ pub mod engine;
 mod api;
 mod auth;
 mod config;
+mod engine_wire;
 mod faults;
 mod persist;
 mod promise;
-mod proto;
 mod state;
 mod worker;
 

@@ -17,9 +17,9 @@ use serde_json::json;
 use crate::engine::{
     AdamStep, EngineError, LoraSpec, Loss, ModelSpec, TrainExample, TrainableModel,
 };
+use crate::engine_wire;
 use crate::persist::{CheckpointRecord, dir_size};
 use crate::promise::{Completer, FutureKind, Outcome};
-use crate::proto;
 use crate::state::{AppState, SamplerEntry, lock};
 
 /// A training request, ready to run.
@@ -401,7 +401,8 @@ fn execute(
             Ok(out) => {
                 let (session, base) = session_of(state, model_id);
                 state.account(&session, &base, "training", tokens as u64);
-                proto::encode_forward_output(&out).map_or_else(Outcome::server, Outcome::Proto)
+                engine_wire::encode_forward_output(&out)
+                    .map_or_else(Outcome::server, Outcome::Proto)
             }
             Err(e) => engine_outcome(&e),
         },

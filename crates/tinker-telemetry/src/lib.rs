@@ -1,7 +1,5 @@
-//! Tracing spans and the telemetry event reporter (with its counters) of the Tinker SDK.
+//! The telemetry event reporter (with its counters) of the Tinker SDK.
 //!
-//! * [`spans`]: the span names and fields every SDK crate uses for operations, HTTP
-//!   attempts and future polling.
 //! * [`Telemetry`]: the event reporter of the official SDK (`SESSION_START`,
 //!   `SESSION_END`, `UNHANDLED_EXCEPTION`, `GENERIC_EVENT` incl. `user_error`), queued,
 //!   batched and flushed in the background to a [`TelemetrySink`] that the client
@@ -33,7 +31,6 @@ mod events;
 mod platform;
 mod reporter;
 mod sink;
-pub mod spans;
 mod timedelta;
 
 pub use enabled::{TINKER_TELEMETRY, telemetry_enabled, telemetry_enabled_with};

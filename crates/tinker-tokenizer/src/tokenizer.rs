@@ -52,8 +52,8 @@ struct Inner {
 
 /// A loaded tokenizer. Cloning is cheap (an `Arc`); it is `Send + Sync`.
 ///
-/// Encoding and decoding are synchronous; see the [module docs](self) about
-/// `spawn_blocking` for large inputs.
+/// Encoding and decoding are synchronous CPU work: async callers encoding large inputs
+/// should run them in `tokio::task::spawn_blocking`, with a clone of the tokenizer.
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: Arc<Inner>,

@@ -56,8 +56,9 @@
 //!
 //! * `rustls` (default): TLS through rustls.
 //! * `native-tls`: TLS through the platform library.
-//! * `local`: embeds [`tinker-local`](local), a Tinker-compatible server training a tiny
-//!   transformer on the CPU, so programs and tests run offline.
+//! * `local`: embeds `tinker-local` as `tinker::local`, a Tinker-compatible server training
+//!   a tiny transformer on the CPU, so programs and tests run offline. (No link: the module
+//!   exists only with the feature, and the docs must build without it.)
 //!
 //! # Crates
 //!

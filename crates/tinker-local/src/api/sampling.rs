@@ -17,8 +17,8 @@ use tinker_types::{
 use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::Caller;
 use crate::engine::{SampleSpec, SamplerModel};
+use crate::engine_wire;
 use crate::promise::{FutureKind, Outcome};
-use crate::proto;
 use crate::state::{AppState, SamplerEntry, lock};
 use crate::worker::short_id;
 
@@ -331,7 +331,7 @@ async fn run_sample(
                 "sampling_sample",
                 sampled,
             );
-            done.complete(match proto::encode_sample_output(&out, last_n) {
+            done.complete(match engine_wire::encode_sample_output(&out, last_n) {
                 Ok(bytes) => Outcome::Proto(bytes),
                 Err(e) => Outcome::server(e),
             });

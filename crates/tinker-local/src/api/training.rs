@@ -17,9 +17,9 @@ use tinker_types::UntypedFuture;
 use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::Caller;
 use crate::engine::{AdamStep, CustomGraph, LoraSpec};
+use crate::engine_wire;
 use crate::persist::{CheckpointRecord, LoraRecord, RunRecord, parse_tinker_path, valid_name};
 use crate::promise::{FutureKind, Outcome};
-use crate::proto;
 use crate::state::{AppState, StoredCustomLoss, lock};
 use crate::worker::{Init, ModelWorker, TrainOp, short_id};
 
@@ -288,7 +288,8 @@ pub(crate) async fn forward_backward(
     }
     let raw = decode_body(&headers, &body, state.config.max_body_bytes)?;
     let resolve = |model_id: &str, loss_id: &str| custom_loss_for(&state, model_id, loss_id);
-    let req = proto::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
+    let req =
+        engine_wire::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
     let worker = training_model(&state, &req.model_id)?;
     let op = match req.batch {
         Ok((batch, loss)) => TrainOp::ForwardBackward {

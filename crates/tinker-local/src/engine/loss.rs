@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::custom_loss::{CustomGraph, Tensor};
 use super::error::{EngineError, Result};
-use super::graph::{CustomGraph, Tensor};
 
 /// A built-in loss, with its `loss_fn_config` values. Formulas follow the public Tinker docs;
 /// `p` is the learner's probability of the target token, `q` the sampler's (from `logprobs`),

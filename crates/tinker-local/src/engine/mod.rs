@@ -5,9 +5,9 @@
 
 mod adam;
 mod checkpoint;
+mod custom_loss;
 mod error;
 mod frozen;
-mod graph;
 mod lora;
 mod loss;
 mod model;
@@ -18,8 +18,8 @@ mod trainable;
 mod weights;
 
 pub use adam::{AdamStep, StepReport};
+pub use custom_loss::{CustomGraph, Evaluation, Tensor};
 pub use error::EngineError;
-pub use graph::{CustomGraph, Evaluation, Tensor};
 pub use loss::{CustomBatch, ForwardOutput, Loss, LossInputs, TrainExample};
 pub use sampler::{SampleOutput, SampleSpec, SampledSeq, SamplerModel, StopKind};
 pub use spec::{LoraSpec, ModelSpec, builtin_models};

@@ -143,7 +143,7 @@ pub struct ForwardBackwardOutput {
     /// Concatenate records in order to get the per-datum outputs.
     #[prost(message, repeated, tag = "2")]
     pub loss_fn_outputs: ::prost::alloc::vec::Vec<ArrayRecord>,
-    /// Keys are "<name>:<reduction>", e.g. "loss:sum".
+    /// Keys are "\<name>:\<reduction>", e.g. "loss:sum".
     #[prost(btree_map = "string, double", tag = "3")]
     pub metrics: ::prost::alloc::collections::BTreeMap<::prost::alloc::string::String, f64>,
 }
@@ -151,7 +151,7 @@ pub struct ForwardBackwardOutput {
 pub struct ForwardBackwardRequest {
     #[prost(string, tag = "1")]
     pub model_id: ::prost::alloc::string::String,
-    /// >= 1; per-model request ordering number
+    /// \>= 1; per-model request ordering number
     #[prost(int32, tag = "2")]
     pub seq_id: i32,
     #[prost(message, repeated, tag = "3")]

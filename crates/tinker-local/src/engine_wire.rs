@@ -1,7 +1,7 @@
-//! The protobuf side of the wire. `tinker_types::proto` decodes `ForwardBackwardRequest`
-//! bodies and encodes `ForwardBackwardOutput` / `SampleResponse` results; what stays here is
-//! server-specific: turning a request into an engine batch (checking it against what the
-//! engine supports) and building the result types from engine outputs.
+//! The boundary between wire types and the engine's: a `forward_backward` request becomes
+//! an engine batch (checked against what the engine supports), and engine outputs become
+//! `ForwardBackwardOutput` / `SampleResponse` bodies. The protobuf coding itself lives in
+//! `tinker_types::proto`; this module only maps types.
 
 use std::collections::BTreeMap;
 
