@@ -43,6 +43,13 @@ pub struct LocalServerConfig {
     pub signed_url_lifetime: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How far ahead of the `seq_id` a training model expects next a request may be: one
+    /// further ahead is refused at once (400) instead of waiting for a gap it cannot close.
+    pub seq_gap_window: u64,
+    /// How long a training request may wait behind a missing `seq_id`: after that it fails
+    /// (as do all requests queued with it) and the missing ids are given up (see the
+    /// `worker` module).
+    pub seq_gap_wait: Duration,
 }
 
 impl LocalServerConfig {
@@ -64,6 +71,8 @@ impl LocalServerConfig {
             custom_loss_server_side: true,
             signed_url_lifetime: Duration::from_secs(3600),
             max_body_bytes: 256 << 20,
+            seq_gap_window: 1024,
+            seq_gap_wait: Duration::from_secs(60),
         }
     }
 }
