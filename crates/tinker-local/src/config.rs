@@ -14,7 +14,8 @@ pub struct LocalServerConfig {
     /// Where runs, checkpoints and metadata live (created if missing).
     pub data_dir: PathBuf,
     /// If set, every request must carry this key (or a JWT minted from it); otherwise any
-    /// key starting with `tml-` is accepted.
+    /// key starting with `tml-` is accepted, each key its own account (`<key>+<label>` is
+    /// another key of `<key>`'s account).
     pub api_key: Option<String>,
     /// Advertise `pjwt_auth_enabled` and serve `auth/token`: clients then authenticate with
     /// server-minted JWTs.

@@ -302,11 +302,16 @@ impl AppState {
             .collect()
     }
 
-    /// The owner reported for runs created by `api_key` (a stable, non-secret label).
+    /// The account of `api_key` (a stable, non-secret label). Every key is its own account,
+    /// except that `<key>+<label>` is another key of `<key>`'s account (an account may hold
+    /// several keys, as on the service).
     pub(crate) fn owner_of(&self, api_key: &str) -> String {
+        let account = api_key
+            .split_once('+')
+            .map_or(api_key, |(account, _)| account);
         format!(
             "tml:user:local-{}",
-            &self.sign(&format!("owner:{api_key}"))[..12]
+            &self.sign(&format!("owner:{account}"))[..12]
         )
     }
 

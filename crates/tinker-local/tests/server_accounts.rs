@@ -406,6 +406,9 @@ async fn sessions_of_other_accounts_are_unknown() {
         json!({"project_id": "p"}),
     )
     .await;
+    // Another key of A's account (`<key>+<label>`) reaches A's session.
+    h.key = format!("{KEY_A}+laptop");
+    assert_eq!(h.heartbeat(&a.session).await, 200);
     // A's session is still active: heartbeats and new work succeed.
     a_untouched(&mut h, &a).await;
     h.server.shutdown().await;
