@@ -310,6 +310,18 @@ impl ModelWorker {
         Ok(request_id)
     }
 
+    /// The request id `seq_id` got if it was accepted with this same payload (so a
+    /// resubmission is answered with its future whatever changed since).
+    pub(crate) fn resubmitted(&self, seq_id: i64, digest: PayloadDigest) -> Option<String> {
+        match lock(&self.seq).seen.get(&seq_id) {
+            Some(SeqEntry::Accepted {
+                request_id,
+                digest: first,
+            }) if *first == digest => Some(request_id.clone()),
+            _ => None,
+        }
+    }
+
     /// Applies the gap-wait rule now (the state's sweeper calls it once a second).
     pub(crate) fn expire_gap(&self, wait: Duration) {
         self.give_up_stale_gap(&mut lock(&self.seq), wait);

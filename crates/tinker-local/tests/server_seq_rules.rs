@@ -240,3 +240,27 @@ async fn a_refused_request_uses_up_its_seq_id() {
     assert_eq!(executed(&h, &model), vec![1, 2]);
     h.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resubmission_gets_its_future_back_after_the_session_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(config(dir.path())).await;
+    let session = h.session().await;
+    let model = h.create_model(&session, 0).await;
+    let first = h.optim(&model, 1, 1e-3).await;
+    h.result(&first).await;
+    h.ok(
+        &format!("sessions/{session}/finish"),
+        json!({"reason": {"type": "success"}, "detail": null}),
+    )
+    .await;
+    // The retry of a request whose answer was lost still finds its future ...
+    let again = h.post("optim_step", optim_body(&model, 1, 1e-3)).await;
+    assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(again.json()["request_id"], first["request_id"]);
+    // ... while new work is refused.
+    let new = h.post("optim_step", optim_body(&model, 2, 1e-3)).await;
+    assert_eq!(new.status, 400, "{}", String::from_utf8_lossy(&new.body));
+    assert_eq!(executed(&h, &model), vec![1, 2]);
+    h.server.shutdown().await;
+}

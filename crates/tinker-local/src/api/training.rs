@@ -292,8 +292,8 @@ pub(crate) async fn forward_backward(
 }
 
 /// The caller's live model named by a training request with `ids` (404 otherwise, and the
-/// request takes no `seq_id`). A model whose session has ended refuses the request, which
-/// still takes its `seq_id`.
+/// request takes no `seq_id`). A model whose session has ended refuses a new request, which
+/// still takes its `seq_id`; a resubmission passes (and gets its first future back).
 fn model_for_request(
     state: &Arc<AppState>,
     caller: &Caller,
@@ -301,6 +301,9 @@ fn model_for_request(
     ids: (i64, PayloadDigest),
 ) -> ApiResult<Arc<ModelWorker>> {
     let worker = owned::model(state, caller, model_id)?;
+    if worker.resubmitted(ids.0, ids.1).is_some() {
+        return Ok(worker);
+    }
     if let Err(e) = owned::active_session(state, caller, &worker.session_id) {
         return Err(refuse(state, &worker, ids, e));
     }
@@ -535,6 +538,9 @@ pub(crate) async fn load_weights(
                 digest::of_json("load_weights", &req, &body),
             );
             let worker = model_for_request(&state, &caller, model_id, ids)?;
+            if let Some(id) = worker.resubmitted(ids.0, ids.1) {
+                return ok(future_response(&id, model_id));
+            }
             let (run, record, dir) = owned::checkpoint(&state, &caller, &req.path, access)
                 .map_err(|e| refuse(&state, &worker, ids, e))?;
             let mut check = optimizer_problem(record.has_optimizer).map_or(Ok(()), Err);
