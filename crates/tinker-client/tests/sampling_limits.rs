@@ -67,7 +67,7 @@ async fn shadow_clients_of_one_holder_share_the_concurrency_limit() {
     };
     let a = shadow("tml-test-key").await.unwrap();
     let b = shadow("tml-test-key").await.unwrap();
-    let other = shadow("tml-other-key").await.unwrap();
+    let other = shadow("tml-test-key+other").await.unwrap();
 
     let t0 = Instant::now();
     let first = timed_sample(a, t0);

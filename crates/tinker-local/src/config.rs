@@ -14,7 +14,8 @@ pub struct LocalServerConfig {
     /// Where runs, checkpoints and metadata live (created if missing).
     pub data_dir: PathBuf,
     /// If set, every request must carry this key (or a JWT minted from it); otherwise any
-    /// key starting with `tml-` is accepted.
+    /// key starting with `tml-` is accepted, each key its own account (`<key>+<label>` is
+    /// another key of `<key>`'s account).
     pub api_key: Option<String>,
     /// Advertise `pjwt_auth_enabled` and serve `auth/token`: clients then authenticate with
     /// server-minted JWTs.
@@ -43,6 +44,13 @@ pub struct LocalServerConfig {
     pub signed_url_lifetime: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// How far ahead of the `seq_id` a training model expects next a request may be: one
+    /// further ahead is refused at once (400) instead of waiting for a gap it cannot close.
+    pub seq_gap_window: u64,
+    /// How long a training request may wait behind a missing `seq_id`: after that it fails
+    /// (as do all requests queued with it) and the missing ids are given up (see the
+    /// `worker` module).
+    pub seq_gap_wait: Duration,
 }
 
 impl LocalServerConfig {
@@ -64,6 +72,8 @@ impl LocalServerConfig {
             custom_loss_server_side: true,
             signed_url_lifetime: Duration::from_secs(3600),
             max_body_bytes: 256 << 20,
+            seq_gap_window: 1024,
+            seq_gap_wait: Duration::from_secs(60),
         }
     }
 }

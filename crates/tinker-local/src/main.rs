@@ -42,6 +42,15 @@ enum Command {
         /// Python SDK then runs its custom losses client-side).
         #[arg(long)]
         no_server_side_custom_loss: bool,
+        /// Refuse (400) a training request whose `seq_id` is more than this far ahead of the
+        /// one its model expects next (the SDK's parallel chunks arrive out of order, so keep
+        /// it above the largest number of chunks of one call).
+        #[arg(long, default_value_t = 1024)]
+        seq_gap_window: u64,
+        /// Seconds a training request may wait behind a missing `seq_id` before it fails and
+        /// the missing ids are given up.
+        #[arg(long, default_value_t = 60.0)]
+        seq_gap_wait_secs: f64,
     },
 }
 
@@ -63,6 +72,8 @@ async fn main() -> ExitCode {
         faults,
         long_poll_secs,
         no_server_side_custom_loss,
+        seq_gap_window,
+        seq_gap_wait_secs,
     } = command;
     let mut config = LocalServerConfig::new(data_dir);
     config.addr = addr;
@@ -73,6 +84,13 @@ async fn main() -> ExitCode {
         return fail("--long-poll-secs must be between 0 and 40");
     }
     config.long_poll = std::time::Duration::from_secs_f64(long_poll_secs);
+    // A zero wait would fail the SDK's parallel chunks, which arrive out of order on purpose.
+    if !(seq_gap_wait_secs.is_finite() && seq_gap_wait_secs > 0.0 && seq_gap_wait_secs <= 86_400.0)
+    {
+        return fail("--seq-gap-wait-secs must be more than 0 and at most 86400");
+    }
+    config.seq_gap_wait = std::time::Duration::from_secs_f64(seq_gap_wait_secs);
+    config.seq_gap_window = seq_gap_window;
     if let Some(spec) = faults {
         match FaultConfig::parse(&spec) {
             Ok(f) => config.faults = f,

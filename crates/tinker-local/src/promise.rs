@@ -63,6 +63,8 @@ type Slot = Option<Arc<Outcome>>;
 struct Entry {
     tx: watch::Sender<Slot>,
     kind: FutureKind,
+    /// The account that made the request (only it may poll or cancel the future).
+    owner: String,
     finished_at: Option<Instant>,
     /// For `retrieve_futures`: the (sampling session, clone id) the request belongs to.
     group: Option<(String, i64)>,
@@ -100,6 +102,8 @@ pub(crate) struct Completion {
 pub(crate) struct Waiter {
     pub(crate) rx: watch::Receiver<Slot>,
     pub(crate) kind: FutureKind,
+    /// The account that made the request.
+    pub(crate) owner: String,
 }
 
 impl Promises {
@@ -107,9 +111,14 @@ impl Promises {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a new pending future and returns the handle that completes it.
-    pub(crate) fn create(self: &Arc<Self>, request_id: String, kind: FutureKind) -> Completer {
-        self.create_in_group(request_id, kind, None)
+    /// Registers a new pending future of `owner`'s and returns the handle that completes it.
+    pub(crate) fn create(
+        self: &Arc<Self>,
+        request_id: String,
+        kind: FutureKind,
+        owner: &str,
+    ) -> Completer {
+        self.create_in_group(request_id, kind, owner, None)
     }
 
     /// Like [`Promises::create`], for a request that `retrieve_futures` reports on.
@@ -117,6 +126,7 @@ impl Promises {
         self: &Arc<Self>,
         request_id: String,
         kind: FutureKind,
+        owner: &str,
         group: Option<(String, i64)>,
     ) -> Completer {
         let (tx, _) = watch::channel(None);
@@ -125,6 +135,7 @@ impl Promises {
             Entry {
                 tx,
                 kind,
+                owner: owner.to_owned(),
                 finished_at: None,
                 group,
                 completion: 0,
@@ -192,6 +203,7 @@ impl Promises {
         self.lock().get(request_id).map(|e| Waiter {
             rx: e.tx.subscribe(),
             kind: e.kind,
+            owner: e.owner.clone(),
         })
     }
 

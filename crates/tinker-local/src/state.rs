@@ -46,6 +46,8 @@ pub(crate) struct Session {
 pub(crate) struct SamplerEntry {
     pub(crate) id: String,
     pub(crate) session_id: String,
+    /// The account the sampler belongs to.
+    pub(crate) owner: String,
     pub(crate) base_model: String,
     pub(crate) model_path: Option<String>,
     pub(crate) model: SamplerModel,
@@ -300,11 +302,16 @@ impl AppState {
             .collect()
     }
 
-    /// The owner reported for runs created by `api_key` (a stable, non-secret label).
+    /// The account of `api_key` (a stable, non-secret label). Every key is its own account,
+    /// except that `<key>+<label>` is another key of `<key>`'s account (an account may hold
+    /// several keys, as on the service).
     pub(crate) fn owner_of(&self, api_key: &str) -> String {
+        let account = api_key
+            .split_once('+')
+            .map_or(api_key, |(account, _)| account);
         format!(
             "tml:user:local-{}",
-            &self.sign(&format!("owner:{api_key}"))[..12]
+            &self.sign(&format!("owner:{account}"))[..12]
         )
     }
 
@@ -346,7 +353,8 @@ fn load_secret(data_dir: &Path) -> std::io::Result<[u8; 32]> {
     Ok(secret)
 }
 
-/// Periodically expires checkpoints whose TTL passed and forgets old futures.
+/// Periodically expires checkpoints whose TTL passed, forgets old futures and gives up
+/// `seq_id` gaps that waited too long.
 pub(crate) fn spawn_sweeper(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -363,6 +371,10 @@ pub(crate) fn spawn_sweeper(state: Arc<AppState>) -> tokio::task::JoinHandle<()>
                 );
             }
             state.promises.forget_older_than(Duration::from_secs(3600));
+            let workers: Vec<_> = lock(&state.models).values().cloned().collect();
+            for worker in workers {
+                worker.expire_gap(state.config.seq_gap_wait);
+            }
         }
     })
 }

@@ -1,11 +1,37 @@
 //! One worker thread per training model: requests run strictly in `seq_id` order, one at a
 //! time, off the async executor.
+//!
+//! # `seq_id` rules
+//!
+//! A model's creation is `seq_id` 0; its requests carry 1, 2, … and may arrive in any
+//! order. Each accepted id is recorded with the request id it got and a digest of its
+//! canonical body (see `api::digest`).
+//!
+//! * **Resubmission.** An id that arrives again with the same payload gets the first
+//!   request's id back and does not run again (this is how client retries stay
+//!   exactly-once); with a different payload it is refused with 409 Conflict.
+//! * **Gap window.** An id more than [`LocalServerConfig::seq_gap_window`] ahead of the id
+//!   the model expects next is refused at once (400, naming both ids): it could only wait.
+//! * **Gap wait.** A request that arrives early waits for the missing ids before it. Once
+//!   the oldest waiting request has waited [`LocalServerConfig::seq_gap_wait`], the model
+//!   gives up: every waiting request fails (an error result of its future naming the first
+//!   missing id; none of them runs, since the client meant them to follow the lost one),
+//!   every missing id up to the highest waiting one is given up, and the model expects the
+//!   id after that. A given-up id that arrives late is answered 409. The check runs on
+//!   every submission and once a second from the state's sweeper.
+//! * **Refusals.** A request the server refuses after it has read a valid `seq_id` for the
+//!   caller's own model still takes that id, as a failed request (`TrainOp::Reject`), so
+//!   nothing behind it waits.
+//!
+//! [`LocalServerConfig::seq_gap_window`]: crate::LocalServerConfig::seq_gap_window
+//! [`LocalServerConfig::seq_gap_wait`]: crate::LocalServerConfig::seq_gap_wait
 
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 use tinker_types::{
     CreateModelResponse, LoadWeightsResponse, OptimStepResponse, SaveWeightsExternalResponse,
     SaveWeightsForSamplerResponse, SaveWeightsResponse,
@@ -107,14 +133,48 @@ pub(crate) enum Init {
     },
 }
 
+/// A digest of a training request's canonical body: a resubmitted `seq_id` is the same
+/// request only if its digest matches (built by `api::digest`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PayloadDigest(pub(crate) u128);
+
+/// Why a `seq_id` was not accepted.
+#[derive(Debug)]
+pub(crate) enum SubmitError {
+    /// Further ahead than the gap window allows (answered 400).
+    TooFarAhead(String),
+    /// Used before by another payload, given up, or already passed (answered 409).
+    Conflict(String),
+}
+
+/// What became of a `seq_id` the model has seen.
+#[derive(Debug)]
+enum SeqEntry {
+    /// Accepted as the request `request_id` with this payload.
+    Accepted {
+        request_id: String,
+        digest: PayloadDigest,
+    },
+    /// Missing when the gap wait ran out: never accepted any more.
+    GivenUp,
+}
+
+/// A request that arrived before the ids in front of it.
+#[derive(Debug)]
+struct Waiting {
+    op: TrainOp,
+    done: Completer,
+    since: Instant,
+}
+
 #[derive(Debug, Default)]
 struct SeqState {
     /// The next `seq_id` to dispatch.
     next: i64,
     /// Arrived early, waiting for a gap to fill.
-    waiting: BTreeMap<i64, (TrainOp, Completer)>,
-    /// Every accepted `seq_id` and its request id.
-    seen: HashMap<i64, String>,
+    waiting: BTreeMap<i64, Waiting>,
+    /// Every `seq_id` accepted or given up.
+    seen: HashMap<i64, SeqEntry>,
 }
 
 /// A live training model.
@@ -122,6 +182,8 @@ struct SeqState {
 pub(crate) struct ModelWorker {
     pub(crate) model_id: String,
     pub(crate) session_id: String,
+    /// The account the model belongs to.
+    pub(crate) owner: String,
     pub(crate) spec: ModelSpec,
     pub(crate) lora: LoraSpec,
     seq: Mutex<SeqState>,
@@ -134,7 +196,7 @@ impl ModelWorker {
     pub(crate) fn spawn(
         state: &Arc<AppState>,
         model_id: String,
-        session_id: String,
+        (session_id, owner): (String, String),
         spec: ModelSpec,
         lora: LoraSpec,
         init: Init,
@@ -144,6 +206,7 @@ impl ModelWorker {
         let worker = Arc::new(Self {
             model_id: model_id.clone(),
             session_id,
+            owner,
             spec: spec.clone(),
             lora: lora.clone(),
             seq: Mutex::new(SeqState {
@@ -159,36 +222,79 @@ impl ModelWorker {
         Ok(worker)
     }
 
-    /// Accepts request `seq_id`. A resubmitted `seq_id` returns the original request id and
-    /// does not run again; a `seq_id` ahead of the sequence waits for the gap to fill.
+    /// Accepts request `seq_id` whose canonical body has `digest`, following the rules in
+    /// the module docs; returns its request id.
     pub(crate) fn submit(
         &self,
         state: &Arc<AppState>,
         seq_id: i64,
+        digest: PayloadDigest,
         op: TrainOp,
-    ) -> Result<String, String> {
+    ) -> Result<String, SubmitError> {
         let mut seq = lock(&self.seq);
-        if let Some(id) = seq.seen.get(&seq_id) {
-            tracing::debug!(model = %self.model_id, seq_id, "duplicate submission");
-            return Ok(id.clone());
+        self.give_up_stale_gap(&mut seq, state.config.seq_gap_wait);
+        match seq.seen.get(&seq_id) {
+            Some(SeqEntry::Accepted {
+                request_id,
+                digest: first,
+            }) if *first == digest => {
+                tracing::debug!(model = %self.model_id, seq_id, "duplicate submission");
+                return Ok(request_id.clone());
+            }
+            Some(SeqEntry::Accepted { .. }) => {
+                return Err(SubmitError::Conflict(format!(
+                    "seq_id {seq_id} of model {} was already used by a different request \
+                     (a resubmission must repeat the same request; new requests take new ids)",
+                    self.model_id
+                )));
+            }
+            Some(SeqEntry::GivenUp) => {
+                return Err(SubmitError::Conflict(format!(
+                    "seq_id {seq_id} of model {} was given up: requests queued behind it \
+                     waited longer than {:?} and failed; send new requests with new ids",
+                    self.model_id, state.config.seq_gap_wait
+                )));
+            }
+            None => {}
         }
         if seq_id < seq.next {
-            return Err(format!(
+            return Err(SubmitError::Conflict(format!(
                 "seq_id {seq_id} of model {} was already used",
                 self.model_id
-            ));
+            )));
+        }
+        let window = i64::try_from(state.config.seq_gap_window).unwrap_or(i64::MAX);
+        if seq_id - seq.next > window {
+            return Err(SubmitError::TooFarAhead(format!(
+                "seq_id {seq_id} is too far ahead: model {} expects seq_id {} next and \
+                 accepts at most {window} ids beyond it",
+                self.model_id, seq.next
+            )));
         }
         let request_id = format!("{}:{}:{}", self.model_id, seq_id, short_id());
         let done = state
             .promises
-            .create(request_id.clone(), FutureKind::Training);
+            .create(request_id.clone(), FutureKind::Training, &self.owner);
         tracing::debug!(model = %self.model_id, seq_id, op = op.name(), %request_id, "accepted");
-        seq.seen.insert(seq_id, request_id.clone());
-        seq.waiting.insert(seq_id, (op, done));
+        seq.seen.insert(
+            seq_id,
+            SeqEntry::Accepted {
+                request_id: request_id.clone(),
+                digest,
+            },
+        );
+        seq.waiting.insert(
+            seq_id,
+            Waiting {
+                op,
+                done,
+                since: Instant::now(),
+            },
+        );
         let tx = lock(&self.tx);
         loop {
             let next = seq.next;
-            let Some((op, done)) = seq.waiting.remove(&next) else {
+            let Some(Waiting { op, done, .. }) = seq.waiting.remove(&next) else {
                 break;
             };
             seq.next += 1;
@@ -202,6 +308,56 @@ impl ModelWorker {
             }
         }
         Ok(request_id)
+    }
+
+    /// The request id `seq_id` got if it was accepted with this same payload (so a
+    /// resubmission is answered with its future whatever changed since).
+    pub(crate) fn resubmitted(&self, seq_id: i64, digest: PayloadDigest) -> Option<String> {
+        match lock(&self.seq).seen.get(&seq_id) {
+            Some(SeqEntry::Accepted {
+                request_id,
+                digest: first,
+            }) if *first == digest => Some(request_id.clone()),
+            _ => None,
+        }
+    }
+
+    /// Applies the gap-wait rule now (the state's sweeper calls it once a second).
+    pub(crate) fn expire_gap(&self, wait: Duration) {
+        self.give_up_stale_gap(&mut lock(&self.seq), wait);
+    }
+
+    /// If the oldest waiting request has waited `wait` for a missing id, fails every
+    /// waiting request and gives up the missing ids below the highest of them.
+    fn give_up_stale_gap(&self, seq: &mut SeqState, wait: Duration) {
+        let Some(oldest) = seq.waiting.values().map(|w| w.since).min() else {
+            return;
+        };
+        if oldest.elapsed() < wait {
+            return;
+        }
+        // Ready requests are dispatched at once, so every waiting one is behind `next`.
+        let first_missing = seq.next;
+        let Some(&last) = seq.waiting.keys().next_back() else {
+            return;
+        };
+        let message = format!(
+            "seq_id {first_missing} of model {} never arrived: this request waited for it \
+             longer than {wait:?}, so it did not run; the missing seq_ids up to {last} are \
+             given up and the model continues at seq_id {}",
+            self.model_id,
+            last + 1
+        );
+        tracing::warn!(model = %self.model_id, first_missing, last, "gap wait expired");
+        for missing in first_missing..last {
+            if !seq.waiting.contains_key(&missing) {
+                seq.seen.insert(missing, SeqEntry::GivenUp);
+            }
+        }
+        for (_, waiting) in std::mem::take(&mut seq.waiting) {
+            waiting.done.complete(Outcome::user(message.clone()));
+        }
+        seq.next = last + 1;
     }
 
     /// The `seq_id` the model expects next (for diagnostics).
@@ -495,11 +651,16 @@ fn execute(
                     "save_weights_for_sampler needs a path or a sampling session",
                 );
             };
+            let owner = lock(&state.models)
+                .get(model_id)
+                .map(|w| w.owner.clone())
+                .unwrap_or_default();
             lock(&state.samplers).insert(
                 id.clone(),
                 SamplerEntry {
                     id: id.clone(),
                     session_id: session.clone(),
+                    owner,
                     base_model: base,
                     model_path: None,
                     model: model.sampler(),

@@ -942,7 +942,7 @@ mod tests {
             .unwrap();
         let c = SamplingClient::from_sampler_handle(
             &handle,
-            SamplerHandleOptions::new().api_key("tml-other-key"),
+            SamplerHandleOptions::new().api_key("tml-test-key+other"),
         )
         .await
         .unwrap();

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -14,14 +15,19 @@ use tinker_types::{
     RequestErrorCategory, RequestFailedResponse, TryAgainResponse,
 };
 
-use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
+use super::{ApiError, ApiResult, AppStateRef, ok, owned, parse, reply};
+use crate::auth::Caller;
 use crate::config::PayloadFault;
 use crate::faults;
 use crate::promise::{FutureKind, Outcome};
 
-pub(crate) async fn retrieve_future(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn retrieve_future(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: FutureRetrieveRequest = parse(&body)?;
-    let Some(mut waiter) = state.promises.waiter(&req.request_id) else {
+    let Some(mut waiter) = owned::future(&state, &caller, &req.request_id) else {
         return Err(ApiError::not_found(format!(
             "unknown request_id {}",
             req.request_id
@@ -148,7 +154,11 @@ fn queue_reason(state: &crate::state::AppState, request_id: &str) -> String {
     }
 }
 
-pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn retrieve_futures(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: FuturesRetrieveRequest = parse(&body)?;
     // serde does not check the tag value of a tagged struct: check it here.
     let target_type = serde_json::from_slice::<serde_json::Value>(&body)
@@ -168,6 +178,7 @@ pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> 
     };
     let clone_id = i64::try_from(req.target.cloned_sampler_id)
         .map_err(|_| ApiError::bad_request("target.cloned_sampler_id: too large"))?;
+    owned::sampler(&state, &caller, &req.target.sampling_session_id)?;
     let group = (req.target.sampling_session_id, clone_id);
     let mut completions = state.promises.completions();
     let deadline = tokio::time::Instant::now() + wait;
@@ -212,14 +223,16 @@ pub(crate) async fn retrieve_futures(State(state): AppStateRef, body: Bytes) -> 
     })
 }
 
-pub(crate) async fn cancel_future(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn cancel_future(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: CancelFutureRequest = parse(&body)?;
     crate::state::lock(&state.cancel_requests).push(req.request_id.clone());
     // Only sampling requests are cancellable: a training request keeps its place in the
-    // model's sequence and always runs.
-    let is_sample = state
-        .promises
-        .waiter(&req.request_id)
+    // model's sequence and always runs. Another account's request is unknown: not cancelled.
+    let is_sample = owned::future(&state, &caller, &req.request_id)
         .is_some_and(|w| w.kind == FutureKind::Sample);
     let cancelled = is_sample && state.promises.cancel(&req.request_id);
     ok(json!({ "request_id": req.request_id, "cancelled": cancelled }))

@@ -1,6 +1,8 @@
 //! The HTTP surface: routing, errors, authentication and fault middleware.
 
+mod digest;
 mod futures;
+mod owned;
 mod rest;
 mod sampling;
 mod service;
@@ -30,7 +32,7 @@ type AppStateRef = State<Arc<AppState>>;
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
-    detail: String,
+    pub(crate) detail: String,
     www_authenticate: bool,
 }
 
@@ -75,6 +77,15 @@ impl IntoResponse for ApiError {
 }
 
 pub(crate) type ApiResult<T = Response> = Result<T, ApiError>;
+
+impl From<crate::worker::SubmitError> for ApiError {
+    fn from(e: crate::worker::SubmitError) -> Self {
+        match e {
+            crate::worker::SubmitError::TooFarAhead(m) => Self::bad_request(m),
+            crate::worker::SubmitError::Conflict(m) => Self::conflict(m),
+        }
+    }
+}
 
 /// Parses a JSON body into a `tinker-types` request: 400 (category user) for invalid JSON
 /// or JSON of the wrong shape, naming the offending field's path.

@@ -12,7 +12,7 @@ use chrono::{DateTime, Timelike, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::training::resolve_checkpoint;
+use super::owned::{self, Access};
 use tinker_types::{
     AuditLogEntry, AuditLogResponse, BillingEventInfo, BillingUsageEvent, BillingUsageQuery,
     BillingUsageResponse, BillingUsageSession, Checkpoint, CheckpointBillingEvent, CheckpointType,
@@ -72,11 +72,6 @@ fn training_run_of(run: &RunRecord) -> TrainingRun {
     }
 }
 
-fn visible(run: &RunRecord, caller: &Caller, scope: Option<&str>) -> bool {
-    run.model_owner == caller.owner
-        || (scope == Some("accessible") && run.checkpoints.iter().any(|c| c.public))
-}
-
 #[derive(Deserialize)]
 pub(crate) struct Page {
     #[serde(default)]
@@ -124,7 +119,7 @@ pub(crate) async fn list_runs(
         .store
         .runs()
         .into_iter()
-        .filter(|r| visible(r, &caller, page.access_scope.as_deref()))
+        .filter(|r| owned::run_visible(r, &caller, page.access_scope.as_deref()))
         .filter(|r| {
             page.project_id
                 .as_ref()
@@ -148,19 +143,8 @@ fn visible_run(
     state
         .store
         .run(run_id)
-        .filter(|r| visible(r, caller, scope.or(Some("accessible"))))
+        .filter(|r| owned::run_visible(r, caller, scope.or(Some("accessible"))))
         .ok_or_else(|| ApiError::not_found(format!("training run {run_id} does not exist")))
-}
-
-fn owned_run(state: &AppState, caller: &Caller, run_id: &str) -> ApiResult<RunRecord> {
-    let run = visible_run(state, caller, run_id, Some("accessible"))?;
-    if run.model_owner != caller.owner {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("training run {run_id} belongs to another user"),
-        ));
-    }
-    Ok(run)
 }
 
 pub(crate) async fn get_run(
@@ -178,7 +162,7 @@ fn sorted_checkpoints(run: &RunRecord, caller: &Caller) -> Vec<Checkpoint> {
     let mut list: Vec<&CheckpointRecord> = run
         .checkpoints
         .iter()
-        .filter(|c| run.model_owner == caller.owner || c.public)
+        .filter(|c| owned::checkpoint_visible(run, c, caller))
         .collect();
     list.sort_by_key(|c| std::cmp::Reverse(c.time));
     list.iter()
@@ -243,7 +227,7 @@ fn update_checkpoint(
     f: impl FnOnce(&mut CheckpointRecord) -> ApiResult<()>,
 ) -> ApiResult<()> {
     let id = checkpoint_id(kind, name)?;
-    owned_run(state, caller, run_id)?;
+    owned::run(state, caller, run_id)?;
     let mut outcome = Ok(());
     let found = state
         .store
@@ -269,7 +253,7 @@ pub(crate) async fn delete_checkpoint(
     Path((run_id, kind, name)): Path<(String, String, String)>,
 ) -> ApiResult {
     let id = checkpoint_id(&kind, &name)?;
-    owned_run(&state, &caller, &run_id)?;
+    owned::run(&state, &caller, &run_id)?;
     if !state
         .store
         .delete_checkpoint(&run_id, &id)
@@ -414,7 +398,7 @@ pub(crate) async fn external_weights_urls(
         ));
     }
     let path = format!("tinker://{run_id}/{kind}/{name}");
-    let (_, _, dir) = resolve_checkpoint(&state, &caller, &path, None)?;
+    let (_, _, dir) = owned::checkpoint(&state, &caller, &path, Access::OwnOrPublished)?;
     let base = base_url(&state, &headers);
     let mut urls = BTreeMap::new();
     let mut expires = Utc::now();
@@ -459,7 +443,7 @@ pub(crate) async fn weights_info(
     body: Bytes,
 ) -> ApiResult {
     let req: WeightsInfoRequest = parse(&body)?;
-    let (run, _, _) = resolve_checkpoint(&state, &caller, &req.tinker_path, None)?;
+    let (run, _, _) = owned::checkpoint(&state, &caller, &req.tinker_path, Access::OwnOrPublished)?;
     reply(&WeightsInfoResponse {
         base_model: run.base_model.clone(),
         optimizer_config: tinker_types::json::from_value(run.optimizer_config.clone())
@@ -482,7 +466,7 @@ pub(crate) async fn copy_weights(
     let idempotency = headers
         .get("x-idempotency-key")
         .and_then(|v| v.to_str().ok())
-        .map(|k| (format!("copy:{k}"), "copy", 0i64));
+        .map(|k| (format!("copy:{}:{k}", caller.owner), "copy", 0i64));
     if let Some(key) = &idempotency
         && let Some(previous) = lock(&state.creations).get(key)
     {
@@ -498,7 +482,8 @@ pub(crate) async fn copy_weights(
         })
         .transpose()?;
     let token = header_token.or(req.weights_access_token.as_ref().map(|t| t.expose()));
-    let (source, record, dir) = resolve_checkpoint(&state, &caller, &req.source_path, token)?;
+    let (source, record, dir) =
+        owned::checkpoint(&state, &caller, &req.source_path, Access::WithToken(token))?;
     if let Some(t) = req.ttl_seconds
         && !(MIN_TTL..=MAX_TTL).contains(&t)
     {
@@ -507,7 +492,10 @@ pub(crate) async fn copy_weights(
         )));
     }
     let run_id = match (&req.session_id, req.model_seq_id) {
-        (Some(s), Some(n)) => format!("{s}:train:{n}"),
+        (Some(s), Some(n)) => {
+            owned::session(&state, &caller, s)?;
+            format!("{s}:train:{n}")
+        }
         _ => format!("copy-{}:train:0", uuid::Uuid::new_v4().simple()),
     };
     if state.store.run(&run_id).is_some() {
@@ -593,20 +581,12 @@ pub(crate) async fn list_sessions(
     reply(&ListSessionsResponse { sessions: slice })
 }
 
-fn own_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
-    lock(&state.sessions)
-        .get(id)
-        .filter(|s| s.owner == caller.owner)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))
-}
-
 pub(crate) async fn get_session(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
     Path(session_id): Path<String>,
 ) -> ApiResult {
-    let s = own_session(&state, &caller, &session_id)?;
+    let s = owned::session(&state, &caller, &session_id)?;
     reply(&GetSessionResponse {
         training_run_ids: s.training_run_ids,
         sampler_ids: s.sampler_ids,
@@ -625,7 +605,7 @@ pub(crate) async fn set_project(
     if req.project_id.is_empty() {
         return Err(ApiError::bad_request("project_id must not be empty"));
     }
-    own_session(&state, &caller, &session_id)?;
+    owned::session(&state, &caller, &session_id)?;
     if let Some(s) = lock(&state.sessions).get_mut(&session_id) {
         s.project_id = Some(req.project_id.clone());
     }
@@ -815,7 +795,7 @@ pub(crate) async fn trace_export(
     headers: HeaderMap,
     Path(session_id): Path<String>,
 ) -> ApiResult {
-    own_session(&state, &caller, &session_id)?;
+    owned::session(&state, &caller, &session_id)?;
     let resource = format!("trace:{session_id}");
     let (query, _) = signed_query(&state, &resource);
     let url = format!("{}/traces/{session_id}?{query}", base_url(&state, &headers));

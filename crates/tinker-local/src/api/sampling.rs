@@ -6,8 +6,7 @@ use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 
-use super::service::require_active_session;
-use super::training::resolve_checkpoint;
+use super::owned::{self, Access};
 use tinker_types::{
     CreateSamplingSessionRequest, CreateSamplingSessionResponse, GetSamplerResponse,
     JoinSamplingSessionRequest, JoinSamplingSessionResponse, ModelInputChunk, SampleRequest,
@@ -35,14 +34,16 @@ pub(crate) async fn create_sampling_session(
     let req: CreateSamplingSessionRequest = parse(&body)?;
     let seq = i64::try_from(req.sampling_session_seq_id)
         .map_err(|_| ApiError::bad_request("sampling_session_seq_id: too large"))?;
+    // Ownership first: a creation answer of another account's session is not handed out.
+    owned::session(&state, &caller, &req.session_id)?;
     let key = (req.session_id.clone(), "sampler", seq);
     if let Some(previous) = lock(&state.creations).get(&key) {
         return ok(previous.clone());
     }
-    require_active_session(&state, &req.session_id)?;
+    owned::active_session(&state, &caller, &req.session_id)?;
     let (base_model, model) = match (&req.model_path, &req.base_model) {
         (Some(path), base) => {
-            let (run, _, dir) = resolve_checkpoint(&state, &caller, path, None)?;
+            let (run, _, dir) = owned::checkpoint(&state, &caller, path, Access::OwnOrPublished)?;
             if let Some(base) = base
                 && *base != run.base_model
             {
@@ -87,6 +88,7 @@ pub(crate) async fn create_sampling_session(
         SamplerEntry {
             id: id.clone(),
             session_id: req.session_id.clone(),
+            owner: caller.owner.clone(),
             base_model,
             model_path: req.model_path.clone(),
             model,
@@ -114,8 +116,13 @@ fn engine_api_error(e: &crate::engine::EngineError) -> ApiError {
     }
 }
 
-pub(crate) async fn join_sampling_session(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn join_sampling_session(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: JoinSamplingSessionRequest = parse(&body)?;
+    owned::sampler(&state, &caller, &req.sampling_session_id)?;
     let mut samplers = lock(&state.samplers);
     let entry = samplers.get_mut(&req.sampling_session_id).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -131,12 +138,10 @@ pub(crate) async fn join_sampling_session(State(state): AppStateRef, body: Bytes
 
 pub(crate) async fn get_sampler(
     State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
     Path(sampler_id): Path<String>,
 ) -> ApiResult {
-    let samplers = lock(&state.samplers);
-    let entry = samplers
-        .get(&sampler_id)
-        .ok_or_else(|| ApiError::not_found(format!("sampler {sampler_id} does not exist")))?;
+    let entry = owned::sampler(&state, &caller, &sampler_id)?;
     reply(&GetSamplerResponse {
         sampler_id: entry.id.clone(),
         base_model: entry.base_model.clone(),
@@ -248,7 +253,11 @@ fn sample_spec(req: &SampleRequest) -> Result<(SampleSpec, Option<usize>), Strin
     Ok((spec, last_n))
 }
 
-pub(crate) async fn asample(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn asample(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: SampleRequest = parse(&body)?;
     let sampler_id = req.sampling_session_id.clone().ok_or_else(|| {
         ApiError::bad_request("asample needs sampling_session_id (create a sampling session first)")
@@ -257,6 +266,7 @@ pub(crate) async fn asample(State(state): AppStateRef, body: Bytes) -> ApiResult
         None => -1,
         Some(s) => i64::try_from(s).map_err(|_| ApiError::bad_request("seq_id: too large"))?,
     };
+    let entry = owned::sampler(&state, &caller, &sampler_id)?;
     let key = (sampler_id.clone(), seq_id);
     if seq_id >= 0
         && let Some((request_id, ids)) = lock(&state.sample_submissions).get(&key)
@@ -264,13 +274,7 @@ pub(crate) async fn asample(State(state): AppStateRef, body: Bytes) -> ApiResult
     {
         return reply(&sample_future(request_id, ids));
     }
-    let entry = lock(&state.samplers)
-        .get(&sampler_id)
-        .cloned()
-        .ok_or_else(|| {
-            ApiError::not_found(format!("sampling session {sampler_id} does not exist"))
-        })?;
-    require_active_session(&state, &entry.session_id)?;
+    owned::active_session(&state, &caller, &entry.session_id)?;
     let (spec, last_n) = sample_spec(&req).map_err(ApiError::bad_request)?;
     let request_id = format!("{sampler_id}:{seq_id}:{}", short_id());
     let ids: Vec<String> = (0..spec.num_samples)
@@ -280,6 +284,7 @@ pub(crate) async fn asample(State(state): AppStateRef, body: Bytes) -> ApiResult
     let done = state.promises.create_in_group(
         request_id.clone(),
         FutureKind::Sample,
+        &caller.owner,
         Some((sampler_id.clone(), clone_id)),
     );
     if seq_id >= 0 {

@@ -14,7 +14,7 @@ use tinker_types::{
     SessionFinishReason, SupportedModel, TelemetryResponse, TelemetrySendRequest, UserDetails,
 };
 
-use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
+use super::{ApiError, ApiResult, AppStateRef, ok, owned, parse, reply};
 use crate::auth::{self, Caller};
 use crate::state::{Session, lock};
 
@@ -127,8 +127,13 @@ pub(crate) async fn create_session(
     })
 }
 
-pub(crate) async fn heartbeat(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn heartbeat(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: tinker_types::SessionHeartbeatRequest = parse(&body)?;
+    owned::session(&state, &caller, &req.session_id)?;
     let mut sessions = lock(&state.sessions);
     let Some(session) = sessions.get_mut(&req.session_id) else {
         return Err(ApiError::not_found(format!(
@@ -148,6 +153,7 @@ pub(crate) async fn heartbeat(State(state): AppStateRef, body: Bytes) -> ApiResu
 
 pub(crate) async fn finish_session(
     State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
     Path(session_id): Path<String>,
     body: Bytes,
 ) -> ApiResult {
@@ -157,11 +163,7 @@ pub(crate) async fn finish_session(
             "reason.type: unknown finish reason `{other}` (success, errored or interrupted)"
         )));
     }
-    if !lock(&state.sessions).contains_key(&session_id) {
-        return Err(ApiError::not_found(format!(
-            "session {session_id} does not exist"
-        )));
-    }
+    owned::session(&state, &caller, &session_id)?;
     let reason = req.reason.kind.as_str().to_owned();
     // The first end wins (a later finish, or a finish after a cancel, changes nothing).
     state.end_session(
@@ -180,6 +182,10 @@ pub(crate) async fn finish_session(
     ok(json!({}))
 }
 
+/// Telemetry names a session but does nothing to it: batches are recorded whoever sends
+/// them (sessionless clients send ids the server never made), so a session of another
+/// account is treated like an unknown one.
+///
 /// The events of a telemetry batch exactly as sent (the test hook keeps them verbatim,
 /// including fields newer SDKs may add).
 #[derive(Deserialize)]
@@ -204,28 +210,8 @@ pub(crate) async fn telemetry(State(state): AppStateRef, body: Bytes) -> ApiResu
     })
 }
 
-/// Fails with 400 if the session does not exist or is finished.
-pub(crate) fn require_active_session(
-    state: &crate::state::AppState,
-    session_id: &str,
-) -> ApiResult<Session> {
-    let sessions = lock(&state.sessions);
-    match sessions.get(session_id) {
-        None => Err(ApiError::not_found(format!(
-            "session {session_id} does not exist"
-        ))),
-        Some(Session {
-            ended: Some(end), ..
-        }) => Err(ApiError::bad_request(format!(
-            "session {session_id} is finished ({})",
-            end_kind(end)
-        ))),
-        Some(s) => Ok(s.clone()),
-    }
-}
-
 /// How a session ended, for error messages.
-fn end_kind(end: &tinker_types::SessionStatus) -> &'static str {
+pub(crate) fn end_kind(end: &tinker_types::SessionStatus) -> &'static str {
     match end {
         tinker_types::SessionStatus::ClientFinished(_) => "the client finished it",
         tinker_types::SessionStatus::Cancelled(_) => "cancelled",

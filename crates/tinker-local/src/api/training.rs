@@ -11,17 +11,17 @@ use axum::http::{HeaderMap, header};
 use chrono::Utc;
 use serde_json::json;
 
-use super::service::require_active_session;
 use tinker_types::UntypedFuture;
 
-use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
+use super::owned::{self, Access};
+use super::{ApiError, ApiResult, AppStateRef, digest, ok, parse, reply};
 use crate::auth::Caller;
 use crate::engine::{AdamStep, CustomGraph, LoraSpec};
 use crate::engine_wire;
-use crate::persist::{CheckpointRecord, LoraRecord, RunRecord, parse_tinker_path, valid_name};
+use crate::persist::{LoraRecord, RunRecord, valid_name};
 use crate::promise::{FutureKind, Outcome};
 use crate::state::{AppState, StoredCustomLoss, lock};
-use crate::worker::{Init, ModelWorker, TrainOp, short_id};
+use crate::worker::{Init, ModelWorker, PayloadDigest, TrainOp, short_id};
 
 /// Largest LoRA rank accepted.
 const MAX_RANK: usize = 256;
@@ -81,12 +81,14 @@ fn start_model(
     user_metadata: Option<BTreeMap<String, String>>,
     init: Init,
 ) -> ApiResult {
+    // Ownership first: a creation answer of another account's session is not handed out.
+    owned::session(state, caller, session_id)?;
     let key = (session_id.to_owned(), "model", model_seq_id);
     let mut creations = lock(&state.creations);
     if let Some(previous) = creations.get(&key) {
         return ok(previous.clone());
     }
-    let session = require_active_session(state, session_id)?;
+    let session = owned::active_session(state, caller, session_id)?;
     if model_seq_id < 0 {
         return Err(ApiError::bad_request("model_seq_id must be >= 0"));
     }
@@ -123,7 +125,7 @@ fn start_model(
     let request_id = format!("{model_id}:0:{}", short_id());
     let created = state
         .promises
-        .create(request_id.clone(), FutureKind::Training);
+        .create(request_id.clone(), FutureKind::Training, &caller.owner);
     let lora_spec = LoraSpec {
         rank: lora.rank,
         seed: lora.seed,
@@ -134,7 +136,7 @@ fn start_model(
     let worker = ModelWorker::spawn(
         state,
         model_id.clone(),
-        session_id.to_owned(),
+        (session_id.to_owned(), caller.owner.clone()),
         spec,
         lora_spec,
         init,
@@ -196,30 +198,13 @@ pub(crate) async fn create_model(
     )
 }
 
-/// The live model `model_id`, or 404.
-fn live_model(state: &AppState, model_id: &str) -> ApiResult<Arc<ModelWorker>> {
-    lock(&state.models).get(model_id).cloned().ok_or_else(|| {
-        if state.store.run(model_id).is_some() {
-            ApiError::not_found(format!(
-                "model {model_id} is not loaded (its session ended or the server restarted); \
-                 create a training client from one of its checkpoints"
-            ))
-        } else {
-            ApiError::not_found(format!("model {model_id} does not exist"))
-        }
-    })
-}
-
-/// The live model of a training request whose session must still be active.
-fn training_model(state: &AppState, model_id: &str) -> ApiResult<Arc<ModelWorker>> {
-    let worker = live_model(state, model_id)?;
-    require_active_session(state, &worker.session_id)?;
-    Ok(worker)
-}
-
-pub(crate) async fn get_info(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn get_info(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: tinker_types::GetInfoRequest = parse(&body)?;
-    let worker = live_model(&state, &req.model_id)?;
+    let worker = owned::model(&state, &caller, &req.model_id)?;
     reply(&tinker_types::GetInfoResponse {
         model_data: tinker_types::ModelData {
             arch: Some("llama".to_owned()),
@@ -274,6 +259,7 @@ fn decode_body(headers: &HeaderMap, body: &[u8], limit: usize) -> ApiResult<Vec<
 
 pub(crate) async fn forward_backward(
     State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
@@ -287,23 +273,41 @@ pub(crate) async fn forward_backward(
         ));
     }
     let raw = decode_body(&headers, &body, state.config.max_body_bytes)?;
-    let resolve = |model_id: &str, loss_id: &str| custom_loss_for(&state, model_id, loss_id);
-    let req =
-        engine_wire::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
-    let worker = training_model(&state, &req.model_id)?;
-    let op = match req.batch {
+    let resolve =
+        |model_id: &str, loss_id: &str| owned::custom_loss(&state, &caller, model_id, loss_id);
+    let req = engine_wire::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
+    let ids = (req.seq_id, digest::of_forward_backward(&raw));
+    let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
+    let (batch, forward_only, tokens) = (req.batch, req.forward_only, req.tokens);
+    let check = batch.as_ref().map(|_| ()).map_err(Clone::clone);
+    submit_checked(&state, &worker, ids, check, || match batch {
         Ok((batch, loss)) => TrainOp::ForwardBackward {
             batch,
             loss,
-            forward_only: req.forward_only,
-            tokens: req.tokens,
+            forward_only,
+            tokens,
         },
         Err(message) => TrainOp::Reject(message),
-    };
-    let id = worker
-        .submit(&state, req.seq_id, op)
-        .map_err(ApiError::bad_request)?;
-    ok(future_response(&id, &req.model_id))
+    })
+}
+
+/// The caller's live model named by a training request with `ids` (404 otherwise, and the
+/// request takes no `seq_id`). A model whose session has ended refuses a new request, which
+/// still takes its `seq_id`; a resubmission passes (and gets its first future back).
+fn model_for_request(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    model_id: &str,
+    ids: (i64, PayloadDigest),
+) -> ApiResult<Arc<ModelWorker>> {
+    let worker = owned::model(state, caller, model_id)?;
+    if worker.resubmitted(ids.0, ids.1).is_some() {
+        return Ok(worker);
+    }
+    if let Err(e) = owned::active_session(state, caller, &worker.session_id) {
+        return Err(refuse(state, &worker, ids, e));
+    }
+    Ok(worker)
 }
 
 fn adam_step(p: &tinker_types::AdamParams) -> Result<AdamStep, String> {
@@ -340,10 +344,15 @@ fn adam_step(p: &tinker_types::AdamParams) -> Result<AdamStep, String> {
     Ok(step)
 }
 
-pub(crate) async fn optim_step(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn optim_step(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: tinker_types::OptimStepRequest = parse(&body)?;
     let seq_id = required_seq_id(req.seq_id)?;
-    let worker = training_model(&state, &req.model_id)?;
+    let ids = (seq_id, digest::of_json("optim_step", &req, &body));
+    let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
     let step = match &req.params {
         tinker_types::OptimParams::Adam(p) => adam_step(p),
         tinker_types::OptimParams::Dimuon(_) => Err(
@@ -359,17 +368,8 @@ pub(crate) async fn optim_step(State(state): AppStateRef, body: Bytes) -> ApiRes
         )),
     };
     match step {
-        Ok(step) => {
-            let id = worker
-                .submit(&state, seq_id, TrainOp::OptimStep(step))
-                .map_err(ApiError::bad_request)?;
-            ok(future_response(&id, &req.model_id))
-        }
-        Err(message) => {
-            // Consume the seq_id so later requests of this model are not stuck behind it.
-            let _ = worker.submit(&state, seq_id, TrainOp::Reject(message.clone()));
-            Err(ApiError::bad_request(message))
-        }
+        Ok(step) => submit_checked(&state, &worker, ids, Ok(()), || TrainOp::OptimStep(step)),
+        Err(message) => Err(refuse(&state, &worker, ids, ApiError::bad_request(message))),
     }
 }
 
@@ -394,11 +394,13 @@ fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Submits `op`, or a rejection carrying `check`'s error (so the `seq_id` is still used).
+/// Submits `op` as request `seq_id` (with its payload digest) of the caller's `worker`, or
+/// a failed request carrying `check`'s error, answered through the future (the `seq_id` is
+/// still taken).
 fn submit_checked(
     state: &Arc<AppState>,
     worker: &ModelWorker,
-    seq_id: i64,
+    (seq_id, digest): (i64, PayloadDigest),
     check: Result<(), String>,
     op: impl FnOnce() -> TrainOp,
 ) -> ApiResult {
@@ -406,20 +408,43 @@ fn submit_checked(
         Ok(()) => op(),
         Err(message) => TrainOp::Reject(message),
     };
-    let id = worker
-        .submit(state, seq_id, op)
-        .map_err(ApiError::bad_request)?;
+    let id = worker.submit(state, seq_id, digest, op)?;
     ok(future_response(&id, &worker.model_id))
 }
 
-pub(crate) async fn save_weights(State(state): AppStateRef, body: Bytes) -> ApiResult {
+/// Refuses a request for the caller's own model after its `seq_id` was read: the id is
+/// still taken, by a failed request carrying the refusal, so nothing behind it waits. A
+/// reused or out-of-window `seq_id` takes nothing and is answered as such.
+fn refuse(
+    state: &Arc<AppState>,
+    worker: &ModelWorker,
+    (seq_id, digest): (i64, PayloadDigest),
+    refusal: ApiError,
+) -> ApiError {
+    match worker.submit(
+        state,
+        seq_id,
+        digest,
+        TrainOp::Reject(refusal.detail.clone()),
+    ) {
+        Ok(_) => refusal,
+        Err(e) => e.into(),
+    }
+}
+
+pub(crate) async fn save_weights(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: tinker_types::SaveWeightsRequest = parse(&body)?;
     let seq_id = required_seq_id(req.seq_id)?;
-    let worker = training_model(&state, &req.model_id)?;
+    let ids = (seq_id, digest::of_json("save_weights", &req, &body));
+    let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
     let name = req.path.unwrap_or_else(|| format!("seq-{seq_id}"));
     let ttl = ttl_of(req.ttl_seconds);
     let check = check_name(&name).and(ttl.clone().and_then(check_ttl).map(|_| ()));
-    submit_checked(&state, &worker, seq_id, check, || TrainOp::SaveWeights {
+    submit_checked(&state, &worker, ids, check, || TrainOp::SaveWeights {
         name,
         ttl_seconds: ttl.ok().flatten(),
         overwrite: req.overwrite,
@@ -427,10 +452,18 @@ pub(crate) async fn save_weights(State(state): AppStateRef, body: Bytes) -> ApiR
     })
 }
 
-pub(crate) async fn save_weights_for_sampler(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn save_weights_for_sampler(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: tinker_types::SaveWeightsForSamplerRequest = parse(&body)?;
     let seq_id = required_seq_id(req.seq_id)?;
-    let worker = training_model(&state, &req.model_id)?;
+    let ids = (
+        seq_id,
+        digest::of_json("save_weights_for_sampler", &req, &body),
+    );
+    let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
     // `kind` (snapshot or inflight) is checked by its type; both save a snapshot here.
     let ttl = ttl_of(req.ttl_seconds);
     let mut check = ttl.clone().and_then(check_ttl).map(|_| ());
@@ -447,7 +480,7 @@ pub(crate) async fn save_weights_for_sampler(State(state): AppStateRef, body: By
             None
         }
     };
-    submit_checked(&state, &worker, seq_id, check, || TrainOp::SaveForSampler {
+    submit_checked(&state, &worker, ids, check, || TrainOp::SaveForSampler {
         name: req.path,
         ttl_seconds: ttl.ok().flatten(),
         user_metadata: req.user_metadata,
@@ -455,10 +488,18 @@ pub(crate) async fn save_weights_for_sampler(State(state): AppStateRef, body: By
     })
 }
 
-pub(crate) async fn save_weights_external(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn save_weights_external(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     let req: tinker_types::SaveWeightsExternalRequest = parse(&body)?;
     let seq_id = required_seq_id(req.seq_id)?;
-    let worker = training_model(&state, &req.model_id)?;
+    let ids = (
+        seq_id,
+        digest::of_json("save_weights_external", &req, &body),
+    );
+    let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
     let ttl = ttl_of(req.ttl_seconds);
     let mut check = check_name(&req.path).and(ttl.clone().and_then(check_ttl).map(|_| ()));
     if req
@@ -468,68 +509,10 @@ pub(crate) async fn save_weights_external(State(state): AppStateRef, body: Bytes
     {
         check = Err("age encryption of exports is not supported by tinker-local".to_owned());
     }
-    submit_checked(&state, &worker, seq_id, check, || TrainOp::SaveExternal {
+    submit_checked(&state, &worker, ids, check, || TrainOp::SaveExternal {
         name: req.path,
         ttl_seconds: ttl.ok().flatten(),
     })
-}
-
-/// A readable checkpoint: its run record and directory.
-///
-/// Who may read a checkpoint (`load_weights`, `copy_weights`, `weights_info`, sampling from
-/// it, external-weights URLs):
-/// * its owner, always;
-/// * anyone, once it is published;
-/// * anyone else only with a weights access token of the owning account: a credential this
-///   server accepts for that account (its API key, or in JWT mode a JWT minted for it).
-///   `copy_weights` takes it in `X-Tinker-Weights-Access-Token` (or the body's
-///   `weights_access_token`), `load_weights` in the body's `weights_access_token`.
-///
-/// A token is only consulted when it is needed; an invalid one, or one of another account,
-/// is a 403 that never repeats the token.
-pub(crate) fn resolve_checkpoint(
-    state: &AppState,
-    caller: &Caller,
-    path: &str,
-    access_token: Option<&str>,
-) -> ApiResult<(RunRecord, CheckpointRecord, std::path::PathBuf)> {
-    let (run_id, segment, name) = parse_tinker_path(path)
-        .ok_or_else(|| ApiError::bad_request(format!("invalid tinker path `{path}`")))?;
-    let run = state
-        .store
-        .run(&run_id)
-        .ok_or_else(|| ApiError::not_found(format!("training run {run_id} does not exist")))?;
-    let checkpoint_id = format!("{segment}/{name}");
-    let record = run
-        .checkpoints
-        .iter()
-        .find(|c| c.checkpoint_id == checkpoint_id)
-        .ok_or_else(|| ApiError::not_found(format!("checkpoint {path} does not exist")))?;
-    if !record.public && run.model_owner != caller.owner {
-        let forbidden = |why: &str| {
-            ApiError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                format!("checkpoint {path} belongs to another account and is not published; {why}"),
-            )
-        };
-        let Some(token) = access_token.map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(forbidden(
-                "pass a weights access token of the owning account to read it",
-            ));
-        };
-        match crate::auth::check(state, Some(token)) {
-            Ok(grantor) if grantor.owner == run.model_owner => {}
-            Ok(_) => {
-                return Err(forbidden(
-                    "the weights access token belongs to a different account",
-                ));
-            }
-            Err(_) => return Err(forbidden("the weights access token is not valid")),
-        }
-    }
-    let record = record.clone();
-    let dir = state.store.checkpoint_dir(&run_id, &checkpoint_id);
-    Ok((run, record, dir))
 }
 
 pub(crate) async fn load_weights(
@@ -539,26 +522,35 @@ pub(crate) async fn load_weights(
 ) -> ApiResult {
     let req: tinker_types::LoadWeightsRequest = parse(&body)?;
     let token = req.weights_access_token.as_ref().map(|t| t.expose());
-    let (run, record, dir) = resolve_checkpoint(&state, &caller, &req.path, token)?;
-    let has_optimizer = record.has_optimizer;
-    let optimizer_problem = (req.optimizer && !has_optimizer).then(|| {
-        format!(
-            "checkpoint {} has no optimizer state (only `weights/...` checkpoints from save_state do)",
-            req.path
-        )
-    });
+    let access = Access::WithToken(token);
+    let optimizer_problem = |has_optimizer: bool| {
+        (req.optimizer && !has_optimizer).then(|| {
+            format!(
+                "checkpoint {} has no optimizer state (only `weights/...` checkpoints from save_state do)",
+                req.path
+            )
+        })
+    };
     match (&req.model_id, req.seq_id, &req.session_id, req.model_seq_id) {
         (Some(model_id), Some(seq_id), _, _) => {
-            let seq_id = wire_int("seq_id", seq_id)?;
-            let worker = training_model(&state, model_id)?;
-            let mut check = optimizer_problem.map_or(Ok(()), Err);
+            let ids = (
+                wire_int("seq_id", seq_id)?,
+                digest::of_json("load_weights", &req, &body),
+            );
+            let worker = model_for_request(&state, &caller, model_id, ids)?;
+            if let Some(id) = worker.resubmitted(ids.0, ids.1) {
+                return ok(future_response(&id, model_id));
+            }
+            let (run, record, dir) = owned::checkpoint(&state, &caller, &req.path, access)
+                .map_err(|e| refuse(&state, &worker, ids, e))?;
+            let mut check = optimizer_problem(record.has_optimizer).map_or(Ok(()), Err);
             if run.base_model != worker.spec.name {
                 check = Err(format!(
                     "checkpoint is for {} but model {model_id} is {}",
                     run.base_model, worker.spec.name
                 ));
             }
-            submit_checked(&state, &worker, seq_id, check, || TrainOp::LoadWeights {
+            submit_checked(&state, &worker, ids, check, || TrainOp::LoadWeights {
                 dir,
                 path: req.path.clone(),
                 optimizer: req.optimizer,
@@ -566,7 +558,9 @@ pub(crate) async fn load_weights(
         }
         (_, _, Some(session_id), Some(model_seq_id)) => {
             let model_seq_id = wire_int("model_seq_id", model_seq_id)?;
-            if let Some(problem) = optimizer_problem {
+            owned::session(&state, &caller, session_id)?;
+            let (run, record, dir) = owned::checkpoint(&state, &caller, &req.path, access)?;
+            if let Some(problem) = optimizer_problem(record.has_optimizer) {
                 return Err(ApiError::bad_request(problem));
             }
             if let Some(base) = &req.base_model
@@ -607,7 +601,11 @@ pub(crate) async fn load_weights(
 /// Validates and stores a custom loss (§2.3, §6.8). The answer is a future: its result is
 /// `{"loss_id"}`, or a `user` failure naming what the graph may not do. Idempotent per
 /// `(session, custom_loss_seq_id)`.
-pub(crate) async fn create_custom_loss(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn create_custom_loss(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     if !state.config.custom_loss_server_side {
         return Err(ApiError::bad_request(
             "server-side custom losses are off on this server (custom_loss_server_side is \
@@ -616,17 +614,19 @@ pub(crate) async fn create_custom_loss(State(state): AppStateRef, body: Bytes) -
     }
     let req: tinker_types::custom_loss::CreateCustomLossRequest = parse(&body)?;
     let seq = wire_int("custom_loss_seq_id", req.custom_loss_seq_id)?;
+    // Ownership first: a creation answer of another account's session is not handed out.
+    owned::session(&state, &caller, &req.session_id)?;
     let key = (req.session_id.clone(), "custom_loss", seq);
     let mut creations = lock(&state.creations);
     if let Some(previous) = creations.get(&key) {
         return ok(previous.clone());
     }
-    require_active_session(&state, &req.session_id)?;
+    owned::active_session(&state, &caller, &req.session_id)?;
     let loss_id = format!("{}:loss:{}", req.session_id, req.custom_loss_seq_id);
     let request_id = format!("{loss_id}:{}", short_id());
     let done = state
         .promises
-        .create(request_id.clone(), FutureKind::Training);
+        .create(request_id.clone(), FutureKind::Training, &caller.owner);
     match CustomGraph::compile(&req.name, &req.inputs, &req.graph) {
         Ok(graph) => {
             lock(&state.custom_losses).insert(
@@ -653,22 +653,4 @@ pub(crate) async fn create_custom_loss(State(state): AppStateRef, body: Bytes) -
     .map_err(|e| ApiError::internal(e.to_string()))?;
     creations.insert(key, response.clone());
     ok(response)
-}
-
-/// The custom loss `loss_id`, if it exists and belongs to `model_id`'s session.
-fn custom_loss_for(
-    state: &AppState,
-    model_id: &str,
-    loss_id: &str,
-) -> Result<Arc<CustomGraph>, String> {
-    let stored = lock(&state.custom_losses).get(loss_id).cloned();
-    match stored {
-        None => Err(format!(
-            "custom loss {loss_id:?} does not exist (create it with create_custom_loss)"
-        )),
-        Some(s) if !model_id.starts_with(&format!("{}:train:", s.session_id)) => Err(format!(
-            "custom loss {loss_id:?} belongs to another session"
-        )),
-        Some(s) => Ok(s.graph),
-    }
 }
