@@ -1,0 +1,8 @@
+//! One module per command group.
+
+pub mod auth;
+pub mod billing;
+pub mod checkpoint;
+pub mod model;
+pub mod run;
+pub mod session;
