@@ -2,6 +2,7 @@
 //! with the names, options and defaults of the official SDK's CLI (protocol §7).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod archive;
 mod commands;
 mod connect;
 mod download;

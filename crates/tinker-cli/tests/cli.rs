@@ -583,3 +583,87 @@ fn session_export_trace_downloads_or_prints_the_url() {
     );
     let _ = (&f.weights, &f.external);
 }
+
+/// No staging folder or temp file is left next to a download.
+fn no_leftovers(dir: &Path) {
+    let left: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".tinker-download-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn checkpoint_download_external_and_training() {
+    let f = fixture();
+    let h = home();
+    let out = h.path().join("models");
+    let doc = json(
+        tinker(h.path())
+            .args(["checkpoint", "download", &f.external, "-o"])
+            .arg(&out),
+    );
+    let dest = PathBuf::from(doc["destination"].as_str().unwrap());
+    let name = f.external.trim_start_matches("tinker://").replace('/', "_");
+    assert_eq!(dest, out.join(&name));
+    assert!(doc["file_size_bytes"].as_u64().unwrap() > 0);
+    let files: Vec<String> = std::fs::read_dir(&dest)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files.iter().any(|n| n == "adapter_config.json"),
+        "{files:?}"
+    );
+    no_leftovers(&out);
+
+    // An existing folder is kept unless --force.
+    let err = fails(
+        tinker(h.path())
+            .args(["checkpoint", "download", &f.external, "-o"])
+            .arg(&out),
+    );
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    std::fs::write(dest.join("stale"), b"old").unwrap();
+    let table = ok(tinker(h.path())
+        .args(["checkpoint", "download", &f.external, "--force", "-o"])
+        .arg(&out));
+    assert!(
+        table.contains("Checkpoint Download") && table.contains("Destination"),
+        "{table}"
+    );
+    assert!(!dest.join("stale").exists() && dest.join("adapter_config.json").exists());
+
+    // A training checkpoint goes through a temporary export that is deleted afterwards.
+    let doc = json(tinker(h.path()).args(["checkpoint", "download", &f.weights]));
+    let dest = PathBuf::from(doc["destination"].as_str().unwrap());
+    assert!(dest.join("adapter_config.json").exists(), "{doc}");
+    no_leftovers(h.path());
+}
+
+#[test]
+fn checkpoint_download_refuses_bad_paths() {
+    let f = fixture();
+    let h = home();
+    let err = fails(tinker(h.path()).args(["checkpoint", "download", &f.sampler]));
+    assert!(
+        err.contains("Sampler checkpoints cannot be downloaded"),
+        "{err}"
+    );
+    let err = fails(tinker(h.path()).args(["checkpoint", "download", "not-a-path"]));
+    assert!(
+        err.contains("Invalid checkpoint path") && err.contains("can be downloaded"),
+        "{err}"
+    );
+    let missing = format!("tinker://{}/external_weights/never", f.run_id);
+    let err = fails(tinker(h.path()).args(["checkpoint", "download", &missing]));
+    assert!(err.contains("not found"), "{err}");
+    // Nothing is left behind after a failure.
+    let name = missing.trim_start_matches("tinker://").replace('/', "_");
+    assert!(!h.path().join(name).exists());
+    no_leftovers(h.path());
+}

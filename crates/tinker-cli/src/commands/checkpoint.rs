@@ -69,6 +69,18 @@ pub enum Cmd {
         #[arg(short = 'y', long)]
         yes: bool,
     },
+    /// Download a training (tinker://run-id/weights/name) or external weights checkpoint
+    /// into a folder named after it.
+    Download {
+        /// The checkpoint's tinker:// path.
+        checkpoint_path: String,
+        /// Parent folder of the downloaded checkpoint (default: current folder).
+        #[arg(short = 'o', long)]
+        output: Option<std::path::PathBuf>,
+        /// Replace the folder if it exists.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 const PATH_HINT: &str = "Checkpoint path must be in the format: tinker://run-id/weights/0001";
@@ -316,6 +328,11 @@ async fn delete_paths(
 #[allow(clippy::too_many_lines)]
 pub async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
     match cmd {
+        Cmd::Download {
+            checkpoint_path,
+            output,
+            force,
+        } => super::fetch::run(&checkpoint_path, output, force, format).await,
         Cmd::List { run_id, limit } => {
             let client = connect::rest().await?;
             let out = if let Some(run_id) = run_id {

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod billing;
 pub mod checkpoint;
+pub mod fetch;
 pub mod model;
 pub mod run;
 pub mod session;
