@@ -81,6 +81,8 @@ pub enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Upload a LoRA checkpoint to the Hugging Face Hub (HF_TOKEN, HF_ENDPOINT).
+    PushHf(super::push_hf::PushArgs),
 }
 
 const PATH_HINT: &str = "Checkpoint path must be in the format: tinker://run-id/weights/0001";
@@ -333,6 +335,7 @@ pub async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
             output,
             force,
         } => super::fetch::run(&checkpoint_path, output, force, format).await,
+        Cmd::PushHf(args) => super::push_hf::run(args, format).await,
         Cmd::List { run_id, limit } => {
             let client = connect::rest().await?;
             let out = if let Some(run_id) = run_id {

@@ -131,13 +131,26 @@ async fn training(
     result
 }
 
-/// Runs `tinker checkpoint download PATH [-o DIR] [--force]`.
-pub async fn run(
+/// Downloads a checkpoint (already checked to be downloadable) into the empty folder
+/// `dir` and unpacks any archive in it; returns the bytes downloaded.
+pub async fn into_folder(
+    client: &RestClient,
     path: &str,
-    output: Option<PathBuf>,
-    force: bool,
+    dir: &Path,
     format: Format,
-) -> Result<(), CliError> {
+) -> Result<u64, CliError> {
+    let parsed = downloadable(path)?;
+    let bytes = if parsed.kind == CheckpointKind::ExternalWeights {
+        external(client, path, dir, false, format == Format::Table).await?
+    } else {
+        training(client, path, dir, format).await?
+    };
+    archive::unpack_archives(dir)?;
+    Ok(bytes)
+}
+
+/// A training or external-weights path; sampler checkpoints are refused.
+pub fn downloadable(path: &str) -> Result<tinker_types::TinkerPath, CliError> {
     let parsed = check_path(path).map_err(|e| CliError::with(e.message, DOWNLOADABLE))?;
     if parsed.kind == CheckpointKind::SamplerWeights {
         return Err(CliError::with(
@@ -145,6 +158,17 @@ pub async fn run(
             DOWNLOADABLE,
         ));
     }
+    Ok(parsed)
+}
+
+/// Runs `tinker checkpoint download PATH [-o DIR] [--force]`.
+pub async fn run(
+    path: &str,
+    output: Option<PathBuf>,
+    force: bool,
+    format: Format,
+) -> Result<(), CliError> {
+    downloadable(path)?;
     let parent = match output {
         Some(dir) => {
             std::fs::create_dir_all(&dir)
@@ -169,19 +193,7 @@ pub async fn run(
         .prefix(".tinker-download-")
         .tempdir_in(&parent)
         .map_err(|e| CliError::io(&format!("creating a folder in {}", parent.display()), &e))?;
-    let bytes = if parsed.kind == CheckpointKind::ExternalWeights {
-        external(
-            &client,
-            path,
-            staging.path(),
-            false,
-            format == Format::Table,
-        )
-        .await?
-    } else {
-        training(&client, path, staging.path(), format).await?
-    };
-    archive::unpack_archives(staging.path())?;
+    let bytes = into_folder(&client, path, staging.path(), format).await?;
     if force {
         match target.symlink_metadata() {
             Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target),

@@ -5,5 +5,6 @@ pub mod billing;
 pub mod checkpoint;
 pub mod fetch;
 pub mod model;
+pub mod push_hf;
 pub mod run;
 pub mod session;
