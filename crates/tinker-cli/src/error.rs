@@ -65,7 +65,14 @@ impl From<tinker_client::Error> for CliError {
                 "Permission denied",
                 format!("Your credential cannot access this resource.\n{detail}"),
             ),
-            (ErrorKind::Api, Some(410)) => Self::with("Expired", detail),
+            (ErrorKind::Api, Some(410)) | (ErrorKind::Expired, _) => Self::with(
+                "Expired",
+                format!("The resource or its signed URL expired; run the command again.\n{detail}"),
+            ),
+            (ErrorKind::Unsupported, _) => Self::with(
+                "Not supported",
+                format!("This server or credential does not offer it.\n{detail}"),
+            ),
             (ErrorKind::Api, Some(400 | 422)) | (ErrorKind::InvalidInput, _) => {
                 Self::with("Invalid request", detail)
             }
