@@ -220,3 +220,19 @@ pub async fn run(
     let title = Some(format!("Checkpoint Download: {path}"));
     output::print(&Properties { title, rows, json }, format)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_file_names_must_stay_inside_the_folder() {
+        assert_eq!(
+            safe_relative("sub/adapter_model.safetensors").unwrap(),
+            PathBuf::from("sub/adapter_model.safetensors")
+        );
+        for bad in ["", "../x", "/etc/passwd", "a/../../x", "./x"] {
+            assert!(safe_relative(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
