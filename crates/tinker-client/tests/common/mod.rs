@@ -60,3 +60,62 @@ pub async fn training(env: &Env) -> TrainingClient {
         .await
         .unwrap()
 }
+
+/// A clock that runs `speedup` times faster than real time: every sleep lasts
+/// `1/speedup` of its length and moves this clock's time forward by the rest. Retry windows
+/// (the 300 s operation loop) then pass in seconds, with the real schedule of attempts.
+#[derive(Debug)]
+pub struct FastClock {
+    speedup: u32,
+    skipped: std::sync::Mutex<std::time::Duration>,
+}
+
+impl FastClock {
+    pub fn new(speedup: u32) -> Self {
+        Self {
+            speedup: speedup.max(1),
+            skipped: std::sync::Mutex::new(std::time::Duration::ZERO),
+        }
+    }
+
+    fn skipped(&self) -> std::time::Duration {
+        *self.skipped.lock().unwrap()
+    }
+}
+
+impl tinker_transport::clock::Clock for FastClock {
+    fn now(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.skipped()
+    }
+
+    fn unix_now(&self) -> f64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        (now + self.skipped()).as_secs_f64()
+    }
+
+    fn sleep(&self, duration: std::time::Duration) -> tinker_transport::clock::Sleep {
+        let real = duration / self.speedup;
+        *self.skipped.lock().unwrap() += duration - real;
+        Box::pin(tokio::time::sleep(real))
+    }
+}
+
+/// A service client for `env`'s server whose retry loops run on a [`FastClock`] and whose
+/// HTTP layer does not retry (only the operation loop does).
+pub async fn fast_retry_service(env: &Env) -> ServiceClient {
+    use std::sync::Arc;
+    let runtime = tinker_transport::clock::Runtime {
+        clock: Arc::new(FastClock::new(100)),
+        jitter: Arc::new(tinker_transport::clock::FixedJitter(0.0)),
+    };
+    ServiceClient::builder()
+        .base_url(env.server.url())
+        .api_key("tml-test-key")
+        .max_retries(0)
+        .transport(move |t| t.runtime(runtime))
+        .build()
+        .await
+        .unwrap()
+}
