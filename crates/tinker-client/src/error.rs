@@ -38,6 +38,9 @@ pub enum ErrorKind {
     Tokenizer,
     /// Local file-system failure (downloads).
     Io,
+    /// A download was refused for safety before or while writing: a signed URL that is not
+    /// https, a link or existing file in the way, or a file over the size limit.
+    DownloadRefused,
     /// The feature is not available (not implemented, or not offered by the server).
     Unsupported,
 }

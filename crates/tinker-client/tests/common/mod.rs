@@ -119,3 +119,122 @@ pub async fn fast_retry_service(env: &Env) -> ServiceClient {
         .await
         .unwrap()
 }
+
+/// What a [`Stub`] answers: status, headers, body.
+pub type StubReply = (u16, Vec<(&'static str, String)>, bytes::Bytes);
+
+/// A scripted in-process HTTP server (optionally TLS): every request is answered by
+/// `reply(path_and_query)`.
+pub struct Stub {
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Stub {
+    pub async fn start(
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        reply: impl Fn(&str) -> StubReply + Send + Sync + 'static,
+    ) -> Self {
+        use std::sync::Arc;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = match tls {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        };
+        let reply = Arc::new(reply);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let reply = reply.clone();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let path = req
+                                .uri()
+                                .path_and_query()
+                                .map_or("/", |p| p.as_str())
+                                .to_owned();
+                            let (status, headers, body) = reply(&path);
+                            let mut resp = http::Response::builder().status(status);
+                            for (k, v) in headers {
+                                resp = resp.header(k, v);
+                            }
+                            let resp = resp.body(http_body_util::Full::new(body)).unwrap();
+                            async move { Ok::<_, std::convert::Infallible>(resp) }
+                        },
+                    );
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(hyper_util::rt::TokioIo::new(s), service)
+                                    .await;
+                            }
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, task }
+    }
+}
+
+/// A self-signed certificate for `localhost` and a TLS acceptor (http/1.1) using it; the
+/// second value is the certificate (DER) for the client to trust.
+pub fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, Vec<u8>) {
+    use std::sync::Arc;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.cert.der().clone()], key)
+    .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        cert.cert.der().to_vec(),
+    )
+}
+
+/// A session-less REST client for `base_url`, trusting `ca` (DER) when given.
+pub async fn rest_client(base_url: &str, ca: Option<Vec<u8>>) -> tinker_client::RestClient {
+    use tinker_transport::http::connect::{ProxyConfig, TlsConfig};
+    let mut builder = tinker_transport::Transport::builder()
+        .base_url(base_url)
+        .env(tinker_transport::Env::from_pairs([(
+            "HOME",
+            "/nonexistent",
+        )]))
+        .api_key("tml-test-key".to_owned().into())
+        .proxy(ProxyConfig::None);
+    if let Some(ca) = ca {
+        let mut tls = TlsConfig::default();
+        tls.webpki_roots = false;
+        tls.native_roots = false;
+        tls.extra_ca_certs = vec![ca];
+        builder = builder.tls(tls);
+    }
+    tinker_client::RestClient::connect(builder.build().unwrap())
+        .await
+        .unwrap()
+}
