@@ -320,8 +320,8 @@ async fn poll_loop(
                     }
                     FutureOutcome::Complete(v) => {
                         if target.request_type.expects_proto() {
+                            // No decode event here, as in the SDK (nothing was decoded).
                             let e = json_instead_of_proto(target.request_type.proto_name(), &v);
-                            trace.validation_error(holder, &e, iteration - 1);
                             if *repolls < MAX_PAYLOAD_REPOLLS {
                                 *repolls += 1;
                                 clock.sleep(PAYLOAD_REPOLL_PAUSE * (1 << *repolls)).await;

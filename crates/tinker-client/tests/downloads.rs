@@ -6,6 +6,9 @@
 //! A scripted stub server plays the API: `external_weights_urls` lists the files, and
 //! `/files/<name>` serves them.
 
+// Test helpers: a panic is the failure.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::path::Path;
