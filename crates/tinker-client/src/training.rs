@@ -224,6 +224,15 @@ impl CustomLossOutput {
 }
 
 /// A fine-tuned model you can train and sample from. Cheap to clone.
+///
+/// Every training call takes the model's next `seq_id` when it is made (after its input
+/// was validated and encoded), and the server runs them strictly in that order. A request
+/// that fails for good while holding a `seq_id` (e.g. a 5xx on every attempt) may never
+/// have reached the server, which would then wait for it forever: the client's order is
+/// then broken, and every later training call, including those already made but not yet
+/// sent, fails at once with [`ErrorKind::SequenceBroken`], naming the lost request.
+/// Requests sent before keep their results. Continue with a new training client from the
+/// last checkpoint.
 #[derive(Clone)]
 pub struct TrainingClient {
     inner: Arc<Inner>,
@@ -726,7 +735,7 @@ impl TrainingClient {
     /// If a step fails before the backward request was sent (the forward pass, or
     /// `loss_fn`), that request's reserved `seq_id` is lost: later training calls fail at
     /// once with [`ErrorKind::SequenceBroken`] instead of waiting forever (see
-    /// [`crate::turn`]).
+    /// [`TrainingClient`]).
     pub fn forward_backward_custom<F>(
         &self,
         data: Vec<Datum>,
