@@ -25,6 +25,10 @@ pub enum ErrorKind {
     Protocol,
     /// The operation was cancelled (its client was closed or failed before it ran).
     Cancelled,
+    /// A training client lost a `seq_id` (a request that failed for good may never have
+    /// reached the server), so none of its later requests can run; the message names the
+    /// lost request. Create a new training client from the last checkpoint.
+    SequenceBroken,
     /// No request made progress for the stuck-detection window.
     Stuck,
     /// The caller's bound on waiting for a result passed
@@ -34,6 +38,9 @@ pub enum ErrorKind {
     Tokenizer,
     /// Local file-system failure (downloads).
     Io,
+    /// A download was refused for safety before or while writing: a signed URL that is not
+    /// https, a link or existing file in the way, or a file over the size limit.
+    DownloadRefused,
     /// The feature is not available (not implemented, or not offered by the server).
     Unsupported,
 }

@@ -25,6 +25,12 @@ use crate::holder::Holder;
 const MAX_BAD_REQUESTS: u32 = 3;
 /// Sleep between polls during a billing pause.
 const BILLING_SLEEP: Duration = Duration::from_secs(5);
+/// Re-polls of a finished future whose result did not decode (corrupt or misshapen),
+/// before that becomes the operation's error. The server keeps the result, so a re-poll
+/// is safe (the Python SDK fails at once).
+pub(crate) const MAX_PAYLOAD_REPOLLS: u32 = 3;
+/// Pause before re-poll `k` (×2 per re-poll).
+const PAYLOAD_REPOLL_PAUSE: Duration = Duration::from_millis(100);
 
 /// Called with every queue state the server reports while a request waits.
 pub type QueueStateObserver = Arc<dyn Fn(&QueueState, Option<&str>) + Send + Sync>;
@@ -63,6 +69,63 @@ impl RequestType {
     fn expects_proto(self) -> bool {
         matches!(self, Self::ForwardBackward | Self::Forward | Self::Sample)
     }
+
+    /// The protobuf message a result of this type is.
+    fn proto_name(self) -> &'static str {
+        match self {
+            Self::Sample => "SampleResponse",
+            _ => "ForwardBackwardOutput",
+        }
+    }
+}
+
+/// The error for a JSON result where a protobuf `message` was expected, saying what the
+/// JSON was.
+pub(crate) fn json_instead_of_proto(message: &str, value: &Value) -> Error {
+    Error::protocol(format!(
+        "expected a protobuf {message} result, but the server sent JSON: {}",
+        describe_json(value)
+    ))
+}
+
+/// The shape of a JSON value, for error messages: its type and, for an object, its fields
+/// with their types (never the values: they may be large).
+fn describe_json(value: &Value) -> String {
+    fn type_of(v: &Value) -> &'static str {
+        match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        }
+    }
+    match value {
+        Value::Object(map) => {
+            const SHOWN: usize = 8;
+            let mut fields: Vec<String> = map
+                .iter()
+                .take(SHOWN)
+                .map(|(k, v)| format!("{k:?}: {}", type_of(v)))
+                .collect();
+            if map.len() > SHOWN {
+                fields.push(format!("… {} more", map.len() - SHOWN));
+            }
+            format!("an object {{{}}}", fields.join(", "))
+        }
+        Value::Array(items) => format!("an array of {} items", items.len()),
+        other => format!("a {}", type_of(other)),
+    }
+}
+
+/// The final error of a result that still did not decode after `repolls` re-polls.
+fn undecodable(request_id: &str, repolls: u32, err: Error) -> Error {
+    Error::protocol(format!(
+        "the result of request {request_id} could not be decoded ({repolls} re-polls gave \
+         no valid result): {err}"
+    ))
+    .with_source(err)
 }
 
 /// A finished future's payload, before typed decoding.
@@ -89,14 +152,16 @@ pub(crate) struct PollTarget {
     pub reserved: Option<BytePermit>,
 }
 
-/// Polls `retrieve_future` until the request finishes (§3.2). A failure that ends the
-/// operation is reported to telemetry as fatal; a 410 is not (sampling resubmits).
-pub(crate) async fn retrieve(
+/// Polls a future until it finishes and decodes its result as `T`. A result that does not
+/// decode (corrupt bytes, a misshapen JSON answer) is fetched again, at most
+/// [`MAX_PAYLOAD_REPOLLS`] times in all, before it becomes a [`ErrorKind::Protocol`] error
+/// saying what was wrong. A final failure is reported as fatal (a 410 is not).
+pub(crate) async fn retrieve_decoded<T: FromPayload>(
     holder: &Holder,
     target: PollTarget,
     observer: Option<&QueueStateObserver>,
-) -> Result<Retrieved> {
-    let result = poll_until_done(holder, target, observer).await;
+) -> Result<T> {
+    let result = poll_until_decoded(holder, target, observer).await;
     if let Err(e) = &result
         && e.kind() != ErrorKind::Expired
     {
@@ -105,12 +170,45 @@ pub(crate) async fn retrieve(
     result
 }
 
-/// The polling loop of [`retrieve`], without reporting its final error as fatal (for
-/// operations that report it themselves, e.g. sampling).
-pub(crate) async fn poll_until_done(
+/// [`retrieve_decoded`] without reporting its final error as fatal (for operations that
+/// report it themselves, e.g. sampling).
+pub(crate) async fn poll_until_decoded<T: FromPayload>(
+    holder: &Holder,
+    mut target: PollTarget,
+    observer: Option<&QueueStateObserver>,
+) -> Result<T> {
+    let clock = holder.transport.runtime().clock.clone();
+    let mut repolls = 0;
+    loop {
+        let request_id = target.request_id.clone();
+        let request_type = target.request_type;
+        let got = poll_loop(holder, target, observer, &mut repolls).await?;
+        let Retrieved { payload, _permit } = got;
+        match crate::telemetry::decode_reported(holder, &request_id, request_type, payload) {
+            Ok(v) => return Ok(v),
+            Err(e) if repolls < MAX_PAYLOAD_REPOLLS => {
+                repolls += 1;
+                tracing::debug!(request_id, repolls, error = %e, "result did not decode; polling again");
+                clock.sleep(PAYLOAD_REPOLL_PAUSE * (1 << repolls)).await;
+                // The result's size is known and reserved: fetch it directly.
+                target = PollTarget {
+                    request_id,
+                    request_type,
+                    roundtrip: Duration::ZERO,
+                    reserved: _permit,
+                };
+            }
+            Err(e) => return Err(undecodable(&request_id, repolls, e)),
+        }
+    }
+}
+
+/// The polling loop; `repolls` counts the re-polls of undecodable answers so far.
+async fn poll_loop(
     holder: &Holder,
     target: PollTarget,
     observer: Option<&QueueStateObserver>,
+    repolls: &mut u32,
 ) -> Result<Retrieved> {
     let clock = holder.transport.runtime().clock.clone();
     let trace =
@@ -163,9 +261,31 @@ pub(crate) async fn poll_until_done(
                     });
                 }
                 let outcome = serde_json::from_slice::<Value>(resp.body())
-                    .map_err(|e| Error::protocol(format!("retrieve_future: invalid JSON: {e}")))
-                    .and_then(|value| Ok(FutureOutcome::<Value>::from_value(value)?))
-                    .inspect_err(|e| trace.validation_error(holder, e, iteration - 1))?;
+                    .map_err(|e| {
+                        Error::protocol(format!(
+                            "retrieve_future answered invalid JSON ({} bytes): {e}",
+                            resp.body().len()
+                        ))
+                    })
+                    .and_then(|value| {
+                        let shape = describe_json(&value);
+                        FutureOutcome::<Value>::from_value(value).map_err(|e| {
+                            Error::protocol(format!(
+                                "retrieve_future answered {shape}, not a future outcome: {e}"
+                            ))
+                        })
+                    })
+                    .inspect_err(|e| trace.validation_error(holder, e, iteration - 1));
+                let outcome = match outcome {
+                    Ok(o) => o,
+                    Err(e) if *repolls < MAX_PAYLOAD_REPOLLS => {
+                        *repolls += 1;
+                        tracing::debug!(request_id = %target.request_id, error = %e, "undecodable answer; polling again");
+                        clock.sleep(PAYLOAD_REPOLL_PAUSE * (1 << *repolls)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(undecodable(&target.request_id, *repolls, e)),
+                };
                 match outcome {
                     FutureOutcome::TryAgain(t) => {
                         if let (Some(obs), Some(state)) = (observer, &t.queue_state) {
@@ -200,9 +320,14 @@ pub(crate) async fn poll_until_done(
                     }
                     FutureOutcome::Complete(v) => {
                         if target.request_type.expects_proto() {
-                            return Err(Error::protocol(
-                                "server predates proto response serialization (JSON result for a protobuf type)",
-                            ));
+                            // No decode event here, as in the SDK (nothing was decoded).
+                            let e = json_instead_of_proto(target.request_type.proto_name(), &v);
+                            if *repolls < MAX_PAYLOAD_REPOLLS {
+                                *repolls += 1;
+                                clock.sleep(PAYLOAD_REPOLL_PAUSE * (1 << *repolls)).await;
+                                continue;
+                            }
+                            return Err(undecodable(&target.request_id, *repolls, e));
                         }
                         return Ok(Retrieved {
                             payload: Payload::Json(v),
@@ -332,8 +457,13 @@ macro_rules! json_payload {
             fn from_payload(payload: $crate::future::Payload) -> $crate::error::Result<Self> {
                 match payload {
                     $crate::future::Payload::Json(v) => tinker_types::json::from_value(v)
-                        .map_err(|e| $crate::error::Error::protocol(format!("invalid result: {e}"))),
-                    $crate::future::Payload::Proto(_) => Err($crate::error::Error::protocol("unexpected protobuf result")),
+                        .map_err(|e| $crate::error::Error::protocol(format!(
+                            "the result is not a valid {}: {e}", stringify!($t)
+                        ))),
+                    $crate::future::Payload::Proto(b) => Err($crate::error::Error::protocol(format!(
+                        "expected a JSON {} result, but the server sent {} bytes of protobuf",
+                        stringify!($t), b.len()
+                    ))),
                 }
             }
         }

@@ -6,8 +6,12 @@ use tinker_types::{ForwardBackwardOutput, ForwardBackwardRequest, SampleResponse
 
 use crate::error::{Error, Result};
 
+/// Encodes a `forward_backward` body. A request the wire cannot carry (e.g. a token id
+/// beyond int32) is the caller's input error.
 pub(crate) fn encode_forward_backward(req: &ForwardBackwardRequest) -> Result<Vec<u8>> {
-    Ok(req.encode_proto()?)
+    req.encode_proto().map_err(|e| {
+        Error::invalid(format!("forward_backward request cannot be encoded: {e}")).with_source(e)
+    })
 }
 
 pub(crate) fn decode_forward_backward_output(bytes: &[u8]) -> Result<ForwardBackwardOutput> {

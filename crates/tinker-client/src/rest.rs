@@ -20,6 +20,10 @@ use tinker_types::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::holder::{Holder, parse_json};
 
+mod download;
+
+pub use download::{DEFAULT_MAX_FILE_BYTES, DownloadOptions};
+
 pub use tinker_types::auth::WhoamiResponse;
 pub use tinker_types::rest::{
     AccessScope, Checkpoint, CheckpointType, CheckpointsListResponse, Cursor, GetSessionResponse,
@@ -331,41 +335,64 @@ impl RestClient {
             .await
     }
 
-    /// Downloads an external-weights export into `dir` (created if missing). Every file is
-    /// written to a temporary name and renamed when complete; a relative path that would
-    /// leave `dir` is refused before anything is written. Returns the written files.
+    /// Downloads an external-weights export into `dir` (created if missing), with the
+    /// default [`DownloadOptions`]. See
+    /// [`download_external_weights_with`](Self::download_external_weights_with).
     ///
     /// # Errors
-    /// A bad path or file name; API, connection and I/O errors.
+    /// As [`download_external_weights_with`](Self::download_external_weights_with).
     pub async fn download_external_weights(
         &self,
         path: &str,
         dir: &Path,
+        progress: impl FnMut(&DownloadProgress) + Send,
+    ) -> Result<Vec<PathBuf>> {
+        self.download_external_weights_with(path, dir, &DownloadOptions::default(), progress)
+            .await
+    }
+
+    /// Downloads an external-weights export into `dir` (created if missing). Returns the
+    /// written files.
+    ///
+    /// Every signed URL and relative path is checked before anything is fetched: URLs must
+    /// be https (plain http only when this client's base URL is itself loopback http, as
+    /// with tinker-local), paths must stay inside `dir`. Each file is streamed to a new
+    /// `<name>.part` (created exclusively: a file or link already there is refused, never
+    /// written through), bounded by `options.max_file_bytes`, then renamed. A sub-folder
+    /// that is a symlink (or any existing file at a target name) is refused.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] for a path leaving `dir`; [`ErrorKind::DownloadRefused`]
+    /// for an insecure URL, a link in the way, an existing file or a file over the limit;
+    /// API, connection and I/O errors.
+    pub async fn download_external_weights_with(
+        &self,
+        path: &str,
+        dir: &Path,
+        options: &DownloadOptions,
         mut progress: impl FnMut(&DownloadProgress) + Send,
     ) -> Result<Vec<PathBuf>> {
         let urls = self.get_external_weights_urls(path).await?;
-        let mut targets = Vec::new();
-        for rel in urls.urls.keys() {
-            targets.push(safe_join(dir, rel)?);
+        let base_url = self.holder.transport.base_url().to_owned();
+        // Everything is checked before the first byte is fetched or written.
+        let mut plan = Vec::new();
+        for (rel, url) in &urls.urls {
+            safe_join(dir, rel)?;
+            plan.push((rel, download::check_signed_url(url, &base_url)?));
         }
-        let io =
-            |e: std::io::Error| Error::new(ErrorKind::Io, "writing the download").with_source(e);
-        tokio::fs::create_dir_all(dir).await.map_err(io)?;
-        let count = urls.urls.len();
+        tokio::fs::create_dir_all(dir).await.map_err(|e| {
+            Error::new(ErrorKind::Io, format!("creating {}: {e}", dir.display())).with_source(e)
+        })?;
+        let count = plan.len();
         let mut written = Vec::new();
-        for (i, ((rel, url), target)) in urls.urls.iter().zip(targets).enumerate() {
-            let body = fetch_signed(url).await?;
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent).await.map_err(io)?;
-            }
-            let tmp = target.with_extension("part");
-            tokio::fs::write(&tmp, &body).await.map_err(io)?;
-            tokio::fs::rename(&tmp, &target).await.map_err(io)?;
+        for (i, (rel, uri)) in plan.into_iter().enumerate() {
+            let target = download::prepare_target(dir, Path::new(rel))?;
+            let bytes = download::fetch_to_file(uri, &target, options).await?;
             progress(&DownloadProgress {
                 file: rel.clone(),
                 file_index: i,
                 file_count: count,
-                bytes: body.len() as u64,
+                bytes,
             });
             written.push(target);
         }
@@ -630,26 +657,6 @@ pub(crate) fn safe_join(dir: &Path, rel: &str) -> Result<PathBuf> {
         }
     }
     Ok(dir.join(p))
-}
-
-/// A plain, unauthenticated GET of a signed URL.
-async fn fetch_signed(url: &str) -> Result<bytes::Bytes> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| Error::protocol("invalid signed URL"))?;
-    let (Some(scheme), Some(auth)) = (uri.scheme_str(), uri.authority()) else {
-        return Err(Error::protocol("signed URL without scheme or host"));
-    };
-    let base = format!("{scheme}://{auth}");
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let transport = Transport::builder()
-        .base_url(base)
-        .no_credential()
-        .build()?;
-    let resp = transport
-        .send(RequestSpec::get(path).without_auth())
-        .await?;
-    Ok(resp.into_body())
 }
 
 type PageFuture<T, K> = Pin<Box<dyn std::future::Future<Output = Result<(Vec<T>, K)>> + Send>>;

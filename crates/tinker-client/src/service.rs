@@ -11,7 +11,7 @@ use tinker_types::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::future::{PollTarget, QueueStateObserver, RequestType, retrieve, submit};
+use crate::future::{PollTarget, QueueStateObserver, RequestType, retrieve_decoded, submit};
 use crate::holder::{Holder, SessionOptions};
 use crate::rest::RestClient;
 use crate::sampling::{SamplingClient, SamplingSource};
@@ -335,7 +335,7 @@ impl ServiceClient {
             .await?,
         )?;
         let roundtrip = self.holder.transport.runtime().clock.now() - started;
-        let got = retrieve(
+        let created: CreateModelResponse = retrieve_decoded(
             &self.holder,
             PollTarget {
                 request_id: fut.request_id.clone(),
@@ -344,13 +344,6 @@ impl ServiceClient {
                 reserved: None,
             },
             self.observer.as_ref(),
-        )
-        .await?;
-        let created: CreateModelResponse = crate::telemetry::decode(
-            &self.holder,
-            &fut.request_id,
-            RequestType::CreateModel,
-            got.payload,
         )
         .await?;
         TrainingClient::attach(self.holder.clone(), created.model_id, self.observer.clone()).await
@@ -422,7 +415,7 @@ impl ServiceClient {
                 .with_sdk_method(method))
         })
         .await?;
-        let got = retrieve(
+        let _loaded: LoadWeightsResponse = retrieve_decoded(
             &self.holder,
             PollTarget {
                 request_id: fut.request_id.clone(),
@@ -431,13 +424,6 @@ impl ServiceClient {
                 reserved: None,
             },
             self.observer.as_ref(),
-        )
-        .await?;
-        let _loaded: LoadWeightsResponse = crate::telemetry::decode(
-            &self.holder,
-            &fut.request_id,
-            RequestType::LoadWeights,
-            got.payload,
         )
         .await?;
         TrainingClient::attach(self.holder.clone(), model_id, self.observer.clone()).await

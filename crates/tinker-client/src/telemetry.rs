@@ -164,23 +164,8 @@ pub(crate) async fn capture<T>(
 
 /// Decodes a finished future's payload into its typed result (the SDK's deserialization
 /// step). A failure is reported as `APIFuture.result_async.proto_deserialization_error`
-/// (protobuf) or `APIFuture.result_async.validation_error` (JSON), then as the
-/// operation's fatal error.
-pub(crate) async fn decode<T: FromPayload>(
-    holder: &Holder,
-    request_id: &str,
-    request_type: RequestType,
-    payload: Payload,
-) -> crate::Result<T> {
-    let result = decode_reported(holder, request_id, request_type, payload);
-    if let Err(err) = &result {
-        log_fatal(holder, err).await;
-    }
-    result
-}
-
-/// [`decode`] without the fatal report, for operations that report their final error
-/// themselves (sampling, whose outer retry handler sees the failure first).
+/// (protobuf) or `APIFuture.result_async.validation_error` (JSON); the caller re-polls or
+/// reports the operation's final error (see [`crate::future::retrieve_decoded`]).
 pub(crate) fn decode_reported<T: FromPayload>(
     holder: &Holder,
     request_id: &str,

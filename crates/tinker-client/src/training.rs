@@ -12,7 +12,7 @@
 //! pipelines both requests without waiting in between, as the Python SDK does.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use futures_util::future::try_join_all;
 use tinker_transport::{Compression, RequestSpec};
@@ -24,7 +24,8 @@ use tinker_types::{
 use crate::chunk::{ChunkLimits, plan_chunks};
 use crate::error::{Error, ErrorKind, Result};
 use crate::future::{
-    ApiFuture, FromPayload, Payload, PollTarget, QueueStateObserver, RequestType, retrieve, submit,
+    ApiFuture, FromPayload, Payload, PollTarget, QueueStateObserver, RequestType, retrieve_decoded,
+    submit,
 };
 use crate::holder::Holder;
 use crate::metrics::{ChunkMetrics, combine_metrics};
@@ -223,6 +224,15 @@ impl CustomLossOutput {
 }
 
 /// A fine-tuned model you can train and sample from. Cheap to clone.
+///
+/// Every training call takes the model's next `seq_id` when it is made (after its input
+/// was validated and encoded), and the server runs them strictly in that order. A request
+/// that fails for good while holding a `seq_id` (e.g. a 5xx on every attempt) may never
+/// have reached the server, which would then wait for it forever: the client's order is
+/// then broken, and every later training call, including those already made but not yet
+/// sent, fails at once with [`ErrorKind::SequenceBroken`], naming the lost request.
+/// Requests sent before keep their results. Continue with a new training client from the
+/// last checkpoint.
 #[derive(Clone)]
 pub struct TrainingClient {
     inner: Arc<Inner>,
@@ -233,7 +243,6 @@ struct Inner {
     model_id: String,
     info: GetInfoResponse,
     turns: TurnOrder,
-    failed: Mutex<Option<String>>,
     observer: Option<QueueStateObserver>,
 }
 
@@ -260,10 +269,9 @@ impl TrainingClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 holder,
+                turns: TurnOrder::new(&model_id),
                 model_id,
                 info,
-                turns: TurnOrder::new(),
-                failed: Mutex::new(None),
                 observer,
             }),
         })
@@ -387,26 +395,16 @@ impl TrainingClient {
         )
     }
 
+    /// Refuses calls on a closed client, and on one whose request order broke (see
+    /// [`crate::turn`]).
     fn check_usable(&self) -> Result<()> {
-        if let Some(why) = self
-            .inner
-            .failed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            return Err(Error::new(
-                ErrorKind::Cancelled,
-                format!("this training client has failed: {why}"),
-            ));
-        }
         if self.inner.holder.is_closed() {
             return Err(Error::new(
                 ErrorKind::Cancelled,
                 "the service client was closed",
             ));
         }
-        Ok(())
+        self.inner.turns.check()
     }
 
     fn fwd(
@@ -417,30 +415,30 @@ impl TrainingClient {
         forward_only: bool,
         method: &'static str,
     ) -> ApiFuture<ForwardBackwardOutput> {
-        match self.prepare_fwd(data, &loss_fn) {
-            Err(e) => ApiFuture::failed(e),
-            Ok(prepared) => {
-                let turn = self.inner.turns.reserve(prepared.len() as u64);
-                let inner = self.inner.clone();
-                let request_type = if forward_only {
-                    RequestType::Forward
-                } else {
-                    RequestType::ForwardBackward
-                };
-                ApiFuture::spawn_traced(&self.inner.holder, request_type, async move {
-                    run_fwd(
-                        &inner,
-                        turn,
+        let reserved = self.prepare_fwd(data, &loss_fn).and_then(|prepared| {
+            // Encoded before the ids are taken: a request the wire cannot carry holds none.
+            self.inner
+                .turns
+                .reserve_with(prepared.len() as u64, |first_seq| {
+                    encode_chunks(
+                        &self.inner.model_id,
+                        first_seq,
                         prepared,
-                        loss_fn,
-                        config,
+                        &loss_fn,
+                        config.as_ref(),
                         forward_only,
-                        method,
                     )
-                    .await
                 })
-            }
-        }
+        });
+        let (turn, bodies) = match reserved {
+            Ok(r) => r,
+            Err(e) => return ApiFuture::failed(e),
+        };
+        let inner = self.inner.clone();
+        let request_type = fwd_request_type(forward_only);
+        ApiFuture::spawn_traced(&self.inner.holder, request_type, async move {
+            run_fwd(&inner, turn, bodies, request_type, method).await
+        })
     }
 
     /// Validates and splits `data` into chunks (nothing is sent, nothing reserved).
@@ -594,13 +592,18 @@ impl TrainingClient {
     /// Snapshots the current weights into a new sampling session and returns a
     /// [`SamplingClient`] for it (no named checkpoint is kept).
     pub fn save_weights_and_get_sampling_client(&self) -> ApiFuture<SamplingClient> {
-        if let Err(e) = self.check_usable() {
-            return ApiFuture::failed(e);
-        }
-        let turn = self.inner.turns.reserve(1);
+        let turn = match self
+            .check_usable()
+            .and_then(|()| self.inner.turns.reserve(1))
+        {
+            Ok(turn) => turn,
+            Err(e) => return ApiFuture::failed(e),
+        };
         let inner = self.inner.clone();
         let holder = &self.inner.holder;
         ApiFuture::spawn_traced(holder, RequestType::SaveWeightsForSampler, async move {
+            const METHOD: &str = "TrainingClient.save_weights_and_get_sampling_client";
+            turn.wait().await?;
             let seq_id = turn.first() + 1;
             let model_id = inner.model_id.clone();
             let holder = inner.holder.clone();
@@ -619,11 +622,18 @@ impl TrainingClient {
                 Ok(RequestSpec::post("/api/v1/save_weights_for_sampler")
                     .with_body(body, tinker_transport::APPLICATION_JSON)
                     .with_max_retries(0)
-                    .with_sdk_method("TrainingClient.save_weights_and_get_sampling_client"))
+                    .with_sdk_method(METHOD))
             };
-            let submitted = submit(&holder, "save_weights_for_sampler", make).await;
-            drop(turn);
-            let (fut, roundtrip) = submitted?;
+            let (fut, roundtrip) = match submit(&holder, "save_weights_for_sampler", make).await {
+                Ok(submitted) => {
+                    turn.sent();
+                    submitted
+                }
+                Err(e) => {
+                    turn.lost(0, METHOD, &e);
+                    return Err(e);
+                }
+            };
             let resp: SaveWeightsForSamplerResponse = inner
                 .poll(
                     fut.request_id,
@@ -697,14 +707,19 @@ impl TrainingClient {
         T: FromPayload + Send + 'static,
         R: serde::Serialize,
     {
-        if let Err(e) = self.check_usable().and(check) {
-            return ApiFuture::failed(e);
-        }
-        let turn = self.inner.turns.reserve(1);
+        let reserved = self.check_usable().and(check).and_then(|()| {
+            // Built before the id is taken: a body that cannot be encoded holds none.
+            self.inner.turns.reserve_with(1, |seq_id| {
+                tinker_types::json::to_vec(&build(self.inner.model_id.clone(), seq_id))
+                    .map_err(|e| Error::invalid(format!("{}: {e}", op.method)).with_source(e))
+            })
+        });
+        let (turn, body) = match reserved {
+            Ok(r) => r,
+            Err(e) => return ApiFuture::failed(e),
+        };
         let inner = self.inner.clone();
         ApiFuture::spawn_traced(&self.inner.holder, op.request_type, async move {
-            let body =
-                tinker_types::json::to_vec(&build(inner.model_id.clone(), turn.first() + 1))?;
             inner.run_json(turn, op, body).await
         })
     }
@@ -717,8 +732,10 @@ impl TrainingClient {
     /// that gradient. The result's metrics hold the server's `loss:sum` as
     /// `surrogate_loss:sum`, your metrics, and `loss:sum` = your loss.
     ///
-    /// If any step fails the client is marked failed: its reserved requests can never be
-    /// sent, so later training calls fail instead of waiting forever.
+    /// If a step fails before the backward request was sent (the forward pass, or
+    /// `loss_fn`), that request's reserved `seq_id` is lost: later training calls fail at
+    /// once with [`ErrorKind::SequenceBroken`] instead of waiting forever (see
+    /// [`TrainingClient`]).
     pub fn forward_backward_custom<F>(
         &self,
         data: Vec<Datum>,
@@ -749,46 +766,123 @@ impl TrainingClient {
                 Ok(fd)
             })
             .collect();
-        let prepared = forward_data.and_then(|fd| self.prepare_fwd(fd, &LossFn::CrossEntropy));
-        let prepared = match prepared {
-            Ok(p) => p,
+        let reserved = forward_data
+            .and_then(|fd| self.prepare_fwd(fd, &LossFn::CrossEntropy))
+            .and_then(|prepared| {
+                let sizes: Vec<(usize, u64)> =
+                    prepared.iter().map(|(d, b)| (d.len(), *b)).collect();
+                let n = prepared.len() as u64;
+                let (fwd_turn, bodies) = self.inner.turns.reserve_with(n, |first_seq| {
+                    encode_chunks(
+                        &self.inner.model_id,
+                        first_seq,
+                        prepared,
+                        &LossFn::CrossEntropy,
+                        None,
+                        true,
+                    )
+                })?;
+                let bwd_turn = self.inner.turns.reserve(n)?;
+                Ok((fwd_turn, bwd_turn, bodies, sizes))
+            });
+        let (fwd_turn, bwd_turn, bodies, sizes) = match reserved {
+            Ok(r) => r,
             Err(e) => return ApiFuture::failed(e),
         };
-        let n = prepared.len() as u64;
-        let fwd_turn = self.inner.turns.reserve(n);
-        let bwd_turn = self.inner.turns.reserve(n);
         let inner = self.inner.clone();
         let request_type = RequestType::ForwardBackward;
         ApiFuture::spawn_traced(&self.inner.holder, request_type, async move {
-            let result = run_custom(&inner, fwd_turn, bwd_turn, prepared, data, loss_fn).await;
-            if let Err(e) = &result {
-                *inner.failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
-            }
-            result
+            let custom = CustomRun {
+                fwd_turn,
+                fwd_bodies: bodies,
+                sizes,
+                original: data,
+            };
+            run_custom(&inner, custom, bwd_turn, loss_fn).await
         })
     }
 }
 
+/// The forward half of a custom-loss call, reserved and encoded when the call was made.
+struct CustomRun {
+    fwd_turn: Turn,
+    fwd_bodies: Vec<(bytes::Bytes, u64)>,
+    /// Datums and estimated bytes of each chunk (the backward pass reuses the split).
+    sizes: Vec<(usize, u64)>,
+    original: Vec<Datum>,
+}
+
+const CUSTOM_METHOD: &str = "TrainingClient.forward_backward_custom";
+
 async fn run_custom<F>(
     inner: &Arc<Inner>,
-    fwd_turn: Turn,
+    run: CustomRun,
     bwd_turn: Turn,
-    prepared: Vec<(Vec<Datum>, u64)>,
-    original: Vec<Datum>,
     loss_fn: F,
 ) -> Result<ForwardBackwardOutput>
 where
     F: FnOnce(&[Datum], &[Vec<f32>]) -> Result<CustomLossOutput> + Send + 'static,
 {
-    let sizes: Vec<(usize, u64)> = prepared.iter().map(|(d, b)| (d.len(), *b)).collect();
+    // Until the backward request is sent, any failure loses its reserved ids.
+    let backward = custom_backward_data(inner, run, loss_fn)
+        .await
+        .and_then(|(chunks, user)| {
+            let bodies = encode_chunks(
+                &inner.model_id,
+                bwd_turn.first() + 1,
+                chunks,
+                &LossFn::CrossEntropy,
+                None,
+                false,
+            )?;
+            Ok((bodies, user))
+        });
+    let (bodies, user) = match backward {
+        Ok(b) => b,
+        Err(e) => {
+            bwd_turn.lost(0, CUSTOM_METHOD, &e);
+            return Err(e);
+        }
+    };
+    let mut out = run_fwd(
+        inner,
+        bwd_turn,
+        bodies,
+        RequestType::ForwardBackward,
+        CUSTOM_METHOD,
+    )
+    .await?;
+    if let Some(server_loss) = out.metrics.remove("loss:sum") {
+        out.metrics
+            .insert("surrogate_loss:sum".to_owned(), server_loss);
+    }
+    out.metrics.extend(user.metrics);
+    out.metrics.insert("loss:sum".to_owned(), user.loss);
+    Ok(out)
+}
+
+/// The forward pass and the user's loss: the backward chunks (weights = −gradient) and
+/// the user's output.
+async fn custom_backward_data<F>(
+    inner: &Arc<Inner>,
+    run: CustomRun,
+    loss_fn: F,
+) -> Result<(Vec<(Vec<Datum>, u64)>, CustomLossOutput)>
+where
+    F: FnOnce(&[Datum], &[Vec<f32>]) -> Result<CustomLossOutput> + Send + 'static,
+{
+    let CustomRun {
+        fwd_turn,
+        fwd_bodies,
+        sizes,
+        original,
+    } = run;
     let fwd = run_fwd(
         inner,
         fwd_turn,
-        prepared,
-        LossFn::CrossEntropy,
-        None,
-        true,
-        "TrainingClient.forward_backward_custom",
+        fwd_bodies,
+        RequestType::Forward,
+        CUSTOM_METHOD,
     )
     .await?;
     let logprobs: Vec<Vec<f32>> = fwd
@@ -851,29 +945,13 @@ where
         .iter()
         .map(|(n, b)| (it.by_ref().take(*n).collect(), *b))
         .collect();
-    let mut out = run_fwd(
-        inner,
-        bwd_turn,
-        chunks,
-        LossFn::CrossEntropy,
-        None,
-        false,
-        "TrainingClient.forward_backward_custom",
-    )
-    .await?;
-    if let Some(server_loss) = out.metrics.remove("loss:sum") {
-        out.metrics
-            .insert("surrogate_loss:sum".to_owned(), server_loss);
-    }
-    out.metrics.extend(user.metrics);
-    out.metrics.insert("loss:sum".to_owned(), user.loss);
-    Ok(out)
+    Ok((chunks, user))
 }
 
 impl Inner {
     /// Posts a JSON training request in its turn, passes the turn on, polls the result.
     async fn run_json<T: FromPayload>(&self, turn: Turn, op: Op, body: Vec<u8>) -> Result<T> {
-        turn.wait().await;
+        turn.wait().await?;
         let body = bytes::Bytes::from(body);
         let submitted = submit(&self.holder, op.path, || {
             let mut spec = RequestSpec::post(op.path)
@@ -885,8 +963,16 @@ impl Inner {
             Ok(spec)
         })
         .await;
-        drop(turn);
-        let (fut, roundtrip) = submitted?;
+        let (fut, roundtrip) = match submitted {
+            Ok(s) => {
+                turn.sent();
+                s
+            }
+            Err(e) => {
+                turn.lost(0, op.method, &e);
+                return Err(e);
+            }
+        };
         self.poll(fut.request_id, op.request_type, roundtrip).await
     }
 
@@ -896,56 +982,72 @@ impl Inner {
         request_type: RequestType,
         roundtrip: std::time::Duration,
     ) -> Result<T> {
-        let got = retrieve(
+        retrieve_decoded(
             &self.holder,
             PollTarget {
-                request_id: request_id.clone(),
+                request_id,
                 request_type,
                 roundtrip,
                 reserved: None,
             },
             self.observer.as_ref(),
         )
-        .await?;
-        crate::telemetry::decode(&self.holder, &request_id, request_type, got.payload).await
+        .await
     }
 }
 
-async fn run_fwd(
-    inner: &Arc<Inner>,
-    turn: Turn,
-    chunks: Vec<(Vec<Datum>, u64)>,
-    loss_fn: LossFn,
-    config: Option<LossFnConfig>,
-    forward_only: bool,
-    method: &'static str,
-) -> Result<ForwardBackwardOutput> {
-    turn.wait().await;
-    let first_seq = turn.first() + 1;
-    let request_type = if forward_only {
+fn fwd_request_type(forward_only: bool) -> RequestType {
+    if forward_only {
         RequestType::Forward
     } else {
         RequestType::ForwardBackward
-    };
-    let compress = inner.holder.config.proto_compress_fwdbwd;
-    let bodies: Vec<(bytes::Bytes, u64)> = chunks
+    }
+}
+
+/// Encodes one protobuf body per chunk, with consecutive `seq_id`s from `first_seq`.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] when a chunk cannot be encoded (e.g. a token id beyond the
+/// wire's int32).
+fn encode_chunks(
+    model_id: &str,
+    first_seq: u64,
+    chunks: Vec<(Vec<Datum>, u64)>,
+    loss_fn: &LossFn,
+    config: Option<&LossFnConfig>,
+    forward_only: bool,
+) -> Result<Vec<(bytes::Bytes, u64)>> {
+    chunks
         .into_iter()
         .enumerate()
         .map(|(i, (data, bytes))| {
             let mut req = ForwardBackwardRequest::new(
-                inner.model_id.clone(),
+                model_id.to_owned(),
                 first_seq + i as u64,
                 data,
                 loss_fn.clone(),
             );
-            req.loss_fn_config = config.clone();
+            req.loss_fn_config = config.cloned();
             req.forward_only = forward_only;
             Ok((
                 bytes::Bytes::from(crate::proto::encode_forward_backward(&req)?),
                 bytes,
             ))
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// Sends encoded chunks in their turn and polls their results. A chunk the server did not
+/// accept loses its `seq_id` (see [`crate::turn`]).
+async fn run_fwd(
+    inner: &Arc<Inner>,
+    turn: Turn,
+    bodies: Vec<(bytes::Bytes, u64)>,
+    request_type: RequestType,
+    method: &'static str,
+) -> Result<ForwardBackwardOutput> {
+    turn.wait().await?;
+    let compress = inner.holder.config.proto_compress_fwdbwd;
     let submit_one = |body: bytes::Bytes, bytes: u64| {
         let holder = inner.holder.clone();
         async move {
@@ -962,37 +1064,48 @@ async fn run_fwd(
             .await
         }
     };
-    let submitted: Result<Vec<_>> = if inner.holder.config.parallel_fwdbwd_chunks
-        && bodies.len() > 1
-    {
-        // All chunks but the first concurrently, then the first (the SDK's order).
-        let rest = try_join_all(bodies[1..].iter().map(|(b, n)| submit_one(b.clone(), *n))).await;
-        match rest {
-            Ok(rest) => submit_one(bodies[0].0.clone(), bodies[0].1)
-                .await
-                .map(|first| {
-                    let mut all = vec![first];
-                    all.extend(rest);
-                    all
-                }),
-            Err(e) => Err(e),
-        }
-    } else {
-        let mut all = Vec::new();
-        let mut err = None;
-        for (b, n) in &bodies {
-            match submit_one(b.clone(), *n).await {
-                Ok(f) => all.push(f),
-                Err(e) => {
-                    err = Some(e);
-                    break;
+    // On failure: the offset of the first chunk the server may lack, and the error.
+    let submitted: std::result::Result<Vec<_>, (u64, Error)> =
+        if inner.holder.config.parallel_fwdbwd_chunks && bodies.len() > 1 {
+            // All chunks but the first concurrently, then the first (the SDK's order).
+            let rest: Result<Vec<_>> =
+                try_join_all(bodies[1..].iter().map(|(b, n)| submit_one(b.clone(), *n))).await;
+            // The first chunk is not sent when another failed: the order breaks at it.
+            match rest {
+                Ok(rest) => match submit_one(bodies[0].0.clone(), bodies[0].1).await {
+                    Ok(first) => {
+                        let mut all = vec![first];
+                        all.extend(rest);
+                        Ok(all)
+                    }
+                    Err(e) => Err((0, e)),
+                },
+                Err(e) => Err((0, e)),
+            }
+        } else {
+            let mut all = Vec::new();
+            let mut err = None;
+            for (i, (b, n)) in bodies.iter().enumerate() {
+                match submit_one(b.clone(), *n).await {
+                    Ok(f) => all.push(f),
+                    Err(e) => {
+                        err = Some((i as u64, e));
+                        break;
+                    }
                 }
             }
+            err.map_or(Ok(all), Err)
+        };
+    let submitted = match submitted {
+        Ok(s) => {
+            turn.sent();
+            s
         }
-        err.map_or(Ok(all), Err)
+        Err((offset, e)) => {
+            turn.lost(offset, method, &e);
+            return Err(e);
+        }
     };
-    drop(turn);
-    let submitted = submitted?;
     let results: Vec<ForwardBackwardOutput> =
         try_join_all(submitted.into_iter().map(|(fut, rt)| {
             inner.poll::<ForwardBackwardOutput>(fut.request_id, request_type, rt)
@@ -1034,8 +1147,9 @@ impl FromPayload for ForwardBackwardOutput {
     fn from_payload(payload: Payload) -> Result<Self> {
         match payload {
             Payload::Proto(b) => crate::proto::decode_forward_backward_output(&b),
-            Payload::Json(_) => Err(Error::protocol(
-                "server predates proto response serialization",
+            Payload::Json(v) => Err(crate::future::json_instead_of_proto(
+                "ForwardBackwardOutput",
+                &v,
             )),
         }
     }

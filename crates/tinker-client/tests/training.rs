@@ -215,7 +215,8 @@ async fn custom_loss_applies_the_users_gradient() {
         .metrics["loss:sum"];
     assert!(after < before, "{before} -> {after}");
 
-    // A loss that fails marks the client failed: later training calls are refused.
+    // A loss that fails loses the backward request's reserved seq_id: later training
+    // calls fail at once with SequenceBroken, naming it.
     let err = tc
         .forward_backward_custom(data.clone(), |_d, _l| {
             Err(tinker_client::Error::new(ErrorKind::InvalidInput, "boom"))
@@ -224,7 +225,8 @@ async fn custom_loss_applies_the_users_gradient() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     let err = tc.forward(data, LossFn::CrossEntropy).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Cancelled);
+    assert_eq!(err.kind(), ErrorKind::SequenceBroken);
+    assert!(err.message().contains("boom"), "{err}");
     env.server.shutdown().await;
 }
 

@@ -7,7 +7,9 @@ use tinker_types::{
 };
 
 use crate::error::{Error, Result};
-use crate::future::{ApiFuture, FromPayload, Payload, PollTarget, RequestType, retrieve, submit};
+use crate::future::{
+    ApiFuture, FromPayload, Payload, PollTarget, RequestType, retrieve_decoded, submit,
+};
 use crate::service::ServiceClient;
 use crate::training::TrainingClient;
 
@@ -121,7 +123,7 @@ impl ServiceClient {
                 .with_sdk_method("ServiceClient.create_custom_loss"))
         })
         .await?;
-        let got = retrieve(
+        let response: CreateCustomLossResponse = retrieve_decoded(
             holder,
             PollTarget {
                 request_id: fut.request_id.clone(),
@@ -130,13 +132,6 @@ impl ServiceClient {
                 reserved: None,
             },
             self.observer(),
-        )
-        .await?;
-        let response: CreateCustomLossResponse = crate::telemetry::decode(
-            holder,
-            &fut.request_id,
-            RequestType::CreateCustomLoss,
-            got.payload,
         )
         .await?;
         let handle = CustomLossHandle {

@@ -32,7 +32,8 @@ use self::poller::SessionPoller;
 use self::retry::RetryHandler;
 use crate::error::{Error, ErrorKind, Result};
 use crate::future::{
-    ApiFuture, FromPayload, Payload, PollTarget, QueueStateObserver, RequestType, poll_until_done,
+    ApiFuture, FromPayload, Payload, PollTarget, QueueStateObserver, RequestType,
+    poll_until_decoded,
 };
 use crate::holder::{Holder, parse_json};
 
@@ -668,7 +669,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
                 poller.note_reserved_fetch(size);
             }
         }
-        poll_until_done(
+        poll_until_decoded::<SampleResponse>(
             &inner.holder,
             PollTarget {
                 request_id: request_id.clone(),
@@ -691,13 +692,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
         // Success or failure, the server may now drop the payload.
         poller.mark_retrieved(&request_id);
     }
-    let got = got?;
-    let mut resp: SampleResponse = crate::telemetry::decode_reported(
-        &inner.holder,
-        &request_id,
-        RequestType::Sample,
-        got.payload,
-    )?;
+    let mut resp = got?;
     resp.attach_sequence_ids(&ids)?;
     if alt_k > 0 && resp.prompt_alt_tokens.is_none() {
         return Err(Error::protocol(
