@@ -5,12 +5,15 @@
 //! * `cargo xtask fixtures`: regenerate the golden fixtures with the official SDK.
 //! * `cargo xtask test`: the whole test gate that CI runs (`.ci/run`) and the README names.
 //! * `cargo xtask bench-sdk`: benchmark the Rust client against the official Python SDK.
+//! * `cargo xtask fuzz [--seconds N] [--only LIST]`: run every fuzz target of `fuzz/` for
+//!   N seconds (nightly + cargo-fuzz; not part of `cargo xtask test`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench_sdk;
 mod ci;
 mod codegen;
 mod fixtures;
+mod fuzz;
 mod venv;
 
 use std::path::PathBuf;
@@ -23,10 +26,11 @@ fn main() -> ExitCode {
         Some("fixtures") => fixtures::run(),
         Some("test") => ci::run(&args[1..]),
         Some("bench-sdk") => bench_sdk::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("sdk-python") => venv::sdk_python().map(|p| println!("{}", p.display())),
         _ => {
             eprintln!(
-                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build]"
+                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build] | cargo xtask fuzz [--seconds N] [--only LIST]"
             );
             return ExitCode::from(2);
         }
