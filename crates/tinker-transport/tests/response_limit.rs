@@ -2,6 +2,9 @@
 //! an over-long declared `Content-Length` all fail fast with `ResponseTooLarge`, are not
 //! retried, and never buffer past the limit.
 
+// Test fixtures: panicking on a broken fixture is the right failure.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;
