@@ -6,12 +6,15 @@
 //! * `cargo xtask test`: the whole test gate that CI runs (`.ci/run`) and the README names.
 //! * `cargo xtask bench-sdk`: benchmark the Rust client against the official Python SDK.
 //! * `cargo xtask soak --steps N`: the long soak (exactly-once, bit-identical under faults).
+//! * `cargo xtask fuzz [--seconds N] [--only LIST]`: run every fuzz target of `fuzz/` for
+//!   N seconds (nightly + cargo-fuzz; not part of `cargo xtask test`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench_sdk;
 mod ci;
 mod codegen;
 mod fixtures;
+mod fuzz;
 mod soak;
 mod venv;
 
@@ -26,10 +29,11 @@ fn main() -> ExitCode {
         Some("test") => ci::run(&args[1..]),
         Some("bench-sdk") => bench_sdk::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("sdk-python") => venv::sdk_python().map(|p| println!("{}", p.display())),
         _ => {
             eprintln!(
-                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build] | cargo xtask soak [--steps N] [--release]"
+                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build] | cargo xtask fuzz [--seconds N] [--only LIST] | cargo xtask soak [--steps N] [--release]"
             );
             return ExitCode::from(2);
         }

@@ -1,6 +1,14 @@
-//! The error type of every client call.
+//! The error type of every client call, and how transport and wire-type errors become it.
+//!
+//! Who is at fault decides the kind: what the caller gave that cannot be validated or
+//! encoded is [`ErrorKind::InvalidInput`]; what the server sent that cannot be decoded is
+//! [`ErrorKind::Protocol`] (never a user error). Errors that come from an HTTP call keep
+//! its request id, retry count and elapsed time.
 
 use std::fmt;
+use std::time::Duration;
+
+use tinker_transport::TransportError;
 
 /// What went wrong, as data: callers branch on this, not on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,7 +27,8 @@ pub enum ErrorKind {
     RequestFailed,
     /// The server lost or expired the future (HTTP 410); sampling resubmits on its own.
     Expired,
-    /// Connection failure or timeout.
+    /// Connection failure: refused, reset, truncated, TLS, proxy or DNS (timeouts are
+    /// [`ErrorKind::Timeout`]).
     Connection,
     /// The server sent something this client cannot interpret.
     Protocol,
@@ -31,9 +40,13 @@ pub enum ErrorKind {
     SequenceBroken,
     /// No request made progress for the stuck-detection window.
     Stuck,
-    /// The caller's bound on waiting for a result passed
+    /// A timeout: an HTTP connect, read or operation timeout (retryable; the transport
+    /// already retried it), or the caller's bound on waiting for a result
     /// ([`ApiFuture::result_timeout`](crate::ApiFuture::result_timeout)).
     Timeout,
+    /// The server's reply was larger than the transport's response size limit
+    /// (`TransportBuilder::max_response_bytes`); not retried.
+    ResponseTooLarge,
     /// A tokenizer could not be loaded or used.
     Tokenizer,
     /// Local file-system failure (downloads).
@@ -64,6 +77,15 @@ pub struct Error {
     status: Option<u16>,
     category: Option<FailureCategory>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    call: CallInfo,
+}
+
+/// What is known of the HTTP call behind an error.
+#[derive(Debug, Clone, Default)]
+struct CallInfo {
+    request_id: Option<String>,
+    retries: u32,
+    elapsed: Option<Duration>,
 }
 
 /// Shorthand for results of this crate.
@@ -78,7 +100,13 @@ impl Error {
             status: None,
             category: None,
             source: None,
+            call: CallInfo::default(),
         }
+    }
+
+    /// A reply from the server that does not decode: the server's fault, not the caller's.
+    pub(crate) fn bad_reply(e: tinker_types::Error) -> Self {
+        Self::protocol(format!("the server sent an invalid reply: {e}")).with_source(e)
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
@@ -140,6 +168,29 @@ impl Error {
         self.category
     }
 
+    /// The server's request id (its `x-request-id` response header), when the failing
+    /// HTTP call got an answer that named one.
+    pub fn request_id(&self) -> Option<&str> {
+        self.call.request_id.as_deref()
+    }
+
+    /// HTTP-level retries the failing call took before giving up (0 when it was not an
+    /// HTTP failure or was not retried).
+    pub fn retries(&self) -> u32 {
+        self.call.retries
+    }
+
+    /// Time from the failing call's first HTTP attempt to its failure, when the error
+    /// came from an HTTP call.
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.call.elapsed
+    }
+
+    /// The transport error behind this one, if it came from an HTTP call.
+    fn transport(&self) -> Option<&TransportError> {
+        self.source.as_deref()?.downcast_ref::<TransportError>()
+    }
+
     /// The message, without the source's.
     pub fn message(&self) -> &str {
         &self.message
@@ -155,10 +206,13 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same call may succeed (connection trouble, 408/409/429/5xx, 410).
+    /// Whether retrying the same call may succeed (connection trouble, HTTP timeouts,
+    /// 408/409/429/5xx, 410).
     pub fn is_retryable(&self) -> bool {
         match self.kind {
             ErrorKind::Connection | ErrorKind::Expired => true,
+            // HTTP timeouts are; the caller's own `result_timeout` is not.
+            ErrorKind::Timeout => self.transport().is_some_and(TransportError::is_timeout),
             ErrorKind::Api => {
                 matches!(self.status, Some(408 | 409 | 429))
                     || self.status.is_some_and(|s| s >= 500)
@@ -178,6 +232,15 @@ impl fmt::Debug for Error {
         if let Some(c) = self.category {
             d.field("category", &c);
         }
+        if let Some(id) = &self.call.request_id {
+            d.field("request_id", id);
+        }
+        if self.call.retries > 0 {
+            d.field("retries", &self.call.retries);
+        }
+        if let Some(e) = self.call.elapsed {
+            d.field("elapsed", &e);
+        }
         if let Some(s) = &self.source {
             d.field("source", s);
         }
@@ -196,5 +259,45 @@ impl std::error::Error for Error {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<TransportError> for Error {
+    fn from(e: TransportError) -> Self {
+        use tinker_transport::ErrorKind as K;
+        let mut err = if let Some(status) = e.status() {
+            let body = e.body_excerpt().unwrap_or_default();
+            Error::api(status.as_u16(), &body)
+        } else {
+            let k = match e.kind() {
+                K::Timeout => ErrorKind::Timeout,
+                K::Credential => ErrorKind::Config,
+                K::InvalidRequest => ErrorKind::InvalidInput,
+                K::Decode => ErrorKind::Protocol,
+                K::ResponseTooLarge => ErrorKind::ResponseTooLarge,
+                _ => ErrorKind::Connection,
+            };
+            Error::new(k, e.to_string())
+        };
+        err.call = CallInfo {
+            request_id: e.request_id().map(str::to_owned),
+            retries: e.retries(),
+            elapsed: e.elapsed(),
+        };
+        err.with_source(e)
+    }
+}
+
+/// A wire-type error reaching the client through `?`. The client decodes JSON only from
+/// server replies (user inputs arrive typed), so a JSON decoding error is the server's:
+/// [`ErrorKind::Protocol`]. Everything else (validation, encoding, paths, tensors, loss
+/// inputs) is about what the caller gave: [`ErrorKind::InvalidInput`]. Other decoding
+/// failures of replies go through [`Error::bad_reply`] explicitly.
+impl From<tinker_types::Error> for Error {
+    fn from(e: tinker_types::Error) -> Self {
+        match e {
+            tinker_types::Error::Decode { .. } => Error::bad_reply(e),
+            _ => Error::invalid(e.to_string()).with_source(e),
+        }
     }
 }

@@ -343,6 +343,10 @@ async fn poll_loop(
                     trace.transport_error(holder, &e, iteration - 1, bad_requests, backoff_k);
                 }
                 let Some(status) = e.status().map(|s| s.as_u16()) else {
+                    // A reply over the size limit would be just as large on every poll.
+                    if e.kind() == tinker_transport::ErrorKind::ResponseTooLarge {
+                        return Err(Error::from(e));
+                    }
                     // Connection failure or timeout: exponential backoff.
                     clock
                         .sleep(

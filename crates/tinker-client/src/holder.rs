@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tinker_transport::limit::SampleDispatchLimiter;
 use tinker_transport::retry::{RetryClass, Retryable};
-use tinker_transport::{ByteBudget, RequestSpec, Response, Transport, TransportError};
+use tinker_transport::{ByteBudget, RequestSpec, Response, Transport};
 use tinker_types::{
     ClientConfig, ClientConfigRequest, CreateSessionRequest, CreateSessionResponse, DynamicConfig,
     SessionHeartbeatRequest,
@@ -98,6 +98,7 @@ impl Retryable for Error {
         match (self.kind(), self.status()) {
             (ErrorKind::Api, Some(402)) => RetryClass::Billing,
             (ErrorKind::Connection, _) => RetryClass::Retry,
+            (ErrorKind::Timeout, _) if self.is_retryable() => RetryClass::Retry,
             (ErrorKind::Api, Some(s)) if matches!(s, 408 | 409 | 429) || s >= 500 => {
                 RetryClass::Retry
             }
@@ -549,32 +550,5 @@ async fn dynamic_refresh_loop(holder: Weak<Holder>) {
                 tracing::debug!(error = %e, "dynamic config refresh failed; keeping old values")
             }
         }
-    }
-}
-
-impl From<TransportError> for Error {
-    fn from(e: TransportError) -> Self {
-        use tinker_transport::ErrorKind as K;
-        let kind = e.kind();
-        let err = if let Some(status) = e.status() {
-            let body = e.body_excerpt().unwrap_or_default();
-            Error::api(status.as_u16(), &body)
-        } else {
-            let k = match kind {
-                K::Connection | K::Timeout => ErrorKind::Connection,
-                K::Credential => ErrorKind::Config,
-                K::InvalidRequest => ErrorKind::InvalidInput,
-                K::Decode => ErrorKind::Protocol,
-                _ => ErrorKind::Connection,
-            };
-            Error::new(k, e.to_string())
-        };
-        err.with_source(e)
-    }
-}
-
-impl From<tinker_types::Error> for Error {
-    fn from(e: tinker_types::Error) -> Self {
-        Error::invalid(e.to_string()).with_source(e)
     }
 }

@@ -83,6 +83,7 @@ fn error_type(err: &Error) -> &'static str {
         (ErrorKind::Connection, _) => "APIConnectionError",
         (ErrorKind::Protocol, _) => "APIResponseValidationError",
         (ErrorKind::Cancelled, _) => "CancelledError",
+        (ErrorKind::Timeout, _) if err.is_retryable() => "APITimeoutError",
         (ErrorKind::Stuck | ErrorKind::Timeout, _) => "TimeoutError",
         (ErrorKind::Io, _) => "OSError",
         (ErrorKind::Unsupported, _) => "NotImplementedError",

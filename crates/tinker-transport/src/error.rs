@@ -48,6 +48,11 @@ pub enum ErrorKind {
     Credential,
     /// The request or configuration was invalid before anything was sent.
     InvalidRequest,
+    /// The response body (as sent, or after content decoding) exceeded the transport's
+    /// size limit ([`TransportBuilder::max_response_bytes`](crate::TransportBuilder::max_response_bytes));
+    /// [`TransportError::size_limit`] tells the limit. Never retried: the same request
+    /// would get the same answer.
+    ResponseTooLarge,
 }
 
 impl ErrorKind {
@@ -99,6 +104,8 @@ pub(crate) enum Cause {
     Credential { message: String },
     #[snafu(display("invalid request: {message}"))]
     Invalid { message: String },
+    #[snafu(display("the {what} exceeds the limit of {limit} bytes"))]
+    TooLarge { what: &'static str, limit: u64 },
     #[snafu(display("too many redirects (more than {max})"))]
     TooManyRedirects { max: usize },
 }
@@ -195,6 +202,12 @@ impl TransportError {
                 message: message.into(),
             },
         )
+    }
+
+    /// A response body over `limit` bytes; `what` says which (`response body` as sent,
+    /// or `decoded response body`).
+    pub(crate) fn too_large(what: &'static str, limit: u64) -> Self {
+        Self::new(ErrorKind::ResponseTooLarge, Cause::TooLarge { what, limit })
     }
 
     pub(crate) fn decode_json(source: serde_json::Error) -> Self {
@@ -298,6 +311,14 @@ impl TransportError {
                 .headers
                 .as_ref()
                 .is_some_and(crate::auth::is_invalid_token_challenge)
+    }
+
+    /// The response size limit that was exceeded, for [`ErrorKind::ResponseTooLarge`].
+    pub fn size_limit(&self) -> Option<u64> {
+        match self.inner.cause {
+            Cause::TooLarge { limit, .. } => Some(limit),
+            _ => None,
+        }
     }
 
     /// The server's request id (`x-request-id` response header), if it sent one.

@@ -14,7 +14,8 @@
 //!   content type, optional zstd compression, `Accept`, per-request `max_retries` and
 //!   timeout, extra headers, `x-sdk-method`, a fixed idempotency key if needed.
 //! * [`TransportError`] — one opaque error: [`kind()`](TransportError::kind) (the §1.7
-//!   table as [`ErrorKind`]), `status()`, `is_retryable()`, `request_id()`,
+//!   table as [`ErrorKind`], plus `ResponseTooLarge` for bodies over
+//!   [`TransportBuilder::max_response_bytes`]), `status()`, `is_retryable()`, `request_id()`,
 //!   `idempotency_key()`, `retries()`, `elapsed()`, `body_excerpt()` (redacted).
 //! * [`retry::OperationRetry`] — the §6.2 loop (402 billing pause, `min(2^a, 30)` s
 //!   backoff within 300 s) that the client wraps around whole operations; get the one
@@ -92,8 +93,8 @@ pub use error::{ErrorKind, TransportError};
 pub use request::{APPLICATION_JSON, APPLICATION_PROTOBUF, Compression, RequestSpec};
 pub use response::Response;
 pub use transport::{
-    DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_READ_TIMEOUT,
-    Transport, TransportBuilder,
+    DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRIES,
+    DEFAULT_READ_TIMEOUT, Transport, TransportBuilder,
 };
 
 pub use secrecy::SecretString;

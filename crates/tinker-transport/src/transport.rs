@@ -34,6 +34,15 @@ pub const DEFAULT_MAX_RETRIES: u32 = 10;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default limit on a response body, as received and after content decoding: 256 MiB.
+///
+/// The largest legitimate replies are `forward_backward` results: 1024 datums of 2048
+/// tokens with two float32 outputs per token are 16 MiB as protobuf and about 90 MiB as
+/// JSON (Python prints a float32 in up to ~20 characters). 256 MiB leaves a margin of
+/// almost 3x over that while a hostile or broken server cannot exhaust memory (a 782 KB
+/// gzip body can otherwise inflate to 768 MiB). Downloads of checkpoint archives, which
+/// may be far larger, must stream instead of using [`Transport::send`].
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 /// Pool-wide budget of "bare 400" conversions (§6.1).
 const BARE_400_BUDGET: u32 = 16;
 
@@ -98,6 +107,7 @@ impl Default for TransportBuilder {
                 tls: TlsConfig::default(),
                 proxy: ProxyConfig::FromEnv,
                 max_redirects: 20,
+                max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             },
             layers: Vec::new(),
             billing_max_pause: Duration::from_secs(3600),
@@ -216,6 +226,16 @@ impl TransportBuilder {
     /// The maximum number of redirects followed (default 20; 0 disables following).
     pub fn max_redirects(mut self, max: usize) -> Self {
         self.http.max_redirects = max;
+        self
+    }
+
+    /// The most bytes a response body may have, both as received and after
+    /// `gzip`/`deflate`/`zstd` decoding (default [`DEFAULT_MAX_RESPONSE_BYTES`], 256 MiB).
+    /// A larger body fails with [`ErrorKind::ResponseTooLarge`](crate::ErrorKind) as soon as
+    /// it passes the limit (a declared `Content-Length` over it fails before reading);
+    /// nothing beyond the limit is buffered, and the failure is not retried.
+    pub fn max_response_bytes(mut self, limit: u64) -> Self {
+        self.http.max_response_bytes = limit;
         self
     }
 

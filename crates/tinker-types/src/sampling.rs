@@ -297,9 +297,26 @@ impl Serialize for TopkLogprobs {
     }
 }
 
+/// Most cells (`rows x k`) a top-k matrix decoded from JSON may have: 16 Mi cells
+/// (128 MiB of ids and logprobs), e.g. a 128k-token prompt at k = 128. Padding makes the
+/// matrix larger than its JSON (a 5-byte `null` row becomes `k` cells), so without a
+/// bound a few megabytes of rows and one long row would allocate without limit.
+pub(crate) const MAX_TOPK_JSON_CELLS: usize = 1 << 24;
+
 impl<'de> Deserialize<'de> for TopkLogprobs {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let rows = Vec::<Option<Vec<(u32, f32)>>>::deserialize(deserializer)?;
+        let k = rows.iter().flatten().map(Vec::len).max().unwrap_or(0);
+        if rows
+            .len()
+            .checked_mul(k)
+            .is_none_or(|cells| cells > MAX_TOPK_JSON_CELLS)
+        {
+            return Err(serde::de::Error::custom(format!(
+                "a top-k matrix of {} rows x k = {k} exceeds {MAX_TOPK_JSON_CELLS} cells",
+                rows.len()
+            )));
+        }
         Ok(Self::from_rows(&rows))
     }
 }

@@ -693,7 +693,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
         poller.mark_retrieved(&request_id);
     }
     let mut resp = got?;
-    resp.attach_sequence_ids(&ids)?;
+    resp.attach_sequence_ids(&ids).map_err(Error::bad_reply)?;
     if alt_k > 0 && resp.prompt_alt_tokens.is_none() {
         return Err(Error::protocol(
             "prompt_alt_tokens_k > 0 but the response has no prompt_alt_tokens",

@@ -9,6 +9,22 @@
 pub mod connect;
 pub(crate) mod decode;
 
+/// Decodes a response body per its `Content-Encoding` header (`gzip`, `deflate`, `zstd`,
+/// in reverse order of application) exactly as the transport does, refusing to produce
+/// more than `limit` bytes ([`ErrorKind::ResponseTooLarge`]); removes the header. For user
+/// layers that fetch bodies themselves, and for the fuzz targets.
+///
+/// # Errors
+/// [`ErrorKind::Decode`] for a corrupt body or an unknown encoding;
+/// [`ErrorKind::ResponseTooLarge`] past the limit.
+pub fn decode_content(
+    headers: &mut http::HeaderMap,
+    body: Bytes,
+    limit: u64,
+) -> Result<Bytes, TransportError> {
+    decode::decode_body(headers, body, limit)
+}
+
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -63,6 +79,8 @@ pub(crate) struct HttpConfig {
     pub(crate) tls: TlsConfig,
     pub(crate) proxy: ProxyConfig,
     pub(crate) max_redirects: usize,
+    /// Most bytes of a response body, both as received and after content decoding.
+    pub(crate) max_response_bytes: u64,
 }
 
 type RawClient = BoxCloneSyncService<
@@ -149,6 +167,7 @@ pub(crate) struct HyperLeaf {
     pool: Arc<Pool>,
     matcher: Option<Arc<Matcher>>,
     max_redirects: usize,
+    max_response_bytes: u64,
 }
 
 impl HyperLeaf {
@@ -177,6 +196,7 @@ impl HyperLeaf {
             pool,
             matcher,
             max_redirects: cfg.max_redirects,
+            max_response_bytes: cfg.max_response_bytes,
         })
     }
 
@@ -253,8 +273,19 @@ impl HyperLeaf {
                 continue;
             }
             let (mut head, incoming) = response.into_parts();
-            let raw = read_body(incoming, read_timeout).await?;
-            let decoded = decode::decode_body(&mut head.headers, raw)?;
+            let limit = self.max_response_bytes;
+            // A declared length over the limit fails before a byte of the body is read.
+            if head
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .is_some_and(|len| len > limit)
+            {
+                return Err(TransportError::too_large("response body", limit));
+            }
+            let raw = read_body(incoming, read_timeout, limit).await?;
+            let decoded = decode::decode_body(&mut head.headers, raw, limit)?;
             return Ok(http::Response::from_parts(head, decoded));
         }
     }
@@ -308,8 +339,15 @@ fn map_client_error(e: hyper_util::client::legacy::Error) -> TransportError {
     }
 }
 
-async fn read_body(mut body: Incoming, idle: Duration) -> Result<Bytes, TransportError> {
+/// Reads the body to the end, failing as soon as it passes `limit` bytes (the connection
+/// is then dropped with the rest unread).
+async fn read_body(
+    mut body: Incoming,
+    idle: Duration,
+    limit: u64,
+) -> Result<Bytes, TransportError> {
     let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total: u64 = 0;
     loop {
         let frame = tokio::time::timeout(idle, body.frame())
             .await
@@ -321,6 +359,10 @@ async fn read_body(mut body: Incoming, idle: Duration) -> Result<Bytes, Transpor
                 if let Ok(data) = frame.into_data()
                     && !data.is_empty()
                 {
+                    total = total.saturating_add(data.len() as u64);
+                    if total > limit {
+                        return Err(TransportError::too_large("response body", limit));
+                    }
                     chunks.push(data);
                 }
             }

@@ -18,35 +18,56 @@ pub fn zstd_compress(bytes: &[u8]) -> Result<Vec<u8>> {
         .map_err(|e| invalid("zstd", format!("compression failed: {e}")))
 }
 
+/// The largest ratio of declared size to input the first reservation trusts: a zstd frame
+/// header may state any content size, so a 20-byte body must not reserve megabytes. Real
+/// protobuf bodies compress 3-10x; a bigger one simply grows as it inflates.
+const RESERVE_RATIO: usize = 16;
+
 /// Decompresses a zstd body, refusing to inflate it beyond `max_decoded_len` bytes (a small
 /// body must not be able to allocate unbounded memory).
+///
+/// The output buffer starts at `min(declared size, 16 x input, limit)` and grows by
+/// doubling (capped at the limit) as data actually arrives.
 ///
 /// # Errors
 /// [`crate::Error::InvalidValue`] for a corrupt frame or one that inflates past the limit.
 pub fn zstd_decompress(bytes: &[u8], max_decoded_len: usize) -> Result<Vec<u8>> {
     let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes)
         .map_err(|e| invalid("zstd", format!("cannot start decompression: {e}")))?;
-    // The frame header usually states the content size: allocate once when it is sane.
     let declared = zstd::zstd_safe::get_frame_content_size(bytes)
         .ok()
         .flatten()
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(0);
-    let mut out = Vec::with_capacity(declared.min(max_decoded_len));
-    let limit = u64::try_from(max_decoded_len)
-        .unwrap_or(u64::MAX)
-        .saturating_add(1);
-    (&mut decoder)
-        .take(limit)
-        .read_to_end(&mut out)
-        .map_err(|e| invalid("zstd", format!("corrupt frame: {e}")))?;
-    if out.len() > max_decoded_len {
-        return Err(invalid(
-            "zstd",
-            format!("the body inflates beyond the limit of {max_decoded_len} bytes"),
-        ));
+    let first = declared
+        .min(bytes.len().saturating_mul(RESERVE_RATIO))
+        .min(max_decoded_len);
+    let mut out = Vec::with_capacity(first);
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let n = match decoder.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(invalid("zstd", format!("corrupt frame: {e}"))),
+        };
+        let wanted = out.len().saturating_add(n);
+        if wanted > max_decoded_len {
+            return Err(invalid(
+                "zstd",
+                format!("the body inflates beyond the limit of {max_decoded_len} bytes"),
+            ));
+        }
+        if wanted > out.capacity() {
+            let target = out
+                .capacity()
+                .saturating_mul(2)
+                .max(wanted)
+                .min(max_decoded_len);
+            out.reserve_exact(target - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -62,5 +83,31 @@ mod tests {
         let err = zstd_decompress(&frame, 9_999).unwrap_err();
         assert!(err.to_string().contains("limit"), "{err}");
         assert!(zstd_decompress(b"not zstd", 100).is_err());
+    }
+
+    /// The first reservation is bounded by the input's size (tests/allocation_bounds.rs
+    /// checks a lying header with a counting allocator); the output still grows to the
+    /// real size, and stops at the limit.
+    #[test]
+    fn reservation_follows_the_input() {
+        let limit = 64 << 20;
+        let mut honest = zstd::bulk::Compressor::new(3).unwrap();
+        honest.include_contentsize(true).unwrap();
+        let small = honest.compress(&[0u8; 100]).unwrap();
+        let out = zstd_decompress(&small, limit).unwrap();
+        assert_eq!(out.len(), 100);
+        assert!(
+            out.capacity() <= small.len() * RESERVE_RATIO,
+            "{}",
+            out.capacity()
+        );
+
+        // A small frame of 4 MiB of zeros inflates only as far as the limit lets it.
+        let zeros = zstd::bulk::compress(&vec![0u8; 4 << 20], 19).unwrap();
+        assert!(zeros.len() < 1024);
+        let err = zstd_decompress(&zeros, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("limit"), "{err}");
+        let out = zstd_decompress(&zeros, 8 << 20).unwrap();
+        assert_eq!(out.len(), 4 << 20);
     }
 }

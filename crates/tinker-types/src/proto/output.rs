@@ -19,8 +19,9 @@ use crate::training::{ForwardBackwardOutput, LossFnOutput};
 const DEFAULT_OUTPUT_TYPE: &str = "ArrayRecord";
 
 /// Most datums a record without fields may claim: such a record has no payload bounding
-/// its count, and each datum costs an allocation. Far above any real batch.
-const MAX_FIELDLESS_DATUMS: i64 = 1 << 24;
+/// its count, and each datum costs an (empty) map, so a few bytes must not claim millions.
+/// 64x the SDK's largest request chunk (`fwdbwd_max_chunk_len`, 1024 datums).
+const MAX_FIELDLESS_DATUMS: i64 = 1 << 16;
 
 impl ForwardBackwardOutput {
     /// Encodes the output as the protobuf result of a `forward`/`forward_backward` future
