@@ -84,7 +84,7 @@ pub(crate) fn future(state: &AppState, caller: &Caller, request_id: &str) -> Opt
 }
 
 /// The caller's training run `run_id` (to change or delete; reading may also go through
-/// published checkpoints, see `rest::visible_run`).
+/// published checkpoints, see `rest::runs::visible_run`).
 pub(crate) fn run(state: &AppState, caller: &Caller, run_id: &str) -> ApiResult<RunRecord> {
     state
         .store
