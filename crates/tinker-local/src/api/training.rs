@@ -148,6 +148,7 @@ fn start_model(
         s.training_run_ids.push(model_id.clone());
     }
     state.audit(
+        &caller.owner,
         "model_create",
         Some(&model_id),
         None,

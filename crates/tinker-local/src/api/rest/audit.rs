@@ -1,11 +1,14 @@
-//! The audit log (`GET /audit`).
+//! The audit log (`GET /audit`): the caller's own account's events only (other accounts'
+//! entries name their model ids and checkpoint paths).
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use serde::Deserialize;
 use serde_json::Value;
 use tinker_types::{AuditLogEntry, AuditLogResponse};
 
 use crate::api::{ApiError, ApiResult, AppStateRef, reply};
+use crate::auth::Caller;
 
 /// The audit log's filters.
 #[derive(Deserialize)]
@@ -16,7 +19,11 @@ pub(super) struct AuditQuery {
     day: Option<String>,
 }
 
-pub(super) async fn audit_log(State(state): AppStateRef, Query(q): Query<AuditQuery>) -> ApiResult {
+pub(super) async fn audit_log(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
     let prefix = match q.event_type.as_deref().unwrap_or("all") {
         "all" => "",
         "checkpoints" => "checkpoint_",
@@ -39,6 +46,7 @@ pub(super) async fn audit_log(State(state): AppStateRef, Query(q): Query<AuditQu
     let mut entries: Vec<AuditLogEntry> = state
         .audit_records()
         .into_iter()
+        .filter(|a| a.owner == caller.owner)
         .filter(|a| a.event.starts_with(prefix))
         .filter(|a| day.is_none_or(|d| a.timestamp.date_naive() == d))
         .map(|a| AuditLogEntry {

@@ -143,7 +143,13 @@ pub(super) async fn delete_checkpoint(
         )));
     }
     let path = format!("tinker://{run_id}/{id}");
-    state.audit("checkpoint_delete", Some(&run_id), Some(&path), json!({}));
+    state.audit(
+        &caller.owner,
+        "checkpoint_delete",
+        Some(&run_id),
+        Some(&path),
+        json!({}),
+    );
     ok(json!({}))
 }
 
@@ -170,7 +176,7 @@ async fn set_public(
     } else {
         "checkpoint_unpublish"
     };
-    state.audit(event, Some(&run_id), Some(&path), json!({}));
+    state.audit(&caller.owner, event, Some(&run_id), Some(&path), json!({}));
     ok(json!({}))
 }
 
@@ -214,6 +220,7 @@ pub(super) async fn set_ttl(
     })?;
     let path = format!("tinker://{run_id}/{kind}/{name}");
     state.audit(
+        &caller.owner,
         "checkpoint_set_ttl",
         Some(&run_id),
         Some(&path),

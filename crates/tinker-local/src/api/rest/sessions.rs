@@ -66,6 +66,7 @@ pub(super) async fn set_project(
         s.project_id = Some(req.project_id.clone());
     }
     state.audit(
+        &caller.owner,
         "project_assign_session",
         None,
         None,

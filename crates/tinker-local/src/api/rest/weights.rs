@@ -182,6 +182,7 @@ pub(super) async fn copy_weights(
         .map_err(ApiError::internal)?;
     let path = format!("tinker://{run_id}/{}", record.checkpoint_id);
     state.audit(
+        &caller.owner,
         "checkpoint_copy",
         Some(&run_id),
         Some(&path),
