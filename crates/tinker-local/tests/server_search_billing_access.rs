@@ -81,18 +81,32 @@ async fn search_by_user_and_by_every_status() {
     let outcome = h.wait(save["request_id"].as_str().unwrap()).await.json();
     assert_eq!(outcome["category"], "server", "{outcome}");
 
-    // Owners: own, a listed user, everyone.
+    // Owners: own, a listed user, everything accessible. Each account is its own
+    // organization: another account's sessions are never listed, even by its URN.
     let own = search(&h, json!({"owner": {"type": "own"}})).await;
     assert_eq!(own.sessions.len(), 5);
-    let by_user = search(
+    let alice_urn = own.sessions[0].owner.clone();
+    assert_ne!(alice_urn, bob_urn);
+    let by_bob = search(
         &h,
         json!({"owner": {"type": "user", "owner_urns": [bob_urn]}, "limit": 50}),
     )
     .await;
-    assert_eq!(ids(&by_user), vec![bob.clone()]);
-    assert_eq!(by_user.sessions[0].owner, bob_urn);
-    let everyone = search(&h, json!({"owner": {"type": "accessible"}})).await;
-    assert_eq!(everyone.sessions.len(), 6);
+    assert_eq!(ids(&by_bob), Vec::<String>::new());
+    let by_user = search(
+        &h,
+        json!({"owner": {"type": "user", "owner_urns": [bob_urn, alice_urn]}, "limit": 50}),
+    )
+    .await;
+    assert_eq!(ids(&by_user), ids(&own));
+    let accessible = search(&h, json!({"owner": {"type": "accessible"}})).await;
+    assert_eq!(ids(&accessible), ids(&own));
+    assert!(!ids(&accessible).contains(&bob));
+    // Another key of A's account sees A's sessions.
+    h.key = format!("{KEY_A}+laptop");
+    let laptop = search(&h, json!({"owner": {"type": "accessible"}})).await;
+    assert_eq!(ids(&laptop), ids(&own));
+    h.key = KEY_A.to_owned();
     let r = h
         .post(
             "sessions/search",

@@ -28,6 +28,17 @@ pub(crate) fn session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<
         .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))
 }
 
+/// Every session of the caller's account, newest first (lists and searches).
+pub(crate) fn sessions(state: &AppState, caller: &Caller) -> Vec<Session> {
+    let mut sessions: Vec<Session> = lock(&state.sessions)
+        .values()
+        .filter(|s| mine(caller, &s.owner))
+        .cloned()
+        .collect();
+    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    sessions
+}
+
 /// The caller's session `id`; 400 if it has ended.
 pub(crate) fn active_session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
     let session = self::session(state, caller, id)?;

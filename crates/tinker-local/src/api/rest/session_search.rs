@@ -8,9 +8,10 @@ use tinker_types::{
     SessionSearchResponse, SessionStatus, SessionStatusQuery, SessionSummary,
 };
 
+use crate::api::owned;
 use crate::api::{ApiError, ApiResult, AppStateRef, parse, reply};
 use crate::auth::Caller;
-use crate::state::{AppState, Session, lock};
+use crate::state::{AppState, Session};
 
 /// The status of session `s` (active until it ends).
 fn session_status(s: &Session) -> SessionStatus {
@@ -84,20 +85,15 @@ fn check_search(req: &SessionSearchRequest) -> ApiResult<()> {
     }
 }
 
-/// The sessions a search may return, newest first. Every caller of a tinker-local server
-/// is in the same organization, so `accessible` covers every session and a search by
-/// `user` returns the listed owners' sessions.
+/// The sessions a search may return, newest first. On tinker-local every account is its
+/// own organization, so what the caller may access (`own`, `accessible`) is its account's
+/// sessions, and a search by `user` finds only those of the caller's own URN: other
+/// accounts' sessions are never listed (their ids would reveal that they exist).
 fn searchable_sessions(state: &AppState, caller: &Caller, owner: &SearchOwner) -> Vec<Session> {
-    let mut sessions: Vec<Session> = lock(&state.sessions)
-        .values()
-        .filter(|s| match owner {
-            SearchOwner::User { owner_urns } => owner_urns.contains(&s.owner),
-            SearchOwner::Accessible => true,
-            _ => s.owner == caller.owner,
-        })
-        .cloned()
-        .collect();
-    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    let mut sessions = owned::sessions(state, caller);
+    if let SearchOwner::User { owner_urns } = owner {
+        sessions.retain(|s| owner_urns.contains(&s.owner));
+    }
     sessions
 }
 

@@ -10,18 +10,7 @@ use super::{Page, check_scope, paginate};
 use crate::api::owned;
 use crate::api::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::Caller;
-use crate::state::{AppState, Session, lock};
-
-/// The caller's sessions, newest first.
-fn own_sessions(state: &AppState, caller: &Caller) -> Vec<Session> {
-    let mut sessions: Vec<Session> = lock(&state.sessions)
-        .values()
-        .filter(|s| s.owner == caller.owner)
-        .cloned()
-        .collect();
-    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-    sessions
-}
+use crate::state::lock;
 
 pub(super) async fn list_sessions(
     State(state): AppStateRef,
@@ -29,7 +18,7 @@ pub(super) async fn list_sessions(
     Query(page): Query<Page>,
 ) -> ApiResult {
     check_scope(&page)?;
-    let ids: Vec<String> = own_sessions(&state, &caller)
+    let ids: Vec<String> = owned::sessions(&state, &caller)
         .into_iter()
         .map(|s| s.id)
         .collect();
