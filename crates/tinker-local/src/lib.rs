@@ -173,6 +173,7 @@ impl LocalServerHandle {
         let cancelled = self.state.end_session(session_id, status);
         if cancelled {
             self.state.audit(
+                &self.state.session_owner(session_id),
                 "session_cancel",
                 None,
                 None,

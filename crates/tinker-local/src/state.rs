@@ -83,6 +83,9 @@ pub struct UsageRecord {
 pub struct AuditRecord {
     /// When it happened.
     pub timestamp: DateTime<Utc>,
+    /// The account the event belongs to (the owner label of its session, model or
+    /// checkpoint); the audit route shows a caller only its own account's events.
+    pub owner: String,
     /// `<resource>_<action>`, e.g. `checkpoint_create`.
     pub event: String,
     /// The model involved, if any.
@@ -220,6 +223,22 @@ impl AppState {
         }
     }
 
+    /// The account of session `session_id` (empty if it is unknown).
+    pub(crate) fn session_owner(&self, session_id: &str) -> String {
+        lock(&self.sessions)
+            .get(session_id)
+            .map(|s| s.owner.clone())
+            .unwrap_or_default()
+    }
+
+    /// The account of training run `run_id` (empty if it is unknown).
+    pub(crate) fn run_owner(&self, run_id: &str) -> String {
+        self.store
+            .run(run_id)
+            .map(|r| r.model_owner)
+            .unwrap_or_default()
+    }
+
     /// Marks the session of a request that failed on the server's side as `failed` (reason
     /// `request`, category `internal`); failures the request caused do not fail the session.
     pub(crate) fn fail_session_by_request(
@@ -240,6 +259,7 @@ impl AppState {
         if self.end_session(session_id, status) {
             tracing::warn!(session = %session_id, %request_id, "session failed: {message}");
             self.audit(
+                &self.session_owner(session_id),
                 "session_fail",
                 None,
                 None,
@@ -248,9 +268,10 @@ impl AppState {
         }
     }
 
-    /// Appends an audit entry.
+    /// Appends an audit entry of account `owner`.
     pub(crate) fn audit(
         &self,
+        owner: &str,
         event: &str,
         model_id: Option<&str>,
         tinker_path: Option<&str>,
@@ -258,6 +279,7 @@ impl AppState {
     ) {
         lock(&self.audit).push(AuditRecord {
             timestamp: Utc::now(),
+            owner: owner.to_owned(),
             event: event.to_owned(),
             model_id: model_id.map(str::to_owned),
             tinker_path: tinker_path.map(str::to_owned),
@@ -364,6 +386,7 @@ pub(crate) fn spawn_sweeper(state: Arc<AppState>) -> tokio::task::JoinHandle<()>
                 let path = format!("tinker://{run}/{ckpt}");
                 tracing::info!(%path, "checkpoint expired");
                 state.audit(
+                    &state.run_owner(&run),
                     "checkpoint_expire",
                     Some(&run),
                     Some(&path),

@@ -525,6 +525,7 @@ fn save_checkpoint(
     }
     let path = format!("tinker://{model_id}/{checkpoint_id}");
     state.audit(
+        &state.run_owner(model_id),
         "checkpoint_create",
         Some(model_id),
         Some(&path),

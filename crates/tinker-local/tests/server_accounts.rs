@@ -673,3 +673,65 @@ async fn custom_losses_of_other_accounts_are_unknown() {
     a_untouched(&mut h, &a).await;
     h.server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_log_shows_only_the_callers_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = Harness::start(config(dir.path())).await;
+    let a = account_a(&mut h).await;
+    h.key = KEY_B.to_owned();
+    let b_session = h.session().await;
+    let b_model = h.create_model(&b_session, 0).await;
+    let save = h
+        .ok(
+            "save_weights",
+            json!({"model_id": b_model, "path": "b", "seq_id": 1, "type": "save_weights"}),
+        )
+        .await;
+    let b_path = h.result(&save).await["path"].as_str().unwrap().to_owned();
+
+    // Each account sees its own events and nothing that names the other's ids.
+    for (key, own, other) in [
+        (
+            KEY_B,
+            [&b_session, &b_model, &b_path],
+            [&a.session, &a.model, &a.path],
+        ),
+        (
+            KEY_A,
+            [&a.session, &a.model, &a.path],
+            [&b_session, &b_model, &b_path],
+        ),
+    ] {
+        h.key = key.to_owned();
+        let r = h.get("audit").await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        for id in other {
+            assert!(!text.contains(id.as_str()), "{key} sees {id}: {text}");
+        }
+        for id in own {
+            assert!(text.contains(id.as_str()), "{key} misses {id}: {text}");
+        }
+        let events: Vec<String> = r.json()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event"].as_str().unwrap().to_owned())
+            .collect();
+        for event in ["session_create", "model_create", "checkpoint_create"] {
+            assert!(events.iter().any(|e| e == event), "{key}: {events:?}");
+        }
+    }
+    // Both accounts' events are still recorded on the server.
+    let all = h.server.audit_records();
+    assert!(
+        all.iter()
+            .any(|r| r.model_id.as_deref() == Some(a.model.as_str()))
+    );
+    assert!(
+        all.iter()
+            .any(|r| r.model_id.as_deref() == Some(b_model.as_str()))
+    );
+    h.server.shutdown().await;
+}

@@ -81,18 +81,32 @@ async fn search_by_user_and_by_every_status() {
     let outcome = h.wait(save["request_id"].as_str().unwrap()).await.json();
     assert_eq!(outcome["category"], "server", "{outcome}");
 
-    // Owners: own, a listed user, everyone.
+    // Owners: own, a listed user, everything accessible. Each account is its own
+    // organization: another account's sessions are never listed, even by its URN.
     let own = search(&h, json!({"owner": {"type": "own"}})).await;
     assert_eq!(own.sessions.len(), 5);
-    let by_user = search(
+    let alice_urn = own.sessions[0].owner.clone();
+    assert_ne!(alice_urn, bob_urn);
+    let by_bob = search(
         &h,
         json!({"owner": {"type": "user", "owner_urns": [bob_urn]}, "limit": 50}),
     )
     .await;
-    assert_eq!(ids(&by_user), vec![bob.clone()]);
-    assert_eq!(by_user.sessions[0].owner, bob_urn);
-    let everyone = search(&h, json!({"owner": {"type": "accessible"}})).await;
-    assert_eq!(everyone.sessions.len(), 6);
+    assert_eq!(ids(&by_bob), Vec::<String>::new());
+    let by_user = search(
+        &h,
+        json!({"owner": {"type": "user", "owner_urns": [bob_urn, alice_urn]}, "limit": 50}),
+    )
+    .await;
+    assert_eq!(ids(&by_user), ids(&own));
+    let accessible = search(&h, json!({"owner": {"type": "accessible"}})).await;
+    assert_eq!(ids(&accessible), ids(&own));
+    assert!(!ids(&accessible).contains(&bob));
+    // Another key of A's account sees A's sessions.
+    h.key = format!("{KEY_A}+laptop");
+    let laptop = search(&h, json!({"owner": {"type": "accessible"}})).await;
+    assert_eq!(ids(&laptop), ids(&own));
+    h.key = KEY_A.to_owned();
     let r = h
         .post(
             "sessions/search",
@@ -245,6 +259,38 @@ async fn copy(h: &Harness, path: &str, token: Option<&str>) -> common::Reply {
     .unwrap()
 }
 
+/// Asserts that `foreign` (naming A's run `id`) was answered exactly as `missing` (naming
+/// `unknown_id`, which does not exist): 404 both, the same body once the ids are swapped,
+/// and the token never repeated.
+fn same_as_unknown(
+    what: &str,
+    token: Option<&str>,
+    foreign: &common::Reply,
+    missing: &common::Reply,
+    id: &str,
+    unknown_id: &str,
+) {
+    let text = |r: &common::Reply| String::from_utf8_lossy(&r.body).into_owned();
+    assert_eq!(
+        missing.status,
+        404,
+        "{what}, token {token:?}: {}",
+        text(missing)
+    );
+    assert_eq!(
+        foreign.status,
+        404,
+        "{what}, token {token:?}: {}",
+        text(foreign)
+    );
+    assert_eq!(
+        text(foreign).replace(id, unknown_id),
+        text(missing),
+        "{what}, token {token:?}: the answer tells the paths apart"
+    );
+    assert!(!text(foreign).contains("carol") && !text(foreign).contains("not-a-credential"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_checkpoints_need_a_weights_access_token() {
     let dir = tempfile::tempdir().unwrap();
@@ -267,15 +313,38 @@ async fn foreign_checkpoints_need_a_weights_access_token() {
 
     h.key = KEY_B.to_owned();
     let b_session = h.session().await;
+    // Without a valid token of A's account, A's private checkpoint is answered exactly as
+    // a checkpoint that does not exist (404, same text), so its path reveals nothing.
+    let unknown_run = model.replacen("session-", "session-0000", 1);
+    let unknown_path = path.replace(&model, &unknown_run);
     for token in [None, Some("tml-carol"), Some("not-a-credential")] {
-        let r = h
+        let foreign = h
             .post("load_weights", load_body(&b_session, 0, &path, token))
             .await;
-        assert_eq!(r.status, 403, "token {token:?}");
-        let detail = r.json()["detail"].as_str().unwrap().to_owned();
-        assert!(detail.contains("access token"), "{detail}");
-        assert!(!detail.contains("carol") && !detail.contains("not-a-credential"));
-        assert_eq!(copy(&h, &path, token).await.status, 403, "token {token:?}");
+        let missing = h
+            .post(
+                "load_weights",
+                load_body(&b_session, 0, &unknown_path, token),
+            )
+            .await;
+        same_as_unknown(
+            "load_weights",
+            token,
+            &foreign,
+            &missing,
+            &model,
+            &unknown_run,
+        );
+        let foreign = copy(&h, &path, token).await;
+        let missing = copy(&h, &unknown_path, token).await;
+        same_as_unknown(
+            "copy_weights",
+            token,
+            &foreign,
+            &missing,
+            &model,
+            &unknown_run,
+        );
     }
     // A credential of the owning account grants access.
     let granted = h

@@ -256,7 +256,12 @@ async fn a_resubmission_gets_its_future_back_after_the_session_ended() {
     .await;
     // The retry of a request whose answer was lost still finds its future ...
     let again = h.post("optim_step", optim_body(&model, 1, 1e-3)).await;
-    assert_eq!(again.status, 200, "{}", String::from_utf8_lossy(&again.body));
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
     assert_eq!(again.json()["request_id"], first["request_id"]);
     // ... while new work is refused.
     let new = h.post("optim_step", optim_body(&model, 2, 1e-3)).await;

@@ -16,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post};
 use futures_util::StreamExt as _;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -162,7 +162,6 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         )
         .route("/load_weights", post(training::load_weights))
         .route("/create_custom_loss", post(training::create_custom_loss))
-        .route("/copy_weights", post(rest::copy_weights))
         .route(
             "/create_sampling_session",
             post(sampling::create_sampling_session),
@@ -176,55 +175,14 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/retrieve_future", post(futures::retrieve_future))
         .route("/retrieve_futures", post(futures::retrieve_futures))
         .route("/cancel_future", post(futures::cancel_future))
-        .route("/training_runs", get(rest::list_runs))
-        .route("/training_runs/{run}", get(rest::get_run))
-        .route(
-            "/training_runs/{run}/checkpoints",
-            get(rest::run_checkpoints),
-        )
-        .route(
-            "/training_runs/{run}/checkpoints/{kind}/{name}",
-            delete(rest::delete_checkpoint),
-        )
-        .route(
-            "/training_runs/{run}/checkpoints/{kind}/{name}/publish",
-            post(rest::publish).delete(rest::unpublish),
-        )
-        .route(
-            "/training_runs/{run}/checkpoints/{kind}/{name}/ttl",
-            put(rest::set_ttl),
-        )
-        .route(
-            "/training_runs/{run}/checkpoints/{kind}/{name}/external_weights_urls",
-            get(rest::external_weights_urls),
-        )
-        .route("/checkpoints", get(rest::list_checkpoints))
-        .route("/weights_info", post(rest::weights_info))
-        .route("/sessions", get(rest::list_sessions))
-        .route("/sessions/search", post(rest::search_sessions))
-        .route("/sessions/{session_id}", get(rest::get_session))
-        .route("/sessions/{session_id}/project", put(rest::set_project))
-        .route(
-            "/sessions/{session_id}/trace_export",
-            get(rest::trace_export),
-        )
-        .route("/billing/usage/events", get(rest::billing_events))
-        .route(
-            "/billing/usage/checkpoints/current",
-            get(rest::billing_storage),
-        )
-        .route("/audit", get(rest::audit_log))
+        .merge(rest::routes())
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             authenticate,
         ));
     Router::new()
         .nest("/api/v1", v1)
-        .route(
-            "/files/{run}/{kind}/{name}/{*file}",
-            get(rest::download_file),
-        )
-        .route("/traces/{session_id}", get(rest::download_trace))
+        .merge(rest::signed_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(json_errors))

@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
-
 use super::{ApiError, ApiResult};
 use crate::auth::Caller;
 use crate::engine::CustomGraph;
@@ -28,6 +26,17 @@ pub(crate) fn session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<
         .filter(|s| mine(caller, &s.owner))
         .cloned()
         .ok_or_else(|| ApiError::not_found(format!("session {id} does not exist")))
+}
+
+/// Every session of the caller's account, newest first (lists and searches).
+pub(crate) fn sessions(state: &AppState, caller: &Caller) -> Vec<Session> {
+    let mut sessions: Vec<Session> = lock(&state.sessions)
+        .values()
+        .filter(|s| mine(caller, &s.owner))
+        .cloned()
+        .collect();
+    sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    sessions
 }
 
 /// The caller's session `id`; 400 if it has ended.
@@ -84,7 +93,7 @@ pub(crate) fn future(state: &AppState, caller: &Caller, request_id: &str) -> Opt
 }
 
 /// The caller's training run `run_id` (to change or delete; reading may also go through
-/// published checkpoints, see `rest::visible_run`).
+/// published checkpoints, see `rest::runs::visible_run`).
 pub(crate) fn run(state: &AppState, caller: &Caller, run_id: &str) -> ApiResult<RunRecord> {
     state
         .store
@@ -141,8 +150,19 @@ pub(crate) enum Access<'a> {
     OwnOrPublished,
     /// Also with a weights access token of the owning account: a credential this server
     /// accepts for that account (its API key, or in JWT mode a JWT minted for it). Without
-    /// a valid one the answer is a 403 that never repeats the token.
+    /// a valid one the checkpoint is unknown (404), as with [`Access::OwnOrPublished`].
     WithToken(Option<&'a str>),
+}
+
+/// Whether `access` carries a weights access token of `run`'s owning account.
+fn grants_access(state: &AppState, run: &RunRecord, access: Access<'_>) -> bool {
+    let Access::WithToken(Some(token)) = access else {
+        return false;
+    };
+    let token = token.trim();
+    !token.is_empty()
+        && crate::auth::check(state, Some(token))
+            .is_ok_and(|grantor| grantor.owner == run.model_owner)
 }
 
 /// A readable checkpoint: its run record, its own record and its directory.
@@ -168,30 +188,11 @@ pub(crate) fn checkpoint(
         .iter()
         .find(|c| c.checkpoint_id == checkpoint_id)
         .ok_or_else(unknown)?;
-    if !checkpoint_visible(&run, record, caller) {
-        let Access::WithToken(token) = access else {
-            return Err(unknown());
-        };
-        let forbidden = |why: &str| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!("checkpoint {path} belongs to another account and is not published; {why}"),
-            )
-        };
-        let Some(token) = token.map(str::trim).filter(|t| !t.is_empty()) else {
-            return Err(forbidden(
-                "pass a weights access token of the owning account to read it",
-            ));
-        };
-        match crate::auth::check(state, Some(token)) {
-            Ok(grantor) if grantor.owner == run.model_owner => {}
-            Ok(_) => {
-                return Err(forbidden(
-                    "the weights access token belongs to a different account",
-                ));
-            }
-            Err(_) => return Err(forbidden("the weights access token is not valid")),
-        }
+    // Without a valid token of the owning account, a private checkpoint of another account
+    // is answered as an unknown one, whatever the token's fault: a distinct answer would
+    // tell the caller that the path exists.
+    if !checkpoint_visible(&run, record, caller) && !grants_access(state, &run, access) {
+        return Err(unknown());
     }
     let record = record.clone();
     let dir = state.store.checkpoint_dir(&run_id, &checkpoint_id);

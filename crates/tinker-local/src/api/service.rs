@@ -110,7 +110,7 @@ pub(crate) async fn create_session(
         user_metadata: super::string_map(req.user_metadata),
         project_id: req.project_id,
         display_name: req.display_name,
-        owner: caller.owner,
+        owner: caller.owner.clone(),
         ended: None,
         last_heartbeat: now,
         training_run_ids: Vec::new(),
@@ -118,7 +118,13 @@ pub(crate) async fn create_session(
     };
     tracing::info!(session = %id, sdk = %req.sdk_version, "session created");
     lock(&state.sessions).insert(id.clone(), session);
-    state.audit("session_create", None, None, json!({ "session_id": id }));
+    state.audit(
+        &caller.owner,
+        "session_create",
+        None,
+        None,
+        json!({ "session_id": id }),
+    );
     reply(&tinker_types::CreateSessionResponse {
         session_id: id,
         info_message: None,
@@ -174,6 +180,7 @@ pub(crate) async fn finish_session(
         }),
     );
     state.audit(
+        &caller.owner,
         "session_finish",
         None,
         None,

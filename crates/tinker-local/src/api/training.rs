@@ -148,6 +148,7 @@ fn start_model(
         s.training_run_ids.push(model_id.clone());
     }
     state.audit(
+        &caller.owner,
         "model_create",
         Some(&model_id),
         None,
@@ -275,7 +276,8 @@ pub(crate) async fn forward_backward(
     let raw = decode_body(&headers, &body, state.config.max_body_bytes)?;
     let resolve =
         |model_id: &str, loss_id: &str| owned::custom_loss(&state, &caller, model_id, loss_id);
-    let req = engine_wire::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
+    let req =
+        engine_wire::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
     let ids = (req.seq_id, digest::of_forward_backward(&raw));
     let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
     let (batch, forward_only, tokens) = (req.batch, req.forward_only, req.tokens);

@@ -83,7 +83,7 @@ pub(crate) struct AdamState {
 
 impl AdamState {
     /// Zeroed moments for parameters of the given sizes.
-    pub fn new(sizes: &[usize]) -> Self {
+    pub(crate) fn new(sizes: &[usize]) -> Self {
         Self {
             step: 0,
             m: sizes.iter().map(|&n| vec![0.0; n]).collect(),
@@ -92,7 +92,7 @@ impl AdamState {
     }
 
     /// Applies one step to `params` in place given their `grads`.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         hp: &AdamStep,
         params: &mut [Vec<f32>],

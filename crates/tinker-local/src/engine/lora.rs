@@ -28,7 +28,7 @@ pub(crate) enum Site {
 
 impl Site {
     /// PEFT prefix of the adapter's tensors (before `.lora_A.weight`).
-    pub fn peft_prefix(self) -> String {
+    pub(crate) fn peft_prefix(self) -> String {
         match self {
             Site::Layer { layer, module } => {
                 format!(
@@ -41,7 +41,7 @@ impl Site {
     }
 
     /// `(out, in)` of the adapted projection.
-    pub fn shape(self, spec: &ModelSpec) -> (usize, usize) {
+    pub(crate) fn shape(self, spec: &ModelSpec) -> (usize, usize) {
         match self {
             Site::Layer { module, .. } => BaseWeights::linear_shape(spec, module),
             Site::LmHead => (spec.vocab_size, spec.hidden),
@@ -92,7 +92,7 @@ pub(crate) struct LoraParams {
 
 impl LoraParams {
     /// Fresh adapters for `lora` on `spec`.
-    pub fn new(spec: &ModelSpec, lora: &LoraSpec) -> Result<Self> {
+    pub(crate) fn new(spec: &ModelSpec, lora: &LoraSpec) -> Result<Self> {
         if lora.rank == 0 {
             return Err(EngineError::user("lora rank must be at least 1"));
         }
@@ -136,7 +136,7 @@ impl LoraParams {
     }
 
     /// PEFT tensor names, in `vars` order.
-    pub fn names(&self) -> Vec<String> {
+    pub(crate) fn names(&self) -> Vec<String> {
         self.sites
             .iter()
             .flat_map(|s| {
@@ -148,7 +148,7 @@ impl LoraParams {
 
     /// Adapters whose tensors are given by `tensor_of` (live vars for training, copies for a
     /// sampler snapshot).
-    pub fn adapters(
+    pub(crate) fn adapters(
         &self,
         layers: usize,
         tensor_of: impl Fn(&Var) -> Result<Tensor>,

@@ -41,7 +41,7 @@ pub(crate) struct Adapters {
 
 impl Adapters {
     /// No adapters at all (the plain base model).
-    pub fn none(layers: usize) -> Self {
+    pub(crate) fn none(layers: usize) -> Self {
         Self {
             layers: (0..layers).map(|_| Default::default()).collect(),
             lm_head: None,
@@ -59,7 +59,7 @@ pub(crate) struct KvCache {
 
 impl KvCache {
     /// Number of cached positions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 }

@@ -56,7 +56,7 @@ pub(crate) struct BaseWeights {
 
 impl BaseWeights {
     /// `(out, in)` of a layer projection.
-    pub fn linear_shape(spec: &ModelSpec, module: usize) -> (usize, usize) {
+    pub(crate) fn linear_shape(spec: &ModelSpec, module: usize) -> (usize, usize) {
         let (h, kv, i) = (
             spec.hidden,
             spec.kv_heads * spec.head_dim(),
@@ -78,7 +78,7 @@ pub(crate) struct Normal {
 }
 
 impl Normal {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
             rng: StdRng::seed_from_u64(seed),
             spare: None,
@@ -99,7 +99,7 @@ impl Normal {
     }
 
     /// A `[rows, cols]` tensor with entries drawn from N(0, std²).
-    pub fn tensor(&mut self, rows: usize, cols: usize, std: f32) -> Result<Tensor> {
+    pub(crate) fn tensor(&mut self, rows: usize, cols: usize, std: f32) -> Result<Tensor> {
         let data: Vec<f32> = (0..rows * cols).map(|_| self.next() * std).collect();
         Ok(Tensor::from_vec(data, (rows, cols), &Device::Cpu)?)
     }

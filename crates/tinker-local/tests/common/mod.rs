@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 use tinker_local::{LocalServer, LocalServerConfig, LocalServerHandle};
 use tinker_types::proto::wire;
 
-pub const MODEL: &str = "tinker-local/micro";
-pub const KEY: &str = "tml-test";
+pub(crate) const MODEL: &str = "tinker-local/micro";
+pub(crate) const KEY: &str = "tml-test";
 
 /// A running server plus a client pointed at it.
-pub struct Harness {
+pub(crate) struct Harness {
     pub server: LocalServerHandle,
     pub client: Client<HttpConnector, Full<Bytes>>,
     pub base: String,
@@ -26,28 +26,28 @@ pub struct Harness {
 }
 
 /// A response: status, headers and body.
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
 impl Reply {
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
     }
 }
 
 /// A config for tests: short long-polls so pending futures answer quickly.
-pub fn config(dir: &std::path::Path) -> LocalServerConfig {
+pub(crate) fn config(dir: &std::path::Path) -> LocalServerConfig {
     let mut c = LocalServerConfig::new(dir);
     c.long_poll = Duration::from_millis(500);
     c
 }
 
 impl Harness {
-    pub async fn start(config: LocalServerConfig) -> Self {
+    pub(crate) async fn start(config: LocalServerConfig) -> Self {
         let server = LocalServer::start(config).await.expect("server starts");
         let client = Client::builder(TokioExecutor::new()).build_http();
         let base = server.url();
@@ -59,7 +59,7 @@ impl Harness {
         }
     }
 
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         method: Method,
         path: &str,
@@ -88,7 +88,7 @@ impl Harness {
         })
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Reply {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> Reply {
         self.request(
             Method::POST,
             &format!("/api/v1/{path}"),
@@ -99,14 +99,14 @@ impl Harness {
         .expect("request succeeds")
     }
 
-    pub async fn get(&self, path: &str) -> Reply {
+    pub(crate) async fn get(&self, path: &str) -> Reply {
         self.request(Method::GET, &format!("/api/v1/{path}"), &[], Vec::new())
             .await
             .expect("request succeeds")
     }
 
     /// POST expecting 200 JSON.
-    pub async fn ok(&self, path: &str, body: Value) -> Value {
+    pub(crate) async fn ok(&self, path: &str, body: Value) -> Value {
         let r = self.post(path, body).await;
         assert_eq!(
             r.status,
@@ -117,7 +117,7 @@ impl Harness {
         r.json()
     }
 
-    pub async fn session(&self) -> String {
+    pub(crate) async fn session(&self) -> String {
         let r = self
             .ok(
                 "create_session",
@@ -128,7 +128,7 @@ impl Harness {
     }
 
     /// Polls a future until it is done; returns the final reply.
-    pub async fn wait(&self, request_id: &str) -> Reply {
+    pub(crate) async fn wait(&self, request_id: &str) -> Reply {
         for _ in 0..400 {
             let r = self
                 .request(
@@ -154,7 +154,7 @@ impl Harness {
     }
 
     /// Waits for a JSON future result and checks it did not fail.
-    pub async fn result(&self, future: &Value) -> Value {
+    pub(crate) async fn result(&self, future: &Value) -> Value {
         let id = future["request_id"].as_str().expect("request id");
         let r = self.wait(id).await;
         assert_eq!(r.status, StatusCode::OK);
@@ -163,7 +163,7 @@ impl Harness {
         v
     }
 
-    pub async fn create_model(&self, session: &str, seq: i64) -> String {
+    pub(crate) async fn create_model(&self, session: &str, seq: i64) -> String {
         let f = self
             .ok(
                 "create_model",
@@ -177,7 +177,7 @@ impl Harness {
     }
 
     /// Submits a forward/backward request; returns the untyped future.
-    pub async fn fwd_bwd(
+    pub(crate) async fn fwd_bwd(
         &self,
         model: &str,
         seq: i32,
@@ -196,7 +196,7 @@ impl Harness {
     }
 
     /// POSTs a protobuf `forward_backward` body.
-    pub async fn post_proto(&self, body: Vec<u8>) -> Reply {
+    pub(crate) async fn post_proto(&self, body: Vec<u8>) -> Reply {
         self.request(
             Method::POST,
             "/api/v1/forward_backward",
@@ -208,7 +208,7 @@ impl Harness {
     }
 
     /// Status of a heartbeat for `session`.
-    pub async fn heartbeat(&self, session: &str) -> u16 {
+    pub(crate) async fn heartbeat(&self, session: &str) -> u16 {
         self.post(
             "session_heartbeat",
             json!({"session_id": session, "type": "session_heartbeat"}),
@@ -219,7 +219,7 @@ impl Harness {
     }
 
     /// Waits for a forward/backward result and decodes it.
-    pub async fn fwd_bwd_result(&self, future: &Value) -> wire::ForwardBackwardOutput {
+    pub(crate) async fn fwd_bwd_result(&self, future: &Value) -> wire::ForwardBackwardOutput {
         let r = self.wait(future["request_id"].as_str().expect("id")).await;
         assert_eq!(
             r.headers
@@ -232,7 +232,7 @@ impl Harness {
         wire::ForwardBackwardOutput::decode(r.body).expect("valid protobuf")
     }
 
-    pub async fn optim(&self, model: &str, seq: i64, lr: f64) -> Value {
+    pub(crate) async fn optim(&self, model: &str, seq: i64, lr: f64) -> Value {
         self.ok(
             "optim_step",
             json!({"model_id": model, "seq_id": seq, "type": "optim_step",
@@ -243,7 +243,7 @@ impl Harness {
     }
 }
 
-pub fn is_json(r: &Reply) -> bool {
+pub(crate) fn is_json(r: &Reply) -> bool {
     r.headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -251,7 +251,7 @@ pub fn is_json(r: &Reply) -> bool {
 }
 
 /// A tiny dataset: each sequence repeats its own pattern.
-pub fn dataset() -> Vec<Vec<u32>> {
+pub(crate) fn dataset() -> Vec<Vec<u32>> {
     (0..4u32)
         .map(|i| {
             (0..24u32)
@@ -262,7 +262,7 @@ pub fn dataset() -> Vec<Vec<u32>> {
 }
 
 /// Encodes a `ForwardBackwardRequest` whose datums predict each next token with weight 1.
-pub fn fwd_bwd_body(
+pub(crate) fn fwd_bwd_body(
     model: &str,
     seq: i32,
     data: &[Vec<u32>],
@@ -325,7 +325,7 @@ pub fn fwd_bwd_body(
 }
 
 /// Per-datum logprobs of a forward/backward output.
-pub fn logprobs(out: &wire::ForwardBackwardOutput) -> Vec<Vec<f32>> {
+pub(crate) fn logprobs(out: &wire::ForwardBackwardOutput) -> Vec<Vec<f32>> {
     let mut all = Vec::new();
     for record in &out.loss_fn_outputs {
         let field = &record.fields["logprobs"];
@@ -346,6 +346,6 @@ pub fn logprobs(out: &wire::ForwardBackwardOutput) -> Vec<Vec<f32>> {
     all
 }
 
-pub fn loss(out: &wire::ForwardBackwardOutput) -> f64 {
+pub(crate) fn loss(out: &wire::ForwardBackwardOutput) -> f64 {
     out.metrics["loss:sum"]
 }
