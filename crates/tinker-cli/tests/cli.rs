@@ -497,13 +497,24 @@ fn auth_logout_revokes_generated_keys_and_login_refuses_bad_keys() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("credentials.json"),
-        format!(r#"{{"version":1,"default":"7","keys":{{"7":{{"type":"generated","key":"{KEY}","name":"gen"}}}}}}"#),
+        format!(r#"{{"version":1,"default":"7","keys":{{"7":{{"type":"generated","key":"{GENERATED}","name":"gen"}}}}}}"#),
     )
     .unwrap();
+    // Another key of the fixture's account, so revoking it leaves the other tests' key alone.
+    const GENERATED: &str = "tml-cli-test-key-0123456789+generated";
+    ok(tinker(h.path())
+        .env("TINKER_API_KEY", GENERATED)
+        .args(["run", "list"]));
     let out = ok(tinker(h.path())
         .env_remove("TINKER_API_KEY")
         .args(["auth", "logout"]));
     assert!(out.contains("deleted its API key on the server"), "{out}");
+    // The server revoked it: the key no longer works.
+    fails(
+        tinker(h.path())
+            .env("TINKER_API_KEY", GENERATED)
+            .args(["run", "list"]),
+    );
 
     let mut cmd = tinker(h.path());
     cmd.env_remove("TINKER_API_KEY")

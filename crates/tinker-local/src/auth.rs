@@ -26,6 +26,11 @@ pub(crate) enum AuthFailure {
 
 /// Checks a raw API key (not a JWT).
 pub(crate) fn check_api_key(state: &AppState, key: &str) -> Result<Caller, AuthFailure> {
+    if state.is_revoked(key) {
+        return Err(AuthFailure::Missing(
+            "invalid API key: it was revoked (log in with another key)".to_owned(),
+        ));
+    }
     match &state.config.api_key {
         Some(required) if key != required => {
             Err(AuthFailure::Missing("invalid API key".to_owned()))

@@ -1,6 +1,6 @@
 //! The server's shared state: sessions, live models and samplers, accounting.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hasher;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -139,6 +139,9 @@ pub(crate) struct AppState {
     pub(crate) usage: Mutex<Vec<UsageRecord>>,
     pub(crate) audit: Mutex<Vec<AuditRecord>>,
     pub(crate) executions: Mutex<BTreeMap<(String, i64), u32>>,
+    /// Digests of API keys revoked with `DELETE /auth/apikey/me` (never the keys
+    /// themselves); kept in memory only, so a restart forgets them.
+    pub(crate) revoked_keys: Mutex<HashSet<String>>,
     /// Every answered `retrieve_futures` poll (test hook).
     pub(crate) futures_polls: Mutex<Vec<FuturesPoll>>,
     /// Every `cancel_future` request id received (test hook).
@@ -176,6 +179,7 @@ impl AppState {
             usage: Mutex::default(),
             audit: Mutex::default(),
             executions: Mutex::default(),
+            revoked_keys: Mutex::default(),
             futures_polls: Mutex::default(),
             cancel_requests: Mutex::default(),
             sampling_slots: Arc::new(Semaphore::new(1)),
@@ -327,6 +331,18 @@ impl AppState {
     /// The account of `api_key` (a stable, non-secret label). Every key is its own account,
     /// except that `<key>+<label>` is another key of `<key>`'s account (an account may hold
     /// several keys, as on the service).
+    /// Revokes `api_key`: it is refused from now on (until the server restarts).
+    pub(crate) fn revoke_key(&self, api_key: &str) {
+        let digest = self.sign(&format!("revoked:{api_key}"));
+        lock(&self.revoked_keys).insert(digest);
+    }
+
+    /// True if `api_key` was revoked.
+    pub(crate) fn is_revoked(&self, api_key: &str) -> bool {
+        let digest = self.sign(&format!("revoked:{api_key}"));
+        lock(&self.revoked_keys).contains(&digest)
+    }
+
     pub(crate) fn owner_of(&self, api_key: &str) -> String {
         let account = api_key
             .split_once('+')

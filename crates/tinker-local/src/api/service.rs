@@ -72,7 +72,21 @@ pub(crate) async fn apikey_me(Extension(caller): Extension<Caller>) -> ApiResult
     })
 }
 
-pub(crate) async fn apikey_revoke() -> ApiResult {
+/// Revokes the API key the request was made with; a JWT cannot revoke its key (the
+/// server does not know which key it was exchanged for).
+pub(crate) async fn apikey_revoke(
+    State(state): AppStateRef,
+    headers: axum::http::HeaderMap,
+) -> ApiResult {
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && !k.starts_with("eyJ"))
+        .ok_or_else(|| {
+            ApiError::bad_request("revoke an API key by sending the key itself in X-API-Key")
+        })?;
+    state.revoke_key(key);
     ok(json!({}))
 }
 
