@@ -4,12 +4,14 @@
 //!   it is up to date.
 //! * `cargo xtask fixtures`: regenerate the golden fixtures with the official SDK.
 //! * `cargo xtask test`: the whole test gate that CI runs (`.ci/run`) and the README names.
+//! * `cargo xtask examples [--no-build] [NAME…]`: build and run the examples offline.
 //! * `cargo xtask bench-sdk`: benchmark the Rust client against the official Python SDK.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench_sdk;
 mod ci;
 mod codegen;
+mod examples;
 mod fixtures;
 mod venv;
 
@@ -22,11 +24,12 @@ fn main() -> ExitCode {
         Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
         Some("fixtures") => fixtures::run(),
         Some("test") => ci::run(&args[1..]),
+        Some("examples") => examples::run(&args[1..]),
         Some("bench-sdk") => bench_sdk::run(&args[1..]),
         Some("sdk-python") => venv::sdk_python().map(|p| println!("{}", p.display())),
         _ => {
             eprintln!(
-                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build]"
+                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask examples [--no-build] [NAME...] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build]"
             );
             return ExitCode::from(2);
         }
