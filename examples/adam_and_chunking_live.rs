@@ -37,7 +37,7 @@ async fn main() -> Result<(), BoxError> {
         .collect::<tinker::Result<_>>()?;
     // The SDK's rule: at most 1024 datums (and about 5 MB) per request.
     println!(
-        "[info] {count} datums: the client sends them in {} request(s) of at most 1024",
+        "[info] {count} datums: the client should send them in {} request(s)",
         count.div_ceil(1024)
     );
 
@@ -61,6 +61,23 @@ async fn main() -> Result<(), BoxError> {
     );
     if fb.loss_fn_outputs.len() != count {
         return Err(format!("expected {count} outputs, got {}", fb.loss_fn_outputs.len()).into());
+    }
+    if let Some(server) = conn.local_server() {
+        // Offline, the server's own count shows the split: every chunk and the optimizer
+        // step is one executed request.
+        let executed = server
+            .executions()
+            .iter()
+            .filter(|((model, _), _)| model == training.model_id())
+            .count();
+        println!(
+            "[info] the embedded server executed {executed} training request(s): {} \
+             forward_backward chunk(s) and 1 optim_step",
+            executed.saturating_sub(1)
+        );
+        if executed != count.div_ceil(1024) + 1 {
+            return Err("the batch was not split into chunks of at most 1024".into());
+        }
     }
     println!("[done]");
     conn.close().await

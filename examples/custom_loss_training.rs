@@ -72,10 +72,11 @@ async fn main() -> Result<(), BoxError> {
         losses.push(loss);
     }
     println!("losses per step: {losses:?}");
-    if let (Some(first), Some(last)) = (losses.first(), losses.last()) {
-        if steps > 1 && last >= first {
-            return Err(format!("the custom loss did not fall: {losses:?}").into());
-        }
+    if let (Some(first), Some(last)) = (losses.first(), losses.last())
+        && steps > 1
+        && last >= first
+    {
+        return Err(format!("the custom loss did not fall: {losses:?}").into());
     }
     conn.close().await
 }
