@@ -49,6 +49,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             &["test", "--workspace", "--locked", "--no-fail-fast"],
         )
     })?;
+    step("examples", || crate::examples::run(&[]))?;
     step("conformance (official SDK vs tinker-local)", || {
         conformance(&root)
     })?;
