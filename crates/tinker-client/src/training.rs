@@ -23,13 +23,12 @@ use tinker_types::{
 
 use crate::chunk::{ChunkLimits, plan_chunks};
 use crate::error::{Error, ErrorKind, Result};
-use crate::future::{
-    ApiFuture, FromPayload, Payload, PollTarget, QueueStateObserver, RequestType, retrieve_decoded,
-    submit,
-};
+use crate::future::{ApiFuture, PollTarget, QueueStateObserver, retrieve_decoded, submit};
 use crate::holder::Holder;
 use crate::metrics::{ChunkMetrics, combine_metrics};
+use crate::payload::{FromPayload, Payload, RequestType};
 use crate::sampling::SamplingClient;
+use crate::tinker_path::check_tinker_path;
 use crate::turn::{Turn, TurnOrder};
 use tinker_types::{
     LoadWeightsRequest, LoadWeightsResponse, OptimizerConfig, SamplerWeightsKind,
@@ -37,7 +36,7 @@ use tinker_types::{
     SaveWeightsForSamplerResponse, SaveWeightsRequest, SaveWeightsResponse, Sensitive,
 };
 
-crate::future::json_payload!(
+crate::payload::json_payload!(
     SaveWeightsResponse,
     SaveWeightsForSamplerResponse,
     SaveWeightsExternalResponse,
@@ -1147,7 +1146,7 @@ impl FromPayload for ForwardBackwardOutput {
     fn from_payload(payload: Payload) -> Result<Self> {
         match payload {
             Payload::Proto(b) => crate::proto::decode_forward_backward_output(&b),
-            Payload::Json(v) => Err(crate::future::json_instead_of_proto(
+            Payload::Json(v) => Err(crate::payload::json_instead_of_proto(
                 "ForwardBackwardOutput",
                 &v,
             )),
@@ -1195,13 +1194,6 @@ fn check_name(name: &str) -> Result<()> {
         return Err(Error::invalid(format!(
             "checkpoint name {name:?} must be non-empty and contain no '/'"
         )));
-    }
-    Ok(())
-}
-
-pub(crate) fn check_tinker_path(path: &str) -> Result<()> {
-    if !path.starts_with("tinker://") {
-        return Err(Error::invalid(format!("{path:?} is not a tinker:// path")));
     }
     Ok(())
 }
