@@ -81,8 +81,8 @@ impl Op {
 /// that fails for good while holding a `seq_id` (e.g. a 5xx on every attempt) may never
 /// have reached the server, which would then wait for it forever: the client's order is
 /// then broken, and every later training call, including those already made but not yet
-/// sent, fails at once with [`ErrorKind::SequenceBroken`], naming the lost request.
-/// Requests sent before keep their results. Continue with a new training client from the
+/// sent, fails at once with [`ErrorKind::SequenceBroken`](crate::ErrorKind::SequenceBroken),
+/// naming the lost request. Requests sent before keep their results. Continue with a new training client from the
 /// last checkpoint.
 #[derive(Clone)]
 pub struct TrainingClient {
@@ -179,7 +179,7 @@ impl TrainingClient {
     /// The tokenizer of the base model (from `get_info`'s `tokenizer_id`).
     ///
     /// # Errors
-    /// [`ErrorKind::Tokenizer`] if it cannot be found or loaded.
+    /// [`ErrorKind::Tokenizer`](crate::ErrorKind::Tokenizer) if it cannot be found or loaded.
     pub async fn get_tokenizer(&self) -> Result<tinker_tokenizer::Tokenizer> {
         let info = &self.inner.info;
         let name = info
