@@ -82,8 +82,8 @@ impl Op {
 /// have reached the server, which would then wait for it forever: the client's order is
 /// then broken, and every later training call, including those already made but not yet
 /// sent, fails at once with [`ErrorKind::SequenceBroken`](crate::ErrorKind::SequenceBroken),
-/// naming the lost request. Requests sent before keep their results. Continue with a new training client from the
-/// last checkpoint.
+/// naming the lost request. Requests sent before keep their results. Continue with a new
+/// training client from the last checkpoint.
 #[derive(Clone)]
 pub struct TrainingClient {
     inner: Arc<Inner>,
