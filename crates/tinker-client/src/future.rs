@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
 use tinker_transport::{APPLICATION_JSON, APPLICATION_PROTOBUF, BytePermit, RequestSpec};
@@ -20,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorKind, FailureCategory, Result};
 use crate::holder::Holder;
+use crate::payload::{FromPayload, Payload, RequestType, describe_json, json_instead_of_proto};
 
 /// Bare-400 budget per future (§3.2).
 const MAX_BAD_REQUESTS: u32 = 3;
@@ -35,90 +35,6 @@ const PAYLOAD_REPOLL_PAUSE: Duration = Duration::from_millis(100);
 /// Called with every queue state the server reports while a request waits.
 pub type QueueStateObserver = Arc<dyn Fn(&QueueState, Option<&str>) + Send + Sync>;
 
-/// The kind of request a future belongs to (`X-Tinker-Request-Type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RequestType {
-    CreateModel,
-    ForwardBackward,
-    Forward,
-    OptimStep,
-    SaveWeights,
-    LoadWeights,
-    SaveWeightsForSampler,
-    SaveWeightsExternal,
-    Sample,
-    CreateCustomLoss,
-}
-
-impl RequestType {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::CreateModel => "CreateModel",
-            Self::ForwardBackward => "ForwardBackward",
-            Self::Forward => "Forward",
-            Self::OptimStep => "OptimStep",
-            Self::SaveWeights => "SaveWeights",
-            Self::LoadWeights => "LoadWeights",
-            Self::SaveWeightsForSampler => "SaveWeightsForSampler",
-            Self::SaveWeightsExternal => "SaveWeightsExternal",
-            Self::Sample => "Sample",
-            Self::CreateCustomLoss => "CreateCustomLoss",
-        }
-    }
-
-    fn expects_proto(self) -> bool {
-        matches!(self, Self::ForwardBackward | Self::Forward | Self::Sample)
-    }
-
-    /// The protobuf message a result of this type is.
-    fn proto_name(self) -> &'static str {
-        match self {
-            Self::Sample => "SampleResponse",
-            _ => "ForwardBackwardOutput",
-        }
-    }
-}
-
-/// The error for a JSON result where a protobuf `message` was expected, saying what the
-/// JSON was.
-pub(crate) fn json_instead_of_proto(message: &str, value: &Value) -> Error {
-    Error::protocol(format!(
-        "expected a protobuf {message} result, but the server sent JSON: {}",
-        describe_json(value)
-    ))
-}
-
-/// The shape of a JSON value, for error messages: its type and, for an object, its fields
-/// with their types (never the values: they may be large).
-fn describe_json(value: &Value) -> String {
-    fn type_of(v: &Value) -> &'static str {
-        match v {
-            Value::Null => "null",
-            Value::Bool(_) => "bool",
-            Value::Number(_) => "number",
-            Value::String(_) => "string",
-            Value::Array(_) => "array",
-            Value::Object(_) => "object",
-        }
-    }
-    match value {
-        Value::Object(map) => {
-            const SHOWN: usize = 8;
-            let mut fields: Vec<String> = map
-                .iter()
-                .take(SHOWN)
-                .map(|(k, v)| format!("{k:?}: {}", type_of(v)))
-                .collect();
-            if map.len() > SHOWN {
-                fields.push(format!("… {} more", map.len() - SHOWN));
-            }
-            format!("an object {{{}}}", fields.join(", "))
-        }
-        Value::Array(items) => format!("an array of {} items", items.len()),
-        other => format!("a {}", type_of(other)),
-    }
-}
-
 /// The final error of a result that still did not decode after `repolls` re-polls.
 fn undecodable(request_id: &str, repolls: u32, err: Error) -> Error {
     Error::protocol(format!(
@@ -126,14 +42,6 @@ fn undecodable(request_id: &str, repolls: u32, err: Error) -> Error {
          no valid result): {err}"
     ))
     .with_source(err)
-}
-
-/// A finished future's payload, before typed decoding.
-pub(crate) enum Payload {
-    /// `application/x-protobuf` body.
-    Proto(Bytes),
-    /// A JSON success value.
-    Json(Value),
 }
 
 /// A payload together with the in-flight byte reservation it holds until decoded.
@@ -449,37 +357,6 @@ fn note_poll(request_id: &str, iteration: u64) {
 pub(crate) fn note_request(request_id: &str) {
     note_poll(request_id, 0);
 }
-
-/// Decodes a finished payload into a typed result.
-pub(crate) trait FromPayload: Sized {
-    fn from_payload(payload: Payload) -> Result<Self>;
-}
-
-macro_rules! json_payload {
-    ($($t:ty),* $(,)?) => {$(
-        impl $crate::future::FromPayload for $t {
-            fn from_payload(payload: $crate::future::Payload) -> $crate::error::Result<Self> {
-                match payload {
-                    $crate::future::Payload::Json(v) => tinker_types::json::from_value(v)
-                        .map_err(|e| $crate::error::Error::protocol(format!(
-                            "the result is not a valid {}: {e}", stringify!($t)
-                        ))),
-                    $crate::future::Payload::Proto(b) => Err($crate::error::Error::protocol(format!(
-                        "expected a JSON {} result, but the server sent {} bytes of protobuf",
-                        stringify!($t), b.len()
-                    ))),
-                }
-            }
-        }
-    )*};
-}
-pub(crate) use json_payload;
-
-json_payload!(
-    Value,
-    tinker_types::CreateModelResponse,
-    tinker_types::OptimStepResponse
-);
 
 /// Submits a future-returning request: POSTs `make()` (through the holder retry loop) and
 /// returns the untyped future with the time it took.

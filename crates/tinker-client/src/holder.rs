@@ -1,19 +1,21 @@
 //! The shared state behind every client of one session (the SDK's "client holder"):
 //! transport, server flags, session id and counters, byte budgets and background loops.
 
+use std::any::{Any, TypeId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tinker_transport::limit::SampleDispatchLimiter;
 use tinker_transport::retry::{RetryClass, Retryable};
 use tinker_transport::{ByteBudget, RequestSpec, Response, Transport};
 use tinker_types::{
-    ClientConfig, ClientConfigRequest, CreateSessionRequest, CreateSessionResponse, DynamicConfig,
-    SessionHeartbeatRequest,
+    CancelFutureRequest, ClientConfig, ClientConfigRequest, CreateSessionRequest,
+    CreateSessionResponse, DynamicConfig, SessionHeartbeatRequest,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -63,12 +65,9 @@ pub(crate) struct Holder {
     sampling_seq: AtomicU64,
     /// `custom_loss_seq_id` of the session's next `create_custom_loss` (§6.8).
     custom_loss_seq: AtomicU64,
-    /// Custom losses this session created, by [`CustomLoss`](crate::custom_loss::CustomLoss)
-    /// key; the async lock makes concurrent creations of one loss wait for the first
-    /// instead of creating it twice.
-    pub custom_losses: tokio::sync::Mutex<HashMap<String, crate::custom_loss::CustomLossHandle>>,
-    /// The outer retry handlers of this holder's sampling sessions (§6.5).
-    pub sample_retry_handlers: crate::sampling::RetryHandlers,
+    /// State the higher modules keep per holder (the custom losses created, sampling's
+    /// outer retry handlers), so that the holder does not depend on them.
+    pub extensions: Extensions,
     pub fwdbwd_budget: ByteBudget,
     pub inflight_budget: ByteBudget,
     pub sample_limiter: SampleDispatchLimiter,
@@ -82,6 +81,28 @@ pub(crate) struct Holder {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The telemetry reporter (§6.12), when enabled; set once, right after start-up.
     telemetry: std::sync::OnceLock<tinker_telemetry::Telemetry>,
+}
+
+/// Per-holder state of the modules above the holder, one value per type, created on first
+/// use. The sampling and custom-loss modules register their own types here: the holder
+/// stores them without naming them, which keeps the module graph acyclic.
+#[derive(Default)]
+pub(crate) struct Extensions(Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>);
+
+impl Extensions {
+    /// The holder's value of type `T`, created with `T::default()` on first use.
+    pub(crate) fn get_or_default<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(value) = map
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.clone().downcast::<T>().ok())
+        {
+            return value;
+        }
+        let value = Arc::new(T::default());
+        map.insert(TypeId::of::<T>(), value.clone());
+        value
+    }
 }
 
 impl std::fmt::Debug for Holder {
@@ -238,8 +259,7 @@ impl Holder {
             model_seq: AtomicU64::new(0),
             sampling_seq: AtomicU64::new(0),
             custom_loss_seq: AtomicU64::new(0),
-            custom_losses: tokio::sync::Mutex::default(),
-            sample_retry_handlers: crate::sampling::RetryHandlers::default(),
+            extensions: Extensions::default(),
             closed: AtomicBool::new(false),
             closed_signal: watch::Sender::new(false),
             cancel_tx,
@@ -250,10 +270,7 @@ impl Holder {
         if holder.session_id.is_some() {
             let hb = tokio::spawn(heartbeat_loop(Arc::downgrade(&holder)));
             let refresh = tokio::spawn(dynamic_refresh_loop(Arc::downgrade(&holder)));
-            let cancel = tokio::spawn(crate::sampling::cancel::drain_loop(
-                Arc::downgrade(&holder),
-                cancel_rx,
-            ));
+            let cancel = tokio::spawn(cancel_drain_loop(Arc::downgrade(&holder), cancel_rx));
             holder
                 .tasks
                 .lock()
@@ -479,6 +496,52 @@ async fn fetch_dynamic_config(transport: &Transport, retrying: bool) -> Result<D
     } else {
         once().await
     }
+}
+
+/// HTTP timeout of one `cancel_future` call.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Drains the holder's cancel queue: waits for one id, takes up to
+/// `sample_cancel_max_batch_size` more that are already queued, sends the batch
+/// concurrently. Ends when the holder is gone.
+async fn cancel_drain_loop(holder: Weak<Holder>, mut queue: mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = queue.recv().await {
+        let Some(h) = holder.upgrade() else { return };
+        let max = usize::try_from(h.dynamic_config().sample_cancel_max_batch_size)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match queue.try_recv() {
+                Ok(id) => batch.push(id),
+                Err(_) => break,
+            }
+        }
+        join_all(batch.into_iter().map(|id| cancel_one(&h, id))).await;
+    }
+}
+
+async fn cancel_one(holder: &Holder, request_id: String) {
+    if let Err(e) = send_cancel(holder, &request_id).await {
+        // The server also stops orphaned work when heartbeats lapse; never re-queue.
+        tracing::error!(request_id = %request_id, error = %e, "failed to cancel sampling request");
+    }
+}
+
+async fn send_cancel(holder: &Holder, request_id: &str) -> Result<()> {
+    let body = CancelFutureRequest {
+        request_id: request_id.to_owned(),
+    };
+    let bytes = tinker_types::json::to_vec(&body)?;
+    holder
+        .send_retrying_quiet("cancel_future", || {
+            Ok(RequestSpec::post("/api/v1/cancel_future")
+                .with_body(bytes.clone(), tinker_transport::APPLICATION_JSON)
+                .with_max_retries(0)
+                .with_timeout(CANCEL_TIMEOUT))
+        })
+        .await?;
+    Ok(())
 }
 
 async fn heartbeat_loop(holder: Weak<Holder>) {

@@ -3,6 +3,19 @@
 //! Python SDK 0.38 (request ordering, chunking, the futures protocol, retries, budgets).
 //!
 //! Most users depend on the `tinker` facade crate, which re-exports this one.
+//!
+//! # Module layering
+//!
+//! A module may use only modules on its own line or below (never one above):
+//! 1. leaves, using only `error`: `chunk`, `console`, `metrics`, `payload` (result
+//!    decoding), `proto`, `tinker_path`, `tokenizer`, `turn`;
+//! 2. `holder` (the session: transport, config, budgets, background loops, the operation
+//!    retry loop) with `telemetry` (reports, which name the holder) and `future` (polling);
+//!    `holder` and `telemetry` still use each other (not yet split);
+//! 3. the clients, `admin`, `rest`, `sampling`, `training`, then `custom_loss` and `service`.
+//!
+//! Higher modules keep per-session state in `holder::Extensions` (sampling's
+//! retry handlers, created custom losses) so that the holder never names them.
 
 pub mod admin;
 pub mod chunk;
@@ -12,11 +25,13 @@ pub mod error;
 pub mod future;
 mod holder;
 pub mod metrics;
+mod payload;
 mod proto;
 pub mod rest;
 pub mod sampling;
 pub mod service;
 mod telemetry;
+mod tinker_path;
 mod tokenizer;
 pub mod training;
 mod turn;

@@ -592,7 +592,7 @@ impl RestClient {
         ttl_seconds: Option<u64>,
         weights_access_token: Option<&str>,
     ) -> Result<String> {
-        crate::training::check_tinker_path(path)?;
+        crate::tinker_path::check_tinker_path(path)?;
         let body = tinker_types::json::to_vec(&CopyWeightsRequest {
             session_id: None,
             model_seq_id: None,

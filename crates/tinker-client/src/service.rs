@@ -11,11 +11,13 @@ use tinker_types::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::future::{PollTarget, QueueStateObserver, RequestType, retrieve_decoded, submit};
+use crate::future::{PollTarget, QueueStateObserver, retrieve_decoded, submit};
 use crate::holder::{Holder, SessionOptions};
+use crate::payload::RequestType;
 use crate::rest::RestClient;
 use crate::sampling::{SamplingClient, SamplingSource};
-use crate::training::{LoadStateOptions, TrainingClient, check_tinker_path};
+use crate::tinker_path::check_tinker_path;
+use crate::training::{LoadStateOptions, TrainingClient};
 use tinker_types::{LoadWeightsRequest, LoadWeightsResponse};
 
 /// Builds a [`ServiceClient`]. Unset values come from the environment (`TINKER_*`).

@@ -17,8 +17,8 @@ use tinker_types::Severity;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, FailureCategory};
-use crate::future::{FromPayload, Payload, RequestType};
 use crate::holder::Holder;
+use crate::payload::{FromPayload, Payload, RequestType};
 
 /// The telemetry endpoint (§2.8).
 const TELEMETRY_PATH: &str = "/api/v1/telemetry";

@@ -1,5 +1,7 @@
 //! Uploading a loss (`create_custom_loss`) and training with its handle.
 
+use std::collections::HashMap;
+
 use tinker_transport::RequestSpec;
 use tinker_types::{
     CreateCustomLossRequest, CreateCustomLossResponse, CustomLossInput, Datum,
@@ -7,13 +9,18 @@ use tinker_types::{
 };
 
 use crate::error::{Error, Result};
-use crate::future::{
-    ApiFuture, FromPayload, Payload, PollTarget, RequestType, retrieve_decoded, submit,
-};
+use crate::future::{ApiFuture, PollTarget, retrieve_decoded, submit};
+use crate::payload::{FromPayload, Payload, RequestType};
 use crate::service::ServiceClient;
 use crate::training::TrainingClient;
 
 use super::*;
+
+/// Custom losses a holder's session created, by [`CustomLoss`] key (kept in the holder's
+/// extensions); the async lock makes concurrent creations of one loss wait for the first
+/// instead of creating it twice.
+#[derive(Default)]
+pub(crate) struct CreatedCustomLosses(tokio::sync::Mutex<HashMap<String, CustomLossHandle>>);
 
 /// A custom loss the server holds (see [`ServiceClient::create_custom_loss`]). Pass it to
 /// [`TrainingClient::forward_backward_custom_loss`]; it only works with clients of the
@@ -104,7 +111,8 @@ impl ServiceClient {
         }
         let holder = self.holder();
         let session_id = holder.session_id()?.to_owned();
-        let mut created = holder.custom_losses.lock().await;
+        let created_losses = holder.extensions.get_or_default::<CreatedCustomLosses>();
+        let mut created = created_losses.0.lock().await;
         let key = loss.key();
         if let Some(handle) = created.get(&key) {
             return Ok(handle.clone());

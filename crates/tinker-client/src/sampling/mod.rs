@@ -2,7 +2,7 @@
 //! weights, with the SDK's dispatch limits, 429 backpressure and outer retry handler (§6.5),
 //! the session futures poller (§3.3), cancellation (§3.2) and sampler handles (§6.5).
 
-pub(crate) mod cancel;
+mod cancel;
 mod handle;
 mod poller;
 mod retry;
@@ -31,11 +31,9 @@ use self::handle::{HandleState, ShadowHolderConfig};
 use self::poller::SessionPoller;
 use self::retry::RetryHandler;
 use crate::error::{Error, ErrorKind, Result};
-use crate::future::{
-    ApiFuture, FromPayload, Payload, PollTarget, QueueStateObserver, RequestType,
-    poll_until_decoded,
-};
+use crate::future::{ApiFuture, PollTarget, QueueStateObserver, poll_until_decoded};
 use crate::holder::{Holder, parse_json};
+use crate::payload::{FromPayload, Payload, RequestType};
 
 /// Bytes charged per prompt token against the sample dispatch budget.
 const BYTES_PER_TOKEN: u64 = 10;
@@ -186,7 +184,7 @@ impl SamplingClient {
         let (base_model, model_path) = match source {
             SamplingSource::BaseModel(m) => (Some(m), None),
             SamplingSource::ModelPath(p) => {
-                crate::training::check_tinker_path(&p)?;
+                crate::tinker_path::check_tinker_path(&p)?;
                 (None, Some(p))
             }
         };
@@ -250,7 +248,8 @@ impl SamplingClient {
         record_stability_info: bool,
     ) -> Self {
         let retry = holder
-            .sample_retry_handlers
+            .extensions
+            .get_or_default::<RetryHandlers>()
             .get(&holder, &sampling_session_id);
         Self {
             inner: Arc::new(Inner {

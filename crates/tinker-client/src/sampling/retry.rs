@@ -247,7 +247,7 @@ mod tests {
         assert!(holder.config.sample_enable_stuck_detection);
         tokio::time::pause();
         let start = tokio::time::Instant::now();
-        let handlers = &holder.sample_retry_handlers;
+        let handlers = holder.extensions.get_or_default::<RetryHandlers>();
         let first = handlers.get(&holder, "s:sample:0");
         let second = handlers.get(&holder, "s:sample:0");
         let other = handlers.get(&holder, "s:sample:1");
