@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
+use tinker_transport::retry::backoff::exponential_backoff;
 use tinker_transport::{APPLICATION_JSON, APPLICATION_PROTOBUF, BytePermit, RequestSpec};
 use tinker_types::{
     FutureOutcome, FutureRetrieveRequest, PendingStatusBody, QueueState, RequestErrorCategory,
@@ -348,12 +349,7 @@ async fn poll_loop(
                         return Err(Error::from(e));
                     }
                     // Connection failure or timeout: exponential backoff.
-                    clock
-                        .sleep(
-                            Duration::from_secs(1u64 << backoff_k.min(5))
-                                .min(Duration::from_secs(30)),
-                        )
-                        .await;
+                    clock.sleep(exponential_backoff(backoff_k)).await;
                     backoff_k += 1;
                     continue;
                 };
@@ -370,12 +366,7 @@ async fn poll_loop(
                     }
                     s if s >= 500 => {}
                     429 => {
-                        clock
-                            .sleep(
-                                Duration::from_secs(1u64 << backoff_k.min(5))
-                                    .min(Duration::from_secs(30)),
-                            )
-                            .await;
+                        clock.sleep(exponential_backoff(backoff_k)).await;
                         backoff_k += 1;
                     }
                     400 => {
