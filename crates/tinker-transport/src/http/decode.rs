@@ -112,12 +112,18 @@ fn read_bounded(mut reader: impl Read, input: &[u8], limit: u64) -> Result<Vec<u
     }
 }
 
-/// zstd-compresses a request body (level 3, the zstd default the SDK also uses).
+/// zstd-compresses a request body with the workspace's one compressor (zstd's default
+/// level 3, which the SDK also uses).
 pub(crate) fn zstd_compress(body: &[u8]) -> Result<Bytes, TransportError> {
-    zstd::bulk::compress(body, 3)
+    tinker_types::proto::zstd_compress(body)
         .map(Bytes::from)
-        .map_err(|source| {
-            TransportError::new(ErrorKind::InvalidRequest, Cause::Compress { source })
+        .map_err(|e| {
+            TransportError::new(
+                ErrorKind::InvalidRequest,
+                Cause::Compress {
+                    source: std::io::Error::other(e.to_string()),
+                },
+            )
         })
 }
 
