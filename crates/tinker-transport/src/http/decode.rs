@@ -5,6 +5,7 @@ use std::io::Read;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::CONTENT_ENCODING;
+use tinker_types::proto::ZstdDecodeError;
 
 use crate::error::{Cause, ErrorKind, TransportError};
 
@@ -75,7 +76,15 @@ fn decode_one(encoding: &str, data: &[u8], limit: u64) -> Result<Bytes, Failure>
                 }
             }
         }
-        "zstd" => read_bounded(zstd::stream::read::Decoder::new(data)?, data, limit)?,
+        // The workspace's one zstd decompressor, bounded like the others.
+        "zstd" => {
+            let max = usize::try_from(limit).unwrap_or(usize::MAX);
+            tinker_types::proto::zstd_decompress_bounded(data, max).map_err(|e| match e {
+                ZstdDecodeError::TooLarge { .. } => Failure::TooLarge,
+                ZstdDecodeError::Corrupt(io) => Failure::Io(io),
+                other => Failure::Io(std::io::Error::other(other.to_string())),
+            })?
+        }
         other => {
             return Err(Failure::Io(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
