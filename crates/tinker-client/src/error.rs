@@ -9,6 +9,7 @@ use std::fmt;
 use std::time::Duration;
 
 use tinker_transport::TransportError;
+use tinker_transport::retry::{is_retryable_status, is_user_error_status};
 
 /// What went wrong, as data: callers branch on this, not on messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -201,7 +202,7 @@ impl Error {
         match self.kind {
             ErrorKind::InvalidInput | ErrorKind::BadMetricKey | ErrorKind::Config => true,
             ErrorKind::RequestFailed => self.category == Some(FailureCategory::User),
-            ErrorKind::Api => matches!(self.status, Some(s) if (400..500).contains(&s) && s != 408),
+            ErrorKind::Api => self.status.is_some_and(is_user_error_status),
             _ => false,
         }
     }
@@ -213,10 +214,7 @@ impl Error {
             ErrorKind::Connection | ErrorKind::Expired => true,
             // HTTP timeouts are; the caller's own `result_timeout` is not.
             ErrorKind::Timeout => self.transport().is_some_and(TransportError::is_timeout),
-            ErrorKind::Api => {
-                matches!(self.status, Some(408 | 409 | 429))
-                    || self.status.is_some_and(|s| s >= 500)
-            }
+            ErrorKind::Api => self.status.is_some_and(is_retryable_status),
             _ => false,
         }
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use serde_json::Value;
+use tinker_transport::retry::backoff::exponential_backoff;
 use tinker_transport::{APPLICATION_JSON, APPLICATION_PROTOBUF, BytePermit, RequestSpec};
 use tinker_types::{
     FutureOutcome, FutureRetrieveRequest, PendingStatusBody, QueueState, RequestErrorCategory,
@@ -256,12 +257,7 @@ async fn poll_loop(
                         return Err(Error::from(e));
                     }
                     // Connection failure or timeout: exponential backoff.
-                    clock
-                        .sleep(
-                            Duration::from_secs(1u64 << backoff_k.min(5))
-                                .min(Duration::from_secs(30)),
-                        )
-                        .await;
+                    clock.sleep(exponential_backoff(backoff_k)).await;
                     backoff_k += 1;
                     continue;
                 };
@@ -278,12 +274,7 @@ async fn poll_loop(
                     }
                     s if s >= 500 => {}
                     429 => {
-                        clock
-                            .sleep(
-                                Duration::from_secs(1u64 << backoff_k.min(5))
-                                    .min(Duration::from_secs(30)),
-                            )
-                            .await;
+                        clock.sleep(exponential_backoff(backoff_k)).await;
                         backoff_k += 1;
                     }
                     400 => {

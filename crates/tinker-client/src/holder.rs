@@ -120,7 +120,7 @@ impl Retryable for Error {
             (ErrorKind::Api, Some(402)) => RetryClass::Billing,
             (ErrorKind::Connection, _) => RetryClass::Retry,
             (ErrorKind::Timeout, _) if self.is_retryable() => RetryClass::Retry,
-            (ErrorKind::Api, Some(s)) if matches!(s, 408 | 409 | 429) || s >= 500 => {
+            (ErrorKind::Api, Some(s)) if tinker_transport::retry::is_retryable_status(s) => {
                 RetryClass::Retry
             }
             _ => RetryClass::Fatal,

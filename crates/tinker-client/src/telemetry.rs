@@ -8,7 +8,7 @@
 //! transport keeps, request headers (which carry the credential) are never recorded, and
 //! response headers are filtered.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tinker_telemetry::{ErrorReport, SinkFuture, Telemetry, TelemetryOptions, TelemetrySink};
@@ -97,7 +97,7 @@ pub(crate) fn is_user_error(err: &Error) -> bool {
     err.category() == Some(FailureCategory::User)
         || err
             .status()
-            .is_some_and(tinker_telemetry::is_user_error_status)
+            .is_some_and(tinker_transport::retry::is_user_error_status)
 }
 
 /// The transport error under a client error, if any.
@@ -211,7 +211,8 @@ pub(crate) struct HandlerAttempt<'a> {
     /// 1 for the first attempt.
     pub attempt_count: u32,
     pub started: Instant,
-    pub started_unix: SystemTime,
+    /// Unix seconds at `started`, from the injected clock.
+    pub started_unix: f64,
 }
 
 /// `RetryHandler.execute.exception` for a failed attempt of the sampling outer retry
@@ -220,7 +221,7 @@ pub(crate) fn retry_handler_exception(holder: &Holder, attempt: &HandlerAttempt<
     let Some(t) = holder.telemetry() else { return };
     let elapsed = holder.transport.runtime().clock.now() - attempt.started;
     let user = is_user_error(err);
-    let start = unix_secs(attempt.started_unix);
+    let start = attempt.started_unix;
     // A lost future surfaces in the SDK as its `RetryableException`, without a status.
     let (exception_type, status) = match err.kind() {
         ErrorKind::Expired => ("RetryableException", None),
@@ -271,16 +272,12 @@ pub(crate) fn result_timeout(
     );
 }
 
-fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// One run of the holder retry loop (§6.2), for its per-attempt events.
 pub(crate) struct RetryTrace<'a> {
     name: &'a str,
     started: Instant,
-    started_unix: SystemTime,
+    /// Unix seconds at `started`, from the injected clock.
+    started_unix: f64,
     attempts: std::sync::atomic::AtomicU32,
 }
 
@@ -289,7 +286,7 @@ impl<'a> RetryTrace<'a> {
         Self {
             name,
             started: holder.transport.runtime().clock.now(),
-            started_unix: SystemTime::now(),
+            started_unix: holder.transport.runtime().clock.unix_now(),
             attempts: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -308,7 +305,7 @@ impl<'a> RetryTrace<'a> {
         let elapsed = holder.transport.runtime().clock.now() - self.started;
         let retryable = err.is_retryable() && err.kind() != ErrorKind::Expired;
         let user = is_user_error(err);
-        let start = unix_secs(self.started_unix);
+        let start = self.started_unix;
         let data = json!({
             "func": self.name,
             "exception": err.message(),
@@ -450,7 +447,7 @@ impl<'a> PollTrace<'a> {
             "detail": detail,
             "kind": kind.as_str(),
             "should_retry": kind != PollErrorKind::Fatal,
-            "is_user_error": status.is_some_and(tinker_telemetry::is_user_error_status),
+            "is_user_error": status.is_some_and(tinker_transport::retry::is_user_error_status),
             "exception": detail,
             "exception_type": if status.is_some() { "APIStatusError" } else { "APIConnectionError" },
             "bad_request_retries": bad_request_retries,

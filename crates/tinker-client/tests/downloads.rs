@@ -149,6 +149,7 @@ async fn an_http_signed_url_is_refused_at_once_with_an_https_api() {
     .await;
     let rest = rest_client(&stub.url, Some(ca)).await;
     let dir = tempfile::tempdir().unwrap();
+    #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
     let started = Instant::now();
     let err = rest
         .download_external_weights(EXPORT, dir.path(), |_| {})

@@ -145,6 +145,7 @@ async fn poller_retries_transient_faults_and_three_bad_requests() {
                   retrieve_futures#7:402";
     let env = start_poller(Some(faults)).await;
     let sampler = sampler(&env).await;
+    #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
     let started = std::time::Instant::now();
     let (a, b) = tokio::join!(
         sampler.sample(prompt(), 1, params(3, 1)),

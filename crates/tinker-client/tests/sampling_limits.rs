@@ -69,6 +69,7 @@ async fn shadow_clients_of_one_holder_share_the_concurrency_limit() {
     let b = shadow("tml-test-key").await.unwrap();
     let other = shadow("tml-test-key+other").await.unwrap();
 
+    #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
     let t0 = Instant::now();
     let first = timed_sample(a, t0);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -93,6 +94,7 @@ async fn shadow_clients_of_one_holder_share_the_concurrency_limit() {
 /// Ack-only polls give up after 5 s: with every `retrieve_futures` answer stalled for
 /// 8 s mid-body, the long poll (45 s) still delivers the completion, while the ack-only
 /// poll that follows times out and is resent after 1 s with the same cursor.
+#[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_only_polls_time_out_after_five_seconds() {
     let env = start_with(

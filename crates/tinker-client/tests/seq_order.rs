@@ -90,6 +90,7 @@ async fn request_failing_for_good_breaks_the_order_instead_of_hanging() {
     assert!(err.message().contains("checkpoint"), "{err}");
 
     // A later call fails at once, before anything is sent.
+    #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
     let started = std::time::Instant::now();
     let err = tokio::time::timeout(BOUND, tc.optim_step(AdamParams::default()))
         .await

@@ -122,6 +122,7 @@ async fn soak_pipelined_steps_under_faults_run_exactly_once() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_STEPS);
+    #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
     let started = Instant::now();
 
     let clean_env = start(None).await;

@@ -71,6 +71,7 @@ async fn scripted_faults_drops_stalls_and_retry_after() {
     let mut cfg = config(dir.path());
     cfg.faults = FaultConfig::parse("pstall=1,stall_ms=300,latency_ms=50,routes=healthz").unwrap();
     let h = Harness::start(cfg).await;
+    #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
     let started = Instant::now();
     let r = h
         .request(Method::GET, "/api/v1/healthz", &[], Vec::new())

@@ -8,10 +8,9 @@ use std::error::Error as StdError;
 
 use serde_json::Value;
 
-/// Whether an HTTP status marks a user error: any 4xx except 408 (request timeout).
-pub fn is_user_error_status(status: u16) -> bool {
-    (400..500).contains(&status) && status != 408
-}
+/// Whether an HTTP status marks a user error (any 4xx except 408): the rule is stated once,
+/// in the transport's retry module, beside the retryable statuses.
+pub use tinker_transport::retry::is_user_error_status;
 
 /// A description of an error for telemetry.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,14 +114,16 @@ mod tests {
         }
     }
 
+    /// The report follows the transport's table (tested there over 100..600).
     #[test]
-    fn user_error_statuses() {
-        assert!(is_user_error_status(400));
-        assert!(is_user_error_status(404));
-        assert!(is_user_error_status(499));
-        assert!(!is_user_error_status(408));
-        assert!(!is_user_error_status(500));
-        assert!(!is_user_error_status(399));
+    fn with_status_marks_user_errors() {
+        for s in 100..600 {
+            let report = ErrorReport::new("E", "m").with_status(s);
+            assert_eq!(report.user_error, is_user_error_status(s), "{s}");
+        }
+        assert!(ErrorReport::new("E", "m").with_status(404).user_error);
+        assert!(!ErrorReport::new("E", "m").with_status(408).user_error);
+        assert!(!ErrorReport::new("E", "m").with_status(500).user_error);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! `cargo bench -p tinker-transport --bench loopback`. Linux only (reads `/proc`).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
+// A benchmark measures real time; there is no SDK clock to inject.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -9,6 +9,7 @@
 //!
 //! Everything is erased to `BoxCloneSyncService` so no type parameter leaks out.
 
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -174,9 +175,9 @@ fn build_request(
     url.push_str(&spec.path);
     for (i, (k, v)) in spec.query.iter().enumerate() {
         url.push(if i == 0 { '?' } else { '&' });
-        percent_encode_into(&mut url, k);
+        url.extend(utf8_percent_encode(k, QUERY_COMPONENT));
         url.push('=');
-        percent_encode_into(&mut url, v);
+        url.extend(utf8_percent_encode(v, QUERY_COMPONENT));
     }
     let mut headers = ctx.default_headers.clone();
     headers.insert(ACCEPT, spec.accept.clone());
@@ -222,18 +223,13 @@ fn build_request(
     Ok(req)
 }
 
-/// Percent-encodes a query component (RFC 3986 unreserved characters pass through).
-fn percent_encode_into(out: &mut String, s: &str) {
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push('%');
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
-            out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
-        }
-    }
-}
+/// What a query key or value escapes: everything but RFC 3986's unreserved characters
+/// (ASCII letters, digits, `-`, `_`, `.`, `~`), as `%XX` with uppercase hex per UTF-8 byte.
+const QUERY_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Steps 2 and 3: waits for the shared governor limiter, then for a concurrency slot
 /// held for the attempt only (not across backoff sleeps). Hand-written because
@@ -301,4 +297,54 @@ pub(crate) fn build_stack(
             .layer(tower::retry::RetryLayer::new(HttpRetryPolicy { runtime }))
             .service(admitted),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written encoder this module used before `percent-encoding`, kept as the
+    /// oracle: the query string on the wire must not change.
+    fn reference_encode(s: &str) -> String {
+        let mut out = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                out.push(char::from(b));
+            } else {
+                out.push('%');
+                out.push(char::from(b"0123456789ABCDEF"[usize::from(b >> 4)]));
+                out.push(char::from(b"0123456789ABCDEF"[usize::from(b & 15)]));
+            }
+        }
+        out
+    }
+
+    fn encode(s: &str) -> String {
+        utf8_percent_encode(s, QUERY_COMPONENT).collect()
+    }
+
+    #[test]
+    fn query_encoding_matches_the_old_encoder_for_every_ascii_byte() {
+        for b in 0u8..=127 {
+            let s = char::from(b).to_string();
+            assert_eq!(encode(&s), reference_encode(&s), "byte {b:#04x}");
+        }
+    }
+
+    #[test]
+    fn query_encoding_matches_the_old_encoder_on_text() {
+        for s in [
+            "",
+            "tinker://run-1/weights/step 0001",
+            "a+b=c&d?e#f/g%h",
+            "model_id=Qwen/Qwen3-8B",
+            "naïve 日本語 🚀",
+            "~._-AZaz09",
+            "\u{7f}\u{80}\u{ff}\u{10ffff}",
+        ] {
+            assert_eq!(encode(s), reference_encode(s), "{s:?}");
+        }
+        assert_eq!(encode("a b/c~"), "a%20b%2Fc~");
+        assert_eq!(encode("é"), "%C3%A9");
+    }
 }

@@ -119,6 +119,8 @@ async fn a_rejected_credential_fails_without_http_retries() {
 #[tokio::test]
 async fn jwt_is_refreshed_in_the_background_at_half_life() {
     // 1000× fast clock: a 60 s token is refreshed after ~27–33 s = ~30 ms real time.
+    // A test clock reads real time, as `SystemClock` does.
+    #[allow(clippy::disallowed_methods)]
     let clock = Arc::new(FastClock {
         unix_at_start: 1_800_000_000.0,
         start: std::time::Instant::now(),

@@ -6,8 +6,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
+use tinker_transport::retry::backoff::sampling_backoff;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -16,12 +17,6 @@ use crate::holder::Holder;
 
 /// No-progress window of the stuck detector.
 pub(crate) const STUCK_AFTER: Duration = Duration::from_secs(7200);
-/// Largest delay between two attempts (s).
-const MAX_DELAY: f64 = 10.0;
-/// Delay before the first retry (s), doubled for each further one.
-const FIRST_DELAY: f64 = 0.5;
-/// Uniform jitter of a delay, as a fraction of it.
-const JITTER: f64 = 0.25;
 
 /// The handlers of one holder, by sampling session id. Entries live as long as a client
 /// uses them.
@@ -181,7 +176,7 @@ where
 {
     let runtime = holder.transport.runtime();
     let started = runtime.clock.now();
-    let started_unix = SystemTime::now();
+    let started_unix = runtime.clock.unix_now();
     let mut attempt_count: u32 = 0;
     loop {
         attempt_count += 1;
@@ -204,12 +199,9 @@ where
         if !should_retry {
             return Err(err);
         }
-        let exponent = i32::try_from(attempt_count - 1).unwrap_or(i32::MAX);
-        let base = (FIRST_DELAY * 2f64.powi(exponent)).min(MAX_DELAY);
-        let jitter = base * JITTER * (2.0 * runtime.jitter.unit() - 1.0);
-        let delay = (base + jitter).clamp(0.0, MAX_DELAY);
-        tracing::debug!(attempt_count, error = %err, delay, "retrying sample");
-        runtime.clock.sleep(Duration::from_secs_f64(delay)).await;
+        let delay = sampling_backoff(attempt_count, runtime.jitter.unit());
+        tracing::debug!(attempt_count, error = %err, ?delay, "retrying sample");
+        runtime.clock.sleep(delay).await;
     }
 }
 

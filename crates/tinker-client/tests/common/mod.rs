@@ -83,6 +83,8 @@ impl FastClock {
     }
 }
 
+// A test clock reads real time, as `SystemClock` does.
+#[allow(clippy::disallowed_methods)]
 impl tinker_transport::clock::Clock for FastClock {
     fn now(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.skipped()

@@ -5,6 +5,7 @@ use std::io::Read;
 use bytes::Bytes;
 use http::HeaderMap;
 use http::header::CONTENT_ENCODING;
+use tinker_types::proto::ZstdDecodeError;
 
 use crate::error::{Cause, ErrorKind, TransportError};
 
@@ -75,7 +76,15 @@ fn decode_one(encoding: &str, data: &[u8], limit: u64) -> Result<Bytes, Failure>
                 }
             }
         }
-        "zstd" => read_bounded(zstd::stream::read::Decoder::new(data)?, data, limit)?,
+        // The workspace's one zstd decompressor, bounded like the others.
+        "zstd" => {
+            let max = usize::try_from(limit).unwrap_or(usize::MAX);
+            tinker_types::proto::zstd_decompress_bounded(data, max).map_err(|e| match e {
+                ZstdDecodeError::TooLarge { .. } => Failure::TooLarge,
+                ZstdDecodeError::Corrupt(io) => Failure::Io(io),
+                other => Failure::Io(std::io::Error::other(other.to_string())),
+            })?
+        }
         other => {
             return Err(Failure::Io(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
@@ -112,12 +121,18 @@ fn read_bounded(mut reader: impl Read, input: &[u8], limit: u64) -> Result<Vec<u
     }
 }
 
-/// zstd-compresses a request body (level 3, the zstd default the SDK also uses).
+/// zstd-compresses a request body with the workspace's one compressor (zstd's default
+/// level 3, which the SDK also uses).
 pub(crate) fn zstd_compress(body: &[u8]) -> Result<Bytes, TransportError> {
-    zstd::bulk::compress(body, 3)
+    tinker_types::proto::zstd_compress(body)
         .map(Bytes::from)
-        .map_err(|source| {
-            TransportError::new(ErrorKind::InvalidRequest, Cause::Compress { source })
+        .map_err(|e| {
+            TransportError::new(
+                ErrorKind::InvalidRequest,
+                Cause::Compress {
+                    source: std::io::Error::other(e.to_string()),
+                },
+            )
         })
 }
 

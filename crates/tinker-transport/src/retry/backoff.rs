@@ -67,11 +67,39 @@ fn parse_float(s: &str) -> Option<f64> {
     s.trim().parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
-/// The operation-loop delay before attempt `attempt + 1` (protocol §6.2): `min(2^a, 30)`
-/// seconds, truncated so the loop never sleeps past `remaining`.
+/// Cap of the operation-loop and polling delay (seconds).
+const MAX_OPERATION_DELAY: u64 = 30;
+
+/// The doubling schedule of the operation loop (protocol §6.2) and of `retrieve_future`
+/// polling (§3.2): `min(2^a, 30)` seconds before retry `a + 1`.
+pub fn exponential_backoff(attempt: u32) -> Duration {
+    Duration::from_secs(
+        2u64.saturating_pow(attempt.min(62))
+            .min(MAX_OPERATION_DELAY),
+    )
+}
+
+/// The operation-loop delay before attempt `attempt + 1` (protocol §6.2):
+/// [`exponential_backoff`], truncated so the loop never sleeps past `remaining`.
 pub fn operation_backoff(attempt: u32, remaining: Duration) -> Duration {
-    let secs = 2u64.saturating_pow(attempt.min(62)).min(30);
-    Duration::from_secs(secs).min(remaining)
+    exponential_backoff(attempt).min(remaining)
+}
+
+/// First delay of the sampling retry handler (seconds), doubled for each further one.
+const SAMPLING_FIRST_DELAY: f64 = 0.5;
+/// Cap of the sampling retry handler's delay (seconds), jitter included.
+const SAMPLING_MAX_DELAY: f64 = 10.0;
+/// Uniform jitter of a sampling delay, as a fraction of it (±).
+const SAMPLING_JITTER: f64 = 0.25;
+
+/// The sampling retry handler's delay after failed attempt `attempt_count` (1-based,
+/// protocol §6.5): `min(0.5·2^(n−1), 10)` seconds ± 25 % (`unit_jitter` uniform in
+/// `[0, 1)`), clamped to `[0, 10]`.
+pub fn sampling_backoff(attempt_count: u32, unit_jitter: f64) -> Duration {
+    let exponent = i32::try_from(attempt_count.saturating_sub(1)).unwrap_or(i32::MAX);
+    let base = (SAMPLING_FIRST_DELAY * 2f64.powi(exponent)).min(SAMPLING_MAX_DELAY);
+    let jitter = base * SAMPLING_JITTER * (2.0 * unit_jitter - 1.0);
+    Duration::from_secs_f64((base + jitter).clamp(0.0, SAMPLING_MAX_DELAY))
 }
 
 #[cfg(test)]
@@ -110,7 +138,23 @@ mod tests {
     }
 
     #[test]
+    fn sampling_schedule() {
+        let mid: Vec<f64> = (1..8)
+            .map(|n| sampling_backoff(n, 0.5).as_secs_f64())
+            .collect();
+        assert_eq!(mid, vec![0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]);
+        assert!((sampling_backoff(1, 0.0).as_secs_f64() - 0.375).abs() < 1e-9);
+        assert!((sampling_backoff(2, 0.999_999).as_secs_f64() - 1.25).abs() < 1e-5);
+        // Jitter never pushes past the cap.
+        assert_eq!(sampling_backoff(10, 0.999_999), Duration::from_secs(10));
+        assert_eq!(sampling_backoff(u32::MAX, 0.5), Duration::from_secs(10));
+    }
+
+    #[test]
     fn operation_schedule() {
+        let polls: Vec<u64> = (0..8).map(|a| exponential_backoff(a).as_secs()).collect();
+        assert_eq!(polls, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(exponential_backoff(u32::MAX), Duration::from_secs(30));
         let long = Duration::from_secs(1000);
         let got: Vec<u64> = (0..7)
             .map(|a| operation_backoff(a, long).as_secs())

@@ -1,10 +1,13 @@
 //! Retry policy, stated once (protocol §6.1, §6.2).
 //!
+//! * [`is_retryable_status`] and [`is_user_error_status`] are the two status predicates
+//!   (protocol §1.7, §6.1) every layer asks: the HTTP retry, the operation loop, the
+//!   client's `Error::is_retryable`/`is_user_error` and telemetry's error report.
 //! * [`classify_response`] is the HTTP-layer decision table: `x-should-retry` wins, then
-//!   status 408, 409, 429 and ≥ 500 are retried; nothing else is.
-//! * [`backoff`] holds the two schedules (HTTP layer: jittered `min(0.5·2^r, 10)` s or the
-//!   server's `Retry-After`; operation loop: `min(2^a, 30)` s within 300 s) and the
-//!   `Retry-After` parser.
+//!   the retryable statuses are retried; nothing else is.
+//! * [`backoff`] holds every schedule (HTTP layer: jittered `min(0.5·2^r, 10)` s or the
+//!   server's `Retry-After`; operation loop and future polling: `min(2^a, 30)` s; the
+//!   sampling retry handler: `min(0.5·2^a, 10)` s ± 25 %) and the `Retry-After` parser.
 //! * [`OperationRetry`] is the holder-level loop (§6.2) the client wraps around whole
 //!   operations, including the 402 billing-pause window.
 //! * The HTTP-layer retry itself runs as a `tower::retry::Policy` inside the transport
@@ -18,9 +21,16 @@ use http::HeaderMap;
 
 pub use operation::{BillingPause, OperationRetry, OperationRetryConfig, RetryClass, Retryable};
 
-/// Statuses retried by both retry layers: 408, 409, 429 and every 5xx.
+/// Statuses worth another attempt (protocol §6.1), for every retry layer: 408 (request
+/// timeout), 409 (conflict), 429 (rate limited) and every status ≥ 500.
 pub fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 409 | 429) || status >= 500
+}
+
+/// Whether a status is the caller's fault (protocol §1.7): any 4xx except 408, which is the
+/// server's (it timed out). Telemetry reports these as `user_error` events.
+pub fn is_user_error_status(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408
 }
 
 /// The HTTP layer's verdict on one response (protocol §6.1).
@@ -61,6 +71,31 @@ pub fn classify_response(status: http::StatusCode, headers: &HeaderMap) -> Respo
 mod tests {
     use super::*;
     use http::{HeaderValue, StatusCode};
+
+    /// The whole status range, class by class: (retryable?, user error?) as the SDK decides.
+    #[test]
+    fn status_rules_table() {
+        // (first, last, retryable, user error); the listed exceptions override their class.
+        let table: &[(u16, u16, bool, bool)] = &[
+            (100, 399, false, false),
+            (400, 407, false, true),
+            (408, 408, true, false),
+            (409, 409, true, true),
+            (410, 428, false, true),
+            (429, 429, true, true),
+            (430, 499, false, true),
+            (500, 599, true, false),
+        ];
+        let mut covered = 0;
+        for &(first, last, retryable, user) in table {
+            for s in first..=last {
+                assert_eq!(is_retryable_status(s), retryable, "retryable({s})");
+                assert_eq!(is_user_error_status(s), user, "user_error({s})");
+                covered += 1;
+            }
+        }
+        assert_eq!(covered, 500, "the table covers 100..600 exactly once");
+    }
 
     #[test]
     fn status_table() {

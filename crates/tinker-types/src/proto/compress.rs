@@ -23,17 +23,63 @@ pub fn zstd_compress(bytes: &[u8]) -> Result<Vec<u8>> {
 /// protobuf bodies compress 3-10x; a bigger one simply grows as it inflates.
 const RESERVE_RATIO: usize = 16;
 
+/// Why a bounded zstd decompression failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ZstdDecodeError {
+    /// The output would pass the caller's limit.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The input is not a valid zstd stream.
+    Corrupt(std::io::Error),
+}
+
+impl std::fmt::Display for ZstdDecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { limit } => {
+                write!(f, "the body inflates beyond the limit of {limit} bytes")
+            }
+            Self::Corrupt(e) => write!(f, "corrupt frame: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ZstdDecodeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::TooLarge { .. } => None,
+            Self::Corrupt(e) => Some(e),
+        }
+    }
+}
+
 /// Decompresses a zstd body, refusing to inflate it beyond `max_decoded_len` bytes (a small
 /// body must not be able to allocate unbounded memory).
+///
+/// # Errors
+/// [`crate::Error::InvalidValue`] for a corrupt frame or one that inflates past the limit.
+pub fn zstd_decompress(bytes: &[u8], max_decoded_len: usize) -> Result<Vec<u8>> {
+    zstd_decompress_bounded(bytes, max_decoded_len).map_err(|e| invalid("zstd", e.to_string()))
+}
+
+/// The workspace's one zstd decompressor (proto bodies here, HTTP responses in the
+/// transport), with a typed error so callers can tell "too large" from "corrupt".
 ///
 /// The output buffer starts at `min(declared size, 16 x input, limit)` and grows by
 /// doubling (capped at the limit) as data actually arrives.
 ///
 /// # Errors
-/// [`crate::Error::InvalidValue`] for a corrupt frame or one that inflates past the limit.
-pub fn zstd_decompress(bytes: &[u8], max_decoded_len: usize) -> Result<Vec<u8>> {
-    let mut decoder = zstd::stream::read::Decoder::with_buffer(bytes)
-        .map_err(|e| invalid("zstd", format!("cannot start decompression: {e}")))?;
+/// [`ZstdDecodeError::TooLarge`] before the output passes `max_decoded_len`;
+/// [`ZstdDecodeError::Corrupt`] for an invalid stream.
+pub fn zstd_decompress_bounded(
+    bytes: &[u8],
+    max_decoded_len: usize,
+) -> std::result::Result<Vec<u8>, ZstdDecodeError> {
+    let mut decoder =
+        zstd::stream::read::Decoder::with_buffer(bytes).map_err(ZstdDecodeError::Corrupt)?;
     let declared = zstd::zstd_safe::get_frame_content_size(bytes)
         .ok()
         .flatten()
@@ -49,14 +95,13 @@ pub fn zstd_decompress(bytes: &[u8], max_decoded_len: usize) -> Result<Vec<u8>> 
             Ok(0) => return Ok(out),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(invalid("zstd", format!("corrupt frame: {e}"))),
+            Err(e) => return Err(ZstdDecodeError::Corrupt(e)),
         };
         let wanted = out.len().saturating_add(n);
         if wanted > max_decoded_len {
-            return Err(invalid(
-                "zstd",
-                format!("the body inflates beyond the limit of {max_decoded_len} bytes"),
-            ));
+            return Err(ZstdDecodeError::TooLarge {
+                limit: max_decoded_len,
+            });
         }
         if wanted > out.capacity() {
             let target = out

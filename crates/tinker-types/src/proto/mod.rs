@@ -38,7 +38,7 @@ mod request;
 mod sample;
 mod tensor;
 
-pub use compress::{zstd_compress, zstd_decompress};
+pub use compress::{ZstdDecodeError, zstd_compress, zstd_decompress, zstd_decompress_bounded};
 
 /// The prost messages generated from `proto/tinker_public.proto` (`cargo xtask codegen`).
 ///
