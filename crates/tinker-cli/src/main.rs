@@ -1,5 +1,8 @@
 //! The `tinker` command-line tool: checkpoints, runs, sessions, auth, billing and models,
 //! with the names, options and defaults of the official SDK's CLI (protocol §7).
+//!
+//! Section numbers such as §6.4 refer to `docs/protocol.md`, the wire protocol as tinker-rs
+//! implements it.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 // A command-line tool has no injected clock; it shows and measures real time.
 #![allow(clippy::disallowed_methods)]

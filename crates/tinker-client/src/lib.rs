@@ -16,6 +16,9 @@
 //!
 //! Higher modules keep per-session state in `holder::Extensions` (sampling's
 //! retry handlers, created custom losses) so that the holder never names them.
+//!
+//! Section numbers such as §6.4 refer to `docs/protocol.md`, the wire protocol as tinker-rs
+//! implements it.
 
 pub mod admin;
 pub mod chunk;

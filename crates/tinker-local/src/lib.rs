@@ -15,6 +15,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Section numbers such as §6.4 refer to `docs/protocol.md`, the wire protocol as tinker-rs
+//! implements it.
 // The server has no injected clock; it stamps real time on futures, sessions and leases.
 #![allow(clippy::disallowed_methods)]
 

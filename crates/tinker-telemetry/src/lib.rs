@@ -24,6 +24,9 @@
 //! assert_eq!(telemetry.stats().sent, 2); // SESSION_START and the user_error event
 //! # }
 //! ```
+//!
+//! Section numbers such as §6.4 refer to `docs/protocol.md`, the wire protocol as tinker-rs
+//! implements it.
 
 mod enabled;
 mod error_report;

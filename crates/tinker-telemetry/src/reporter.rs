@@ -1,4 +1,4 @@
-//! [`Telemetry`]: the event reporter of one session holder (§6.12 of the protocol notes).
+//! [`Telemetry`]: the event reporter of one session holder (docs/protocol.md §6.12).
 //!
 //! Events are queued (at most [`MAX_QUEUE_SIZE`]; excess events are dropped and counted)
 //! and sent by a background task in batches of at most [`MAX_BATCH_SIZE`] every

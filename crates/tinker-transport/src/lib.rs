@@ -1,6 +1,6 @@
 //! HTTP transport for the Tinker API: hyper + rustls under a tower stack with auth,
 //! retries, limits and budgets. It reproduces what the official Python SDK 0.38 does on
-//! the wire (protocol reference §1, §6.1, §6.2, §6.3, §6.6).
+//! the wire (docs/protocol.md §1, §6.1, §6.2, §6.3, §6.6).
 //!
 //! # The API in one screen
 //!
@@ -70,6 +70,9 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Section numbers such as §6.4 refer to `docs/protocol.md`, the wire protocol as tinker-rs
+//! implements it.
 
 pub mod auth;
 mod budget;

@@ -21,6 +21,9 @@
 //! assert!(body.starts_with(r#"{"model_id":"sess:train:0","seq_id":2,"type":"optim_step","adam_params":"#));
 //! # Ok::<(), tinker_types::Error>(())
 //! ```
+//!
+//! Section numbers such as §6.4 refer to `docs/protocol.md`, the wire protocol as tinker-rs
+//! implements it.
 
 mod bytes_b64;
 mod macros;

@@ -1,4 +1,4 @@
-//! `ForwardBackwardOutput` ↔ protobuf (§4.3 of the protocol reference).
+//! `ForwardBackwardOutput` ↔ protobuf (docs/protocol.md §4.3).
 //!
 //! On the wire, per-datum outputs are batched: each `ArrayRecord` holds `num_datums`
 //! datums and, per output field, one `BatchedTensor` concatenating every datum's elements

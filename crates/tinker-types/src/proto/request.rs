@@ -1,4 +1,4 @@
-//! `ForwardBackwardRequest` ↔ protobuf (§4.2 of the protocol reference).
+//! `ForwardBackwardRequest` ↔ protobuf (docs/protocol.md §4.2).
 //!
 //! Two encoders produce the same bytes:
 //! * [`ForwardBackwardRequest::encode_proto`] writes the message straight into one buffer

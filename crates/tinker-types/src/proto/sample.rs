@@ -1,4 +1,4 @@
-//! `SampleResponse` ↔ protobuf (§4.4 of the protocol reference).
+//! `SampleResponse` ↔ protobuf (docs/protocol.md §4.4).
 //!
 //! Presence matters: the `optional` fields (`prompt_logprobs`, top-k matrices, per-sequence
 //! `logprobs`, `target_prompt_logprobs`, `prompt_alt_tokens`) are written only when the
