@@ -1,5 +1,56 @@
 //! A forwarding HTTP/1.1 proxy that, with a seeded probability, drops the answer after
-//! the upstream executed the request: the request ran, the client never hears.
+//! the upstream executed the request: the request ran, the client never hears; and a CONNECT tunnel proxy.
+
+use std::sync::Arc;
+
+/// A CONNECT proxy (HTTP/1 and 2) that records `"CONNECT authority"` for every tunnel it
+/// opens; returns its `http://` URL and that record.
+pub async fn connect_proxy() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tunnels: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let record = tunnels.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let record = record.clone();
+                        async move {
+                            let authority = req
+                                .uri()
+                                .authority()
+                                .map(|a| a.to_string())
+                                .unwrap_or_default();
+                            record
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} {authority}", req.method()));
+                            tokio::spawn(async move {
+                                let upgraded = hyper::upgrade::on(req).await.unwrap();
+                                let mut upstream =
+                                    tokio::net::TcpStream::connect(authority).await.unwrap();
+                                let _ = tokio::io::copy_bidirectional(
+                                    &mut TokioIo::new(upgraded),
+                                    &mut upstream,
+                                )
+                                .await;
+                            });
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ))
+                        }
+                    });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (url, tunnels)
+}
 
 /// What a [`DropProxy`] saw and did, by route (the last path segment).
 #[derive(Debug, Default, Clone)]
