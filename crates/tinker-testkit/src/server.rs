@@ -65,6 +65,13 @@ pub enum Reply {
     },
     /// Drop the connection before any response byte.
     ResetBeforeHeaders,
+    /// Wait `delay`, then answer `reply` (a server that stalls before its head).
+    Delayed {
+        /// How long to wait before answering.
+        delay: Duration,
+        /// The answer after the wait.
+        reply: Box<Reply>,
+    },
     /// Send the head then stream `chunks` (a `Fail` aborts the connection).
     Streamed {
         /// The status code.
@@ -104,11 +111,23 @@ impl Reply {
         }
     }
 
+    /// This reply, sent only after `delay`.
+    pub fn after(self, delay: Duration) -> Self {
+        Reply::Delayed {
+            delay,
+            reply: Box::new(self),
+        }
+    }
+
     /// Adds a response header (no effect on a reset).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         match &mut self {
             Reply::Full { headers, .. } | Reply::Streamed { headers, .. } => {
                 headers.push((name.into(), value.into()));
+            }
+            Reply::Delayed { reply, .. } => {
+                let inner = std::mem::replace(reply.as_mut(), Reply::ResetBeforeHeaders);
+                **reply = inner.with_header(name, value);
             }
             Reply::ResetBeforeHeaders => {}
         }
@@ -269,8 +288,19 @@ async fn handle(
         seen.push(record.clone());
         n
     };
-    match script(&record, n) {
-        Reply::ResetBeforeHeaders => Err(std::io::Error::other("scripted reset")),
+    let mut reply = script(&record, n);
+    while let Reply::Delayed {
+        delay,
+        reply: inner,
+    } = reply
+    {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    match reply {
+        Reply::ResetBeforeHeaders | Reply::Delayed { .. } => {
+            Err(std::io::Error::other("scripted reset"))
+        }
         Reply::Full {
             status,
             headers,
