@@ -1,10 +1,7 @@
 //! AdminClient end to end against tinker-local: typed billing, storage and audit answers
 //! hold exactly what the server accounted; bad queries fail before anything is sent.
 
-// Helpers outside `#[test]` functions unwrap too: a failure is a test failure.
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use tinker_testkit::local as common;
 
 use std::collections::BTreeMap;
 
@@ -18,9 +15,12 @@ use tinker_types::{
 };
 
 /// A window around now: the previous, current and next UTC hour.
-fn window() -> BillingUsageQuery {
-    let hour = Utc::now().duration_trunc(TimeDelta::hours(1)).unwrap();
-    BillingUsageQuery::new(hour - TimeDelta::hours(1), hour + TimeDelta::hours(2)).unwrap()
+fn window() -> Result<BillingUsageQuery, Box<dyn std::error::Error>> {
+    let hour = Utc::now().duration_trunc(TimeDelta::hours(1))?;
+    Ok(BillingUsageQuery::new(
+        hour - TimeDelta::hours(1),
+        hour + TimeDelta::hours(2),
+    )?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,7 +61,7 @@ async fn billing_storage_and_audit_match_the_server() {
     assert!(accounted.get("sampling_prefill").is_some_and(|&n| n > 0));
 
     let admin = env.service.create_admin_client();
-    let usage = admin.get_billing_usage(&window()).await.unwrap();
+    let usage = admin.get_billing_usage(&window().unwrap()).await.unwrap();
     let mut billed: BTreeMap<String, u64> = BTreeMap::new();
     for event in &usage.data {
         assert_eq!(event.session_id.as_deref(), Some(session.as_str()));
@@ -91,7 +91,7 @@ async fn billing_storage_and_audit_match_the_server() {
 
     // Bad windows are typed errors before sending: misaligned, inverted, too wide.
     assert!(BillingUsageQuery::parse("2026-01-01T00:30:00Z", "2026-01-02T00:00:00Z").is_err());
-    let mut bad = window();
+    let mut bad = window().unwrap();
     bad.ending_before = bad.starting_on + TimeDelta::days(15);
     let err = admin.get_billing_usage(&bad).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -195,7 +195,7 @@ async fn session_less_admin_client() {
         .build()
         .unwrap();
     let admin = AdminClient::connect(transport).await.unwrap();
-    let usage = admin.get_billing_usage(&window()).await.unwrap();
+    let usage = admin.get_billing_usage(&window().unwrap()).await.unwrap();
     assert!(usage.data.is_empty());
     let log = admin
         .get_audit_log(&AuditLogQuery::default())

@@ -6,55 +6,59 @@
 //! A scripted stub server plays the API: `external_weights_urls` lists the files, and
 //! `/files/<name>` serves them.
 
-// Test helpers: a panic is the failure.
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Stub, StubReply, rest_client, tls_acceptor};
 use tinker_client::ErrorKind;
 use tinker_client::rest::DownloadOptions;
+use tinker_testkit::local::rest_client;
+use tinker_testkit::{Reply, Server};
 
 const EXPORT: &str = "tinker://run-1/external_weights/hf";
 const CONTENT: &[u8] = b"weights from the network";
 
-fn json(body: String) -> StubReply {
-    (
-        200,
-        vec![("content-type", "application/json".to_owned())],
-        Bytes::from(body),
-    )
+fn json(body: String) -> Reply {
+    Reply::json(200, &body)
+}
+
+/// The path and query of a request.
+fn target(seen: &tinker_testkit::Seen) -> &str {
+    seen.uri.path_and_query().map_or("/", |p| p.as_str())
 }
 
 /// An API whose export lists `names`, each served from this stub with `body`.
-async fn api_serving(names: &'static [&'static str], body: Bytes) -> Stub {
+async fn api_serving(names: &'static [&'static str], body: Bytes) -> Server {
     let port_cell = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
     let base = port_cell.clone();
-    let stub = Stub::start(None, move |path| {
+    let stub = Server::start(move |seen, _| {
+        let path = target(seen);
         if path.contains("/external_weights_urls") {
-            let base = base.get().unwrap();
+            // Set before the server's URL is handed to anyone.
+            let Some(base) = base.get() else {
+                return Reply::status(500);
+            };
             let urls: serde_json::Map<String, serde_json::Value> = names
                 .iter()
                 .map(|n| ((*n).to_owned(), format!("{base}/files/{n}?sig=1").into()))
                 .collect();
             json(serde_json::json!({ "urls": urls, "expires": "2099-01-01T00:00:00Z" }).to_string())
         } else if path.starts_with("/files/") {
-            (200, vec![], body.clone())
+            Reply::bytes(200, body.clone())
         } else {
             json("{}".to_owned())
         }
     })
     .await;
-    port_cell.set(stub.url.clone()).unwrap();
+    assert!(port_cell.set(stub.url.clone()).is_ok(), "a fresh cell");
     stub
 }
 
 fn assert_untouched(outside: &Path) {
-    let entries: Vec<_> = std::fs::read_dir(outside).unwrap().collect();
+    let entries: Vec<_> = match std::fs::read_dir(outside) {
+        Ok(dir) => dir.collect(),
+        Err(e) => panic!("cannot list {}: {e}", outside.display()),
+    };
     assert!(
         entries.is_empty(),
         "something was written outside: {entries:?}"
@@ -134,8 +138,9 @@ async fn a_hard_link_at_the_part_file_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_signed_url_is_refused_at_once_with_an_https_api() {
-    let (acceptor, ca) = tls_acceptor();
-    let stub = Stub::start(Some(acceptor), |path| {
+    let (acceptor, ca) = tinker_testkit::tls::acceptor(&[b"http/1.1"]);
+    let stub = Server::start_with(Some(acceptor), |seen, _| {
+        let path = target(seen);
         if path.contains("/external_weights_urls") {
             json(
                 r#"{"urls": {"weights": "http://127.0.0.1:1/weights?sig=1"},
@@ -147,7 +152,7 @@ async fn an_http_signed_url_is_refused_at_once_with_an_https_api() {
         }
     })
     .await;
-    let rest = rest_client(&stub.url, Some(ca)).await;
+    let rest = rest_client(&stub.url, Some(ca.der)).await;
     let dir = tempfile::tempdir().unwrap();
     #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
     let started = Instant::now();

@@ -3,24 +3,13 @@
 //! server's fault (`Protocol`, not a user error), a transport timeout is `Timeout`, and
 //! request id, retries and elapsed time reach `tinker_client::Error`.
 
-#![allow(clippy::unwrap_used)]
-
-use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tinker_client::{ErrorKind, ServiceClient, TrainingClientOptions};
-use tokio::net::TcpListener;
+use tinker_testkit::{Reply, Server};
 
 /// What the scripted route answers.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Fault {
     /// `create_session` answers 503 with an `x-request-id`, every time.
     Unavailable,
@@ -32,45 +21,19 @@ enum Fault {
     HugeFuture,
 }
 
-/// Serves the start-up routes normally and `fault` on its route. Returns the base URL.
-async fn server(fault: Fault) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let fault = Arc::new(fault);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let fault = fault.clone();
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let fault = *fault;
-                    async move { Ok::<_, Infallible>(answer(fault, req.uri().path()).await) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    url
+/// Serves the start-up routes normally and `fault` on its route.
+async fn server(fault: Fault) -> Server {
+    Server::start(move |seen, _| answer(fault, seen.uri.path())).await
 }
 
-async fn answer(fault: Fault, path: &str) -> Response<Full<Bytes>> {
+fn answer(fault: Fault, path: &str) -> Reply {
     let json = |status: u16, body: &str| {
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .header("x-request-id", "req-scripted-7")
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap()
+        Reply::json(status, body).with_header("x-request-id", "req-scripted-7")
     };
     match (fault, path) {
         (Fault::Unavailable, "/api/v1/create_session") => json(503, r#"{"detail":"down"}"#),
         (Fault::Stall, "/api/v1/create_session") => {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            json(200, r#"{"session_id":"s1"}"#)
+            json(200, r#"{"session_id":"s1"}"#).after(Duration::from_secs(5))
         }
         (_, "/api/v1/create_session") => json(200, r#"{"session_id":"s1"}"#),
         (_, "/api/v1/create_model") => json(200, r#"{"request_id":"r1"}"#),
@@ -91,8 +54,9 @@ fn builder(url: &str) -> tinker_client::ServiceClientBuilder {
 
 #[tokio::test]
 async fn an_http_failure_carries_request_id_retries_and_elapsed() {
-    let url = server(Fault::Unavailable).await;
-    let err = builder(&url).max_retries(2).build().await.unwrap_err();
+    let server = server(Fault::Unavailable).await;
+    let url = &server.url;
+    let err = builder(url).max_retries(2).build().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Api, "{err:?}");
     assert_eq!(err.status(), Some(503));
     assert_eq!(err.request_id(), Some("req-scripted-7"), "{err:?}");
@@ -105,8 +69,9 @@ async fn an_http_failure_carries_request_id_retries_and_elapsed() {
 
 #[tokio::test]
 async fn a_read_timeout_is_a_timeout_with_its_retries() {
-    let url = server(Fault::Stall).await;
-    let err = builder(&url)
+    let server = server(Fault::Stall).await;
+    let url = &server.url;
+    let err = builder(url)
         .max_retries(1)
         .timeout(Duration::from_millis(200))
         .build()
@@ -124,8 +89,9 @@ async fn a_read_timeout_is_a_timeout_with_its_retries() {
 
 #[tokio::test]
 async fn a_malformed_reply_is_a_protocol_error_not_a_user_error() {
-    let url = server(Fault::MalformedFuture).await;
-    let service = builder(&url).max_retries(0).build().await.unwrap();
+    let server = server(Fault::MalformedFuture).await;
+    let url = &server.url;
+    let service = builder(url).max_retries(0).build().await.unwrap();
     let err = tokio::time::timeout(
         Duration::from_secs(60),
         service.create_lora_training_client_with("base-model", TrainingClientOptions::rank(4)),
@@ -143,8 +109,9 @@ async fn a_malformed_reply_is_a_protocol_error_not_a_user_error() {
 /// `ResponseTooLarge` (it is not polled again: every poll would be as large).
 #[tokio::test]
 async fn a_reply_over_the_size_limit_fails_without_retrying() {
-    let url = server(Fault::HugeFuture).await;
-    let service = builder(&url)
+    let server = server(Fault::HugeFuture).await;
+    let url = &server.url;
+    let service = builder(url)
         .transport(|t| t.max_response_bytes(4096))
         .build()
         .await

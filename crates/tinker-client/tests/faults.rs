@@ -1,7 +1,7 @@
 //! The futures engine and the sampling retry paths, driven by tinker-local's fault
 //! injection: every fault kind at least once.
 
-mod common;
+use tinker_testkit::local as common;
 
 use common::{MODEL, datum, start};
 use tinker_client::{ErrorKind, SamplingSource, TrainingClientOptions};

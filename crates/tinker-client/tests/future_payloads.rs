@@ -3,7 +3,7 @@
 //! (issue 9, case 7). tinker-local damages result answers on script: `corrupt` (bytes that
 //! do not decode) and `badjson` (well-formed JSON of the wrong shape).
 
-mod common;
+use tinker_testkit::local as common;
 
 use common::{MODEL, datum, start};
 use tinker_client::ErrorKind;

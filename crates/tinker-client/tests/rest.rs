@@ -1,6 +1,6 @@
 //! RestClient and AdminClient end to end against tinker-local.
 
-mod common;
+use tinker_testkit::local as common;
 
 use std::collections::BTreeMap;
 

@@ -2,9 +2,7 @@
 //! (holder, sampling session) (§6.5), and the session futures poller's ack-only timeout
 //! and up-front in-flight reservation (§3.3).
 
-#![allow(clippy::unwrap_used)]
-
-mod common;
+use tinker_testkit::local as common;
 
 use std::time::{Duration, Instant};
 
@@ -12,11 +10,10 @@ use common::{Env, MODEL, start_with};
 use tinker_client::{SamplerHandleOptions, SamplingClient, SamplingSource};
 use tinker_types::{ModelInput, SamplingParams};
 
-async fn sampler(env: &Env) -> SamplingClient {
+async fn sampler(env: &Env) -> Result<SamplingClient, tinker_client::Error> {
     env.service
         .create_sampling_client(SamplingSource::BaseModel(MODEL.into()))
         .await
-        .unwrap()
 }
 
 fn prompt() -> ModelInput {
@@ -28,12 +25,10 @@ fn params() -> SamplingParams {
 }
 
 /// The JSON inside a sampler handle, and back.
-fn decode(handle: &str) -> serde_json::Value {
+fn decode(handle: &str) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
     use base64::Engine as _;
-    let bytes = base64::engine::general_purpose::URL_SAFE
-        .decode(handle)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
+    let bytes = base64::engine::general_purpose::URL_SAFE.decode(handle)?;
+    Ok(serde_json::from_slice(&bytes)?)
 }
 
 fn encode(json: &serde_json::Value) -> String {
@@ -42,10 +37,13 @@ fn encode(json: &serde_json::Value) -> String {
 }
 
 /// Samples on `client` and returns when it finished, counted from `t0`.
-fn timed_sample(client: SamplingClient, t0: Instant) -> tokio::task::JoinHandle<Duration> {
+fn timed_sample(
+    client: SamplingClient,
+    t0: Instant,
+) -> tokio::task::JoinHandle<Result<Duration, tinker_client::Error>> {
     tokio::spawn(async move {
-        client.sample(prompt(), 1, params()).await.unwrap();
-        t0.elapsed()
+        client.sample(prompt(), 1, params()).await?;
+        Ok(t0.elapsed())
     })
 }
 
@@ -57,8 +55,8 @@ fn timed_sample(client: SamplingClient, t0: Instant) -> tokio::task::JoinHandle<
 async fn shadow_clients_of_one_holder_share_the_concurrency_limit() {
     // The first asample fails; the holder retry loop retries it after 1 s.
     let env = start_with(Some("script=asample#1:503"), |_| {}).await;
-    let original = sampler(&env).await;
-    let mut json = decode(&original.sampler_handle().unwrap());
+    let original = sampler(&env).await.unwrap();
+    let mut json = decode(&original.sampler_handle().unwrap()).unwrap();
     json["holder"]["client_config"]["sample_max_concurrent_requests"] = 1.into();
     json["holder"]["client_config"]["sample_use_retrieve_futures"] = false.into();
     let handle = encode(&json);
@@ -76,9 +74,9 @@ async fn shadow_clients_of_one_holder_share_the_concurrency_limit() {
     let second = timed_sample(b, t0);
     let elsewhere = timed_sample(other, t0);
     let (first, second, elsewhere) = (
-        first.await.unwrap(),
-        second.await.unwrap(),
-        elsewhere.await.unwrap(),
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+        elsewhere.await.unwrap().unwrap(),
     );
     assert!(first >= Duration::from_millis(900), "{first:?}");
     assert!(
@@ -102,7 +100,7 @@ async fn ack_only_polls_time_out_after_five_seconds() {
         |c| c.sample_use_retrieve_futures = true,
     )
     .await;
-    let sampler = sampler(&env).await;
+    let sampler = sampler(&env).await.unwrap();
     let t0 = Instant::now();
     sampler.sample(prompt(), 1, params()).await.unwrap();
     assert!(t0.elapsed() >= Duration::from_secs(8), "{:?}", t0.elapsed());
@@ -166,7 +164,7 @@ async fn a_sized_completion_is_fetched_in_one_round_trip() {
         c.inline_result_limit = 1;
     })
     .await;
-    let sampler = sampler(&env).await;
+    let sampler = sampler(&env).await.unwrap();
     let resp = sampler.sample(prompt(), 1, params()).await.unwrap();
     assert_eq!(resp.sequences.len(), 1);
     let stats = sampler.futures_poller_stats().unwrap();
@@ -177,7 +175,7 @@ async fn a_sized_completion_is_fetched_in_one_round_trip() {
     );
 
     let control = start_with(faults, |c| c.inline_result_limit = 1).await;
-    let sampler = self::sampler(&control).await;
+    let sampler = self::sampler(&control).await.unwrap();
     let err = sampler.sample(prompt(), 1, params()).await.unwrap_err();
     assert_eq!(err.status(), Some(404), "{err:?}");
     assert!(sampler.futures_poller_stats().is_none());

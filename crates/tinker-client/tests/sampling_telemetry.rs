@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use tinker_testkit::local as common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! request that fails for good after holding one breaks the client's order so that later
 //! calls fail at once instead of waiting forever behind the gap.
 
-mod common;
+use tinker_testkit::local as common;
 
 use std::time::Duration;
 

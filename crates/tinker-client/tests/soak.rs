@@ -8,14 +8,16 @@
 // Test helpers: a panic is the failure.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-mod common;
+use tinker_testkit::local as common;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{DropProxy, Env, FastClock, MODEL, datum, start};
+use common::{Env, MODEL, datum, start};
 use tinker_client::{ServiceClient, TrainingClientOptions};
+use tinker_testkit::clock::FastClock;
+use tinker_testkit::proxy::DropProxy;
 use tinker_types::{AdamParams, LossFn};
 
 const DEFAULT_STEPS: usize = 50;

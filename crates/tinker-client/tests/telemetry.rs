@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+use tinker_testkit::local as common;
 
 use serde_json::Value;
 use tinker_client::{CloseStatus, ErrorKind, RestClient, ServiceClient, ServiceClientBuilder};

@@ -1,7 +1,7 @@
 //! End to end over HTTP against an in-process tinker-local: training, checkpoints,
 //! sampling from trained weights, session lifecycle.
 
-mod common;
+use tinker_testkit::local as common;
 
 use common::{MODEL, datum, start, training};
 use tinker_client::{CloseStatus, CustomLossOutput, ErrorKind, SampleOptions, SamplingSource};

@@ -1,65 +1,30 @@
 //! The reporter sending over real HTTP to an in-process hyper server, with a sink written
 //! the way the SDK client writes its own (POST the batch, fail on a non-2xx status).
 
-#![allow(clippy::unwrap_used)]
-
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tinker_telemetry::{BoxError, ErrorReport, Telemetry, TelemetryOptions, TelemetrySink};
+use tinker_testkit::{Reply, Server};
 use tinker_types::Severity;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-type Received = Arc<Mutex<Vec<(String, String, Value)>>>;
+const TELEMETRY_PATH: &str = "/api/v1/telemetry";
 
 /// Serves `POST /api/v1/telemetry` (`{"status":"accepted"}`); any other path answers 500.
-async fn server() -> (SocketAddr, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received: Received = Arc::default();
-    let store = received.clone();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let store = store.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let store = store.clone();
-                        async move {
-                            let path = req.uri().path().to_owned();
-                            let content_type = req
-                                .headers()
-                                .get("content-type")
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            if path != "/api/v1/telemetry" {
-                                let mut resp = Response::new(Full::new(Bytes::from_static(b"{}")));
-                                *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                                return Ok::<_, Infallible>(resp);
-                            }
-                            let json: Value = serde_json::from_slice(&body).unwrap();
-                            store.lock().unwrap().push((path, content_type, json));
-                            Ok(Response::new(Full::new(Bytes::from_static(
-                                br#"{"status":"accepted"}"#,
-                            ))))
-                        }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+async fn server() -> Server {
+    Server::start(|seen, _| {
+        if seen.uri.path() == TELEMETRY_PATH {
+            Reply::json(200, r#"{"status":"accepted"}"#)
+        } else {
+            Reply::json(500, "{}")
         }
-    });
-    (addr, received)
+    })
+    .await
 }
 
 /// POSTs each batch to `http://{addr}{path}`.
@@ -83,10 +48,10 @@ fn http_sink(addr: SocketAddr, path: &'static str) -> impl TelemetrySink {
 
 #[tokio::test]
 async fn batches_are_posted_over_http() {
-    let (addr, received) = server().await;
+    let server = server().await;
     let t = Telemetry::start(
         Some("sess-http".into()),
-        http_sink(addr, "/api/v1/telemetry"),
+        http_sink(server.addr, TELEMETRY_PATH),
         TelemetryOptions::default(),
     )
     .unwrap();
@@ -95,11 +60,11 @@ async fn batches_are_posted_over_http() {
         Severity::Error,
     );
     assert!(t.close().await);
-    let got = received.lock().unwrap().clone();
+    let got = server.seen();
     assert_eq!(got.len(), 1);
-    let (path, content_type, batch) = &got[0];
-    assert_eq!(path, "/api/v1/telemetry");
-    assert_eq!(content_type, "application/json");
+    assert_eq!(got[0].uri.path(), TELEMETRY_PATH);
+    assert_eq!(got[0].header("content-type"), Some("application/json"));
+    let batch: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(batch["session_id"], "sess-http");
     let kinds: Vec<&str> = batch["events"]
         .as_array()
@@ -114,16 +79,17 @@ async fn batches_are_posted_over_http() {
 
 #[tokio::test]
 async fn http_errors_drop_the_batch() {
-    let (addr, received) = server().await;
+    let server = server().await;
     let t = Telemetry::start(
         None,
-        http_sink(addr, "/broken"),
+        http_sink(server.addr, "/broken"),
         TelemetryOptions::default(),
     )
     .unwrap();
     t.log_error(&ErrorReport::new("E", "x"), Severity::Error);
     assert!(t.close().await);
-    assert!(received.lock().unwrap().is_empty());
+    assert!(server.seen_at(TELEMETRY_PATH).is_empty());
+    assert_eq!(server.seen_at("/broken").len(), 1);
     let stats = t.stats();
     assert_eq!((stats.batches_failed, stats.dropped_send_failed), (1, 1));
 }

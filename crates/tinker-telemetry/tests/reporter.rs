@@ -1,8 +1,6 @@
 //! The reporter against a real collecting sink, on tokio's paused clock.
 
-#![allow(clippy::unwrap_used)]
-
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -32,25 +30,37 @@ impl Collect {
         move |body: Vec<u8>| {
             let this = this.clone();
             async move {
-                let batch: Value = serde_json::from_slice(&body).unwrap();
+                let batch: Value = serde_json::from_slice(&body).map_err(std::io::Error::other)?;
                 if this.fail {
                     return Err(std::io::Error::other("503 Service Unavailable"));
                 }
-                this.batches.lock().unwrap().push(batch);
+                // A poisoned lock means another test thread already panicked.
+                this.batches
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(batch);
                 Ok(())
             }
         }
     }
 
     fn batches(&self) -> Vec<Value> {
-        self.batches.lock().unwrap().clone()
+        self.batches
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    fn events(&self) -> Vec<Value> {
-        self.batches()
-            .iter()
-            .flat_map(|b| b["events"].as_array().unwrap().clone())
-            .collect()
+    /// Every event of every batch, or the first batch without an `events` array.
+    fn events(&self) -> Result<Vec<Value>, Value> {
+        let mut events = Vec::new();
+        for batch in self.batches() {
+            match batch["events"].as_array() {
+                Some(list) => events.extend(list.iter().cloned()),
+                None => return Err(batch),
+            }
+        }
+        Ok(events)
     }
 }
 
@@ -61,19 +71,21 @@ async fn settle() {
     }
 }
 
-fn start(session: Option<&str>, sink: impl TelemetrySink) -> Telemetry {
+fn start(
+    session: Option<&str>,
+    sink: impl TelemetrySink,
+) -> Result<Telemetry, tinker_telemetry::TelemetryError> {
     Telemetry::start(
         session.map(str::to_owned),
         sink,
         TelemetryOptions::default(),
     )
-    .unwrap()
 }
 
 #[tokio::test(start_paused = true)]
 async fn flushes_every_ten_seconds_with_the_sdk_envelope() {
     let c = Collect::default();
-    let t = start(Some("sess-1"), c.sink());
+    let t = start(Some("sess-1"), c.sink()).unwrap();
     assert!(t.log("step", Map::new(), Severity::Info));
     settle().await;
     assert!(c.batches().is_empty(), "nothing before the interval");
@@ -133,13 +145,13 @@ async fn flushes_every_ten_seconds_with_the_sdk_envelope() {
 #[tokio::test(start_paused = true)]
 async fn errors_trigger_an_immediate_flush() {
     let c = Collect::default();
-    let t = start(Some("sess-2"), c.sink());
+    let t = start(Some("sess-2"), c.sink()).unwrap();
     let report = ErrorReport::new("BadRequestError", "invalid loss_fn")
         .with_status(400)
         .with_body(json!({"detail": "unknown loss"}));
     assert!(t.log_error(&report, Severity::Error));
     settle().await;
-    let events = c.events();
+    let events = c.events().unwrap();
     assert_eq!(events.len(), 2, "sent without waiting for the interval");
     assert_eq!(events[1]["event"], "GENERIC_EVENT");
     assert_eq!(events[1]["event_name"], "user_error");
@@ -151,7 +163,7 @@ async fn errors_trigger_an_immediate_flush() {
         .with_traceback("Caused by: os error 104");
     t.log_error(&report, Severity::Critical);
     settle().await;
-    let events = c.events();
+    let events = c.events().unwrap();
     assert_eq!(events[2]["event"], "UNHANDLED_EXCEPTION");
     assert_eq!(events[2]["severity"], "CRITICAL");
     assert_eq!(events[2]["error_type"], "APIConnectionError");
@@ -162,12 +174,12 @@ async fn errors_trigger_an_immediate_flush() {
 #[tokio::test(start_paused = true)]
 async fn fatal_errors_end_the_session_and_wait_for_delivery() {
     let c = Collect::default();
-    let t = start(Some("sess-3"), c.sink());
+    let t = start(Some("sess-3"), c.sink()).unwrap();
     tokio::time::advance(Duration::from_millis(1)).await;
     let report = ErrorReport::new("InternalServerError", "boom").with_status(500);
     assert!(t.log_fatal_error(&report, Severity::Error).await);
     // Delivered by the time the call returns.
-    let events = c.events();
+    let events = c.events().unwrap();
     let kinds: Vec<&str> = events
         .iter()
         .map(|e| e["event"].as_str().unwrap())
@@ -188,12 +200,12 @@ async fn fatal_errors_end_the_session_and_wait_for_delivery() {
 #[tokio::test(start_paused = true)]
 async fn sessionless_reporters_have_a_synthetic_id_and_no_session_events() {
     let c = Collect::default();
-    let t = start(None, c.sink());
+    let t = start(None, c.sink()).unwrap();
     let id = t.session_id().strip_prefix("sessionless-").unwrap();
     assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
     t.log_fatal_error(&ErrorReport::new("E", "x"), Severity::Error)
         .await;
-    let events = c.events();
+    let events = c.events().unwrap();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["event"], "UNHANDLED_EXCEPTION");
     assert_eq!(events[0]["event_session_index"], 0);
@@ -203,7 +215,7 @@ async fn sessionless_reporters_have_a_synthetic_id_and_no_session_events() {
 #[tokio::test(start_paused = true)]
 async fn batches_hold_at_most_100_events() {
     let c = Collect::default();
-    let t = start(Some("sess-4"), c.sink());
+    let t = start(Some("sess-4"), c.sink()).unwrap();
     for i in 0..250 {
         let mut data = Map::new();
         data.insert("i".into(), i.into());
@@ -218,6 +230,7 @@ async fn batches_hold_at_most_100_events() {
     assert_eq!(sizes, [100, 100, 51]);
     let indices: Vec<u64> = c
         .events()
+        .unwrap()
         .iter()
         .map(|e| e["event_session_index"].as_u64().unwrap())
         .collect();
@@ -232,7 +245,7 @@ async fn batches_hold_at_most_100_events() {
 #[tokio::test(start_paused = true)]
 async fn queue_is_capped_at_10000_events() {
     let c = Collect::default();
-    let t = start(Some("sess-5"), c.sink());
+    let t = start(Some("sess-5"), c.sink()).unwrap();
     // SESSION_START plus 9 999 events fill the queue.
     for _ in 0..9_999 {
         assert!(t.log("step", Map::new(), Severity::Debug));
@@ -251,7 +264,7 @@ async fn queue_is_capped_at_10000_events() {
 #[tokio::test(start_paused = true)]
 async fn failed_batches_are_dropped_and_counted() {
     let c = Collect::failing();
-    let t = start(Some("sess-6"), c.sink());
+    let t = start(Some("sess-6"), c.sink()).unwrap();
     t.log_error(&ErrorReport::new("E", "x"), Severity::Error);
     assert!(
         t.wait_until_drained().await,
@@ -273,7 +286,7 @@ async fn failed_batches_are_dropped_and_counted() {
 #[tokio::test(start_paused = true)]
 async fn slow_sends_time_out_after_5_s_and_close_waits_at_most_30_s() {
     let hanging = |_body: Vec<u8>| std::future::pending::<Result<(), std::io::Error>>();
-    let t = start(Some("sess-7"), hanging);
+    let t = start(Some("sess-7"), hanging).unwrap();
     let t0 = Instant::now();
     t.flush();
     assert!(t.wait_until_drained().await);
@@ -295,7 +308,7 @@ async fn slow_sends_time_out_after_5_s_and_close_waits_at_most_30_s() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_last_handle_stops_the_task() {
     let c = Collect::default();
-    let t = start(Some("sess-9"), c.sink());
+    let t = start(Some("sess-9"), c.sink()).unwrap();
     let clone = t.clone();
     drop(t);
     clone.log("still-alive", Map::new(), Severity::Info);
@@ -315,7 +328,7 @@ fn starting_outside_a_runtime_is_an_error() {
 #[tokio::test(start_paused = true)]
 async fn capture_logs_failures_and_passes_results_through() {
     let c = Collect::default();
-    let t = start(Some("sess-10"), c.sink());
+    let t = start(Some("sess-10"), c.sink()).unwrap();
     let ok: Result<u32, std::io::Error> = t
         .capture(
             false,
@@ -336,6 +349,7 @@ async fn capture_logs_failures_and_passes_results_through() {
     assert_eq!(failed.unwrap_err().to_string(), "disk full");
     let kinds: Vec<String> = c
         .events()
+        .unwrap()
         .iter()
         .map(|e| e["event"].as_str().unwrap().to_owned())
         .collect();
@@ -343,7 +357,7 @@ async fn capture_logs_failures_and_passes_results_through() {
         kinds,
         ["SESSION_START", "UNHANDLED_EXCEPTION", "SESSION_END"]
     );
-    let e = &c.events()[1];
+    let e = &c.events().unwrap()[1];
     assert_eq!(e["error_type"], "Error");
     assert_eq!(e["error_message"], "disk full");
     assert_eq!(e["severity"], "CRITICAL");

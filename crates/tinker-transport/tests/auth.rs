@@ -1,12 +1,12 @@
 //! Credentials and JWT auth over real sockets.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::*;
+use tinker_testkit::clock::*;
+use tinker_testkit::jwt::make_jwt;
+use tinker_testkit::*;
 use tinker_transport::http::connect::ProxyConfig;
 use tinker_transport::{Credential, Env, ErrorKind, RequestSpec, Transport};
 
@@ -121,7 +121,7 @@ async fn jwt_is_refreshed_in_the_background_at_half_life() {
     // 1000× fast clock: a 60 s token is refreshed after ~27–33 s = ~30 ms real time.
     // A test clock reads real time, as `SystemClock` does.
     #[allow(clippy::disallowed_methods)]
-    let clock = Arc::new(FastClock {
+    let clock = Arc::new(ScaledClock {
         unix_at_start: 1_800_000_000.0,
         start: std::time::Instant::now(),
         scale: 1000.0,

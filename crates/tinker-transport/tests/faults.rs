@@ -1,12 +1,11 @@
 //! Fault scripts over real sockets: what the server saw, and what the caller got.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
+use tinker_testkit::clock::*;
+use tinker_testkit::*;
 use tinker_transport::http::HttpVersion;
 use tinker_transport::http::connect::ProxyConfig;
 use tinker_transport::{ErrorKind, RequestSpec, Transport, TransportBuilder};

@@ -2,22 +2,18 @@
 //! an over-long declared `Content-Length` all fail fast with `ResponseTooLarge`, are not
 //! retried, and never buffer past the limit.
 
-// Test fixtures: panicking on a broken fixture is the right failure.
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::*;
+use tinker_testkit::clock::*;
+use tinker_testkit::*;
 use tinker_transport::http::connect::ProxyConfig;
 use tinker_transport::{DEFAULT_MAX_RESPONSE_BYTES, ErrorKind, RequestSpec, Transport};
 
 const LIMIT: u64 = 8 * 1024 * 1024;
 
-fn transport(url: &str) -> Transport {
+fn transport(url: &str) -> Result<Transport, tinker_transport::TransportError> {
     Transport::builder()
         .base_url(url)
         .env(tinker_transport::Env::from_pairs([(
@@ -30,7 +26,6 @@ fn transport(url: &str) -> Transport {
         .read_timeout(Duration::from_secs(10))
         .max_response_bytes(LIMIT)
         .build()
-        .unwrap()
 }
 
 fn post(path: &str) -> RequestSpec {
@@ -38,31 +33,32 @@ fn post(path: &str) -> RequestSpec {
 }
 
 /// `len` zero bytes compressed with `encoding`, written in 1 MiB steps (small memory).
-fn bomb(encoding: &str, len: usize) -> Bytes {
-    fn fill(w: &mut impl Write, len: usize) {
+fn bomb(encoding: &str, len: usize) -> std::io::Result<Bytes> {
+    fn fill(w: &mut impl Write, len: usize) -> std::io::Result<()> {
         let block = vec![0u8; 1 << 20];
         for _ in 0..len / block.len() {
-            w.write_all(&block).unwrap();
+            w.write_all(&block)?;
         }
+        Ok(())
     }
     let bytes = match encoding {
         "gzip" => {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            fill(&mut e, len);
-            e.finish().unwrap()
+            fill(&mut e, len)?;
+            e.finish()?
         }
         "deflate" => {
             let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-            fill(&mut e, len);
-            e.finish().unwrap()
+            fill(&mut e, len)?;
+            e.finish()?
         }
         _ => {
-            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
-            fill(&mut e, len);
-            e.finish().unwrap()
+            let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3)?;
+            fill(&mut e, len)?;
+            e.finish()?
         }
     };
-    Bytes::from(bytes)
+    Ok(Bytes::from(bytes))
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in bytes.
@@ -80,7 +76,7 @@ fn peak_rss() -> Option<u64> {
 async fn compression_bombs_stop_at_the_limit() {
     const INFLATED: usize = 512 * 1024 * 1024;
     for encoding in ["gzip", "deflate", "zstd"] {
-        let body = bomb(encoding, INFLATED);
+        let body = bomb(encoding, INFLATED).unwrap();
         assert!(body.len() < 1024 * 1024, "{encoding}: {} bytes", body.len());
         let server = Server::start(move |_, _| Reply::Full {
             status: 200,
@@ -94,6 +90,7 @@ async fn compression_bombs_stop_at_the_limit() {
         #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
         let started = Instant::now();
         let err = transport(&server.url)
+            .unwrap()
             .send(post("/api/v1/bomb"))
             .await
             .unwrap_err();
@@ -127,6 +124,7 @@ async fn an_over_long_streamed_body_fails_at_the_limit() {
     })
     .await;
     let err = transport(&server.url)
+        .unwrap()
         .send(post("/api/v1/long"))
         .await
         .unwrap_err();
@@ -152,7 +150,7 @@ async fn a_declared_length_over_the_limit_fails_and_the_limit_itself_passes() {
         },
     })
     .await;
-    let t = transport(&server.url);
+    let t = transport(&server.url).unwrap();
     let err = t.send(post("/api/v1/over")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ResponseTooLarge, "{err}");
     assert_eq!(server.seen_at("/api/v1/over").len(), 1, "not retried");

@@ -1,36 +1,15 @@
 //! TLS with rustls: ALPN picks HTTP/2 or HTTP/1.1; trust comes from configured CA
 //! certificates or `SSL_CERT_FILE`, never from the network.
 
-// Fixture helpers (certificate, CONNECT proxy) are test code: panicking is the failure.
-#![allow(clippy::unwrap_used)]
-
-mod common;
-
-use std::sync::Arc;
-
-use common::*;
+use tinker_testkit::proxy::connect_proxy;
+use tinker_testkit::*;
 use tinker_transport::http::HttpVersion;
 use tinker_transport::http::connect::{ProxyConfig, TlsConfig};
 use tinker_transport::{Env, ErrorKind, RequestSpec, Transport};
 
 /// A self-signed certificate for `localhost` and a TLS acceptor offering h2 and http/1.1.
-fn tls_server_config() -> (
-    tokio_rustls::TlsAcceptor,
-    rcgen::CertifiedKey<rcgen::KeyPair>,
-) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
-        .expect("a self-signed certificate");
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS 1.2 and 1.3")
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.cert.der().clone()], key)
-    .expect("a server certificate");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), cert)
+fn tls_server_config() -> (tokio_rustls::TlsAcceptor, tinker_testkit::tls::Cert) {
+    tinker_testkit::tls::acceptor(&[b"h2", b"http/1.1"])
 }
 
 fn only_roots(extra: Vec<Vec<u8>>) -> TlsConfig {
@@ -54,7 +33,7 @@ async fn alpn_negotiates_http2_or_http1() {
             .env(Env::from_pairs([("HOME", "/nonexistent")]))
             .api_key(KEY.to_owned().into())
             .proxy(ProxyConfig::None)
-            .tls(only_roots(vec![cert.cert.der().to_vec()]))
+            .tls(only_roots(vec![cert.der.clone()]))
             .http_version(version)
             .build()
             .unwrap();
@@ -69,7 +48,7 @@ async fn ssl_cert_file_is_trusted_and_unknown_cas_are_not() {
     let server = Server::start_with(Some(acceptor), |_, _| Reply::json(200, "{}")).await;
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("ca.pem");
-    std::fs::write(&pem, cert.cert.pem()).unwrap();
+    std::fs::write(&pem, &cert.pem).unwrap();
     let with_file = Env::from_pairs([
         ("HOME", "/nonexistent".to_owned()),
         ("SSL_CERT_FILE", pem.to_str().unwrap().to_owned()),
@@ -100,54 +79,6 @@ async fn ssl_cert_file_is_trusted_and_unknown_cas_are_not() {
     assert_eq!(server.seen().len(), 1);
 }
 
-/// A CONNECT proxy that records the authorities it tunnels to.
-async fn connect_proxy() -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let tunnels: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-    let record = tunnels.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let record = record.clone();
-                        async move {
-                            let authority = req
-                                .uri()
-                                .authority()
-                                .map(|a| a.to_string())
-                                .unwrap_or_default();
-                            record
-                                .lock()
-                                .unwrap()
-                                .push(format!("{} {authority}", req.method()));
-                            tokio::spawn(async move {
-                                let upgraded = hyper::upgrade::on(req).await.unwrap();
-                                let mut upstream =
-                                    tokio::net::TcpStream::connect(authority).await.unwrap();
-                                let _ = tokio::io::copy_bidirectional(
-                                    &mut TokioIo::new(upgraded),
-                                    &mut upstream,
-                                )
-                                .await;
-                            });
-                            Ok::<_, std::convert::Infallible>(http::Response::new(
-                                http_body_util::Empty::<bytes::Bytes>::new(),
-                            ))
-                        }
-                    });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (url, tunnels)
-}
-
 #[tokio::test]
 async fn https_goes_through_a_connect_tunnel() {
     let (acceptor, cert) = tls_server_config();
@@ -162,7 +93,7 @@ async fn https_goes_through_a_connect_tunnel() {
             url: proxy_url,
             no_proxy: None,
         })
-        .tls(only_roots(vec![cert.cert.der().to_vec()]))
+        .tls(only_roots(vec![cert.der.clone()]))
         .build()
         .unwrap();
     let v: serde_json::Value = t

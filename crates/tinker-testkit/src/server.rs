@@ -1,8 +1,6 @@
-//! An in-process hyper server on 127.0.0.1 that records every request and answers from
-//! a script, including faults (resets, truncation, stalls), plus test clocks.
-
-// Test support: panicking on a broken fixture is the right failure.
-#![allow(dead_code, clippy::unwrap_used)]
+//! One scripted in-process HTTP server on `127.0.0.1:0` (HTTP/1.1 and HTTP/2, optionally
+//! TLS): it records every request and answers from a script, including faults (a reset
+//! before the head, a body cut mid-stream, stalls).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,21 +14,25 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tinker_transport::clock::{Clock, Jitter, Runtime, Sleep};
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 
-/// What the server saw.
+/// One request the server received, recorded for assertions.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The request method.
     pub method: Method,
+    /// The request target (path and query for origin-form requests).
     pub uri: Uri,
+    /// The HTTP version the request came over.
     pub version: Version,
+    /// All request headers.
     pub headers: HeaderMap,
+    /// The whole request body (empty if it could not be read).
     pub body: Bytes,
 }
 
 impl Seen {
+    /// The value of header `name`, if present and ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -38,32 +40,51 @@ impl Seen {
 
 /// One step of a scripted response body.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Chunk {
+    /// Send these bytes as one data frame.
     Data(Bytes),
+    /// Wait this long before the next step.
     Pause(Duration),
+    /// Abort the connection mid-body.
     Fail,
 }
 
 /// A scripted answer.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Reply {
     /// A complete response.
     Full {
+        /// The status code.
         status: u16,
+        /// Response headers, in order.
         headers: Vec<(String, String)>,
+        /// The whole body.
         body: Bytes,
     },
     /// Drop the connection before any response byte.
     ResetBeforeHeaders,
+    /// Wait `delay`, then answer `reply` (a server that stalls before its head).
+    Delayed {
+        /// How long to wait before answering.
+        delay: Duration,
+        /// The answer after the wait.
+        reply: Box<Reply>,
+    },
     /// Send the head then stream `chunks` (a `Fail` aborts the connection).
     Streamed {
+        /// The status code.
         status: u16,
+        /// Response headers, in order.
         headers: Vec<(String, String)>,
+        /// The body, step by step.
         chunks: Vec<Chunk>,
     },
 }
 
 impl Reply {
+    /// An empty response with `status`.
     pub fn status(status: u16) -> Self {
         Reply::Full {
             status,
@@ -72,6 +93,7 @@ impl Reply {
         }
     }
 
+    /// A JSON response (`content-type: application/json`).
     pub fn json(status: u16, body: &str) -> Self {
         Reply::Full {
             status,
@@ -80,10 +102,32 @@ impl Reply {
         }
     }
 
+    /// A response with `body` and no headers.
+    pub fn bytes(status: u16, body: impl Into<Bytes>) -> Self {
+        Reply::Full {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// This reply, sent only after `delay`.
+    pub fn after(self, delay: Duration) -> Self {
+        Reply::Delayed {
+            delay,
+            reply: Box::new(self),
+        }
+    }
+
+    /// Adds a response header (no effect on a reset).
     pub fn with_header(mut self, name: &str, value: &str) -> Self {
         match &mut self {
             Reply::Full { headers, .. } | Reply::Streamed { headers, .. } => {
                 headers.push((name.into(), value.into()));
+            }
+            Reply::Delayed { reply, .. } => {
+                let inner = std::mem::replace(reply.as_mut(), Reply::ResetBeforeHeaders);
+                **reply = inner.with_header(name, value);
             }
             Reply::ResetBeforeHeaders => {}
         }
@@ -93,12 +137,22 @@ impl Reply {
 
 type Script = Arc<dyn Fn(&Seen, usize) -> Reply + Send + Sync>;
 
-/// The running server. `url` has no trailing slash.
+/// The running server (stopped on drop). `url` has no trailing slash.
 pub struct Server {
+    /// The bound address (127.0.0.1, a free port).
     pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` over TLS.
     pub url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Server {
@@ -115,7 +169,7 @@ impl Server {
     }
 
     /// Like [`Server::start`], over TLS when `tls` is given (`url` is then `https://`
-    /// with host `localhost`).
+    /// with host `localhost`; see [`crate::tls::acceptor`]).
     pub async fn start_with(
         tls: Option<tokio_rustls::TlsAcceptor>,
         script: impl Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
@@ -161,6 +215,22 @@ impl Server {
             seen,
             task,
         }
+    }
+
+    /// A server that answers the `n`-th request (0-based, all paths together) with
+    /// `replies[n]`, and every request after the script's end with its last reply (an
+    /// empty script answers `500`).
+    pub async fn scripted(replies: Vec<Reply>) -> Self {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        Self::start(move |_, _| {
+            let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            replies
+                .get(n)
+                .or(replies.last())
+                .cloned()
+                .unwrap_or(Reply::status(500))
+        })
+        .await
     }
 
     /// A server that answers `first` to the first request of each path, then `200 {}`.
@@ -218,8 +288,19 @@ async fn handle(
         seen.push(record.clone());
         n
     };
-    match script(&record, n) {
-        Reply::ResetBeforeHeaders => Err(std::io::Error::other("scripted reset")),
+    let mut reply = script(&record, n);
+    while let Reply::Delayed {
+        delay,
+        reply: inner,
+    } = reply
+    {
+        tokio::time::sleep(delay).await;
+        reply = *inner;
+    }
+    match reply {
+        Reply::ResetBeforeHeaders | Reply::Delayed { .. } => {
+            Err(std::io::Error::other("scripted reset"))
+        }
         Reply::Full {
             status,
             headers,
@@ -264,95 +345,3 @@ async fn handle(
         }
     }
 }
-
-/// A port with nothing listening.
-pub async fn refused_url() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
-}
-
-/// A clock whose sleeps return at once but are recorded, so retry schedules are checked
-/// exactly without waiting. Wall time is fixed at `unix`.
-#[derive(Debug, Default)]
-pub struct RecordingClock {
-    pub unix: f64,
-    pub sleeps: Mutex<Vec<Duration>>,
-}
-
-impl RecordingClock {
-    pub fn new(unix: f64) -> Arc<Self> {
-        Arc::new(Self {
-            unix,
-            sleeps: Mutex::new(Vec::new()),
-        })
-    }
-
-    pub fn sleeps(&self) -> Vec<Duration> {
-        self.sleeps.lock().unwrap().clone()
-    }
-}
-
-impl Clock for RecordingClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-    fn unix_now(&self) -> f64 {
-        self.unix
-    }
-    fn sleep(&self, duration: Duration) -> Sleep {
-        self.sleeps.lock().unwrap().push(duration);
-        Box::pin(async {})
-    }
-}
-
-/// A clock running `scale` times faster than real time (for JWT refresh over sockets).
-#[derive(Debug)]
-pub struct FastClock {
-    pub unix_at_start: f64,
-    pub start: std::time::Instant,
-    pub scale: f64,
-}
-
-impl Clock for FastClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-    fn unix_now(&self) -> f64 {
-        self.unix_at_start + self.start.elapsed().as_secs_f64() * self.scale
-    }
-    fn sleep(&self, duration: Duration) -> Sleep {
-        Box::pin(tokio::time::sleep(duration.div_f64(self.scale)))
-    }
-}
-
-/// Jitter fixed at zero (the longest HTTP backoff, the shortest JWT refresh).
-#[derive(Debug)]
-pub struct ZeroJitter;
-
-impl Jitter for ZeroJitter {
-    fn unit(&self) -> f64 {
-        0.0
-    }
-}
-
-pub fn runtime(clock: Arc<dyn Clock>) -> Runtime {
-    Runtime {
-        clock,
-        jitter: Arc::new(ZeroJitter),
-    }
-}
-
-/// A JWT (unsigned) with the given claims.
-pub fn make_jwt(exp: f64, iat: f64, sub: &str) -> String {
-    use base64::Engine as _;
-    let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    format!(
-        "{}.{}.sig",
-        enc(r#"{"alg":"none","typ":"JWT"}"#),
-        enc(&format!(r#"{{"exp":{exp},"iat":{iat},"sub":"{sub}"}}"#))
-    )
-}
-
-pub const KEY: &str = "tml-test-key-0123456789";
