@@ -10,11 +10,11 @@ use tinker::tokenizer::Tokenizer;
 use tinker::transport::Env;
 
 /// The error type of the examples' `main`.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A connected [`ServiceClient`], plus the embedded server (and its data folder) when no
 /// `TINKER_API_KEY` is set.
-pub struct Connection {
+pub(crate) struct Connection {
     /// The client.
     pub service: ServiceClient,
     /// Whether it talks to a server named by the environment (not the embedded one).
@@ -29,7 +29,7 @@ pub struct Connection {
 impl Connection {
     /// Connects as `training_loop` does: the service given by `TINKER_API_KEY` (and
     /// `TINKER_BASE_URL`) when the key is set, else a fresh embedded `tinker-local`.
-    pub async fn open(env: Env) -> Result<Self, BoxError> {
+    pub(crate) async fn open(env: Env) -> Result<Self, BoxError> {
         let remote = env.get("TINKER_API_KEY").is_some_and(|k| !k.is_empty());
         let data_dir = tempfile::tempdir()?;
         let (service, server) = if remote {
@@ -62,13 +62,13 @@ impl Connection {
     }
 
     /// Connects with the process environment.
-    pub async fn from_process_env() -> Result<Self, BoxError> {
+    pub(crate) async fn from_process_env() -> Result<Self, BoxError> {
         Self::open(Env::process()).await
     }
 
     /// `TINKER_BASE_MODEL`, else `remote_default` on a remote server and
     /// `tinker-local/micro` on the embedded one.
-    pub fn base_model(&self, remote_default: &str) -> String {
+    pub(crate) fn base_model(&self, remote_default: &str) -> String {
         let default = if self.remote {
             remote_default
         } else {
@@ -78,7 +78,7 @@ impl Connection {
     }
 
     /// A setting from the environment, `default` when unset or unparsable.
-    pub fn setting<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+    pub(crate) fn setting<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
         self.env
             .get(name)
             .and_then(|v| v.parse().ok())
@@ -86,12 +86,12 @@ impl Connection {
     }
 
     /// The embedded server, when there is one (for figures only it can give).
-    pub fn local_server(&self) -> Option<&tinker::local::LocalServerHandle> {
+    pub(crate) fn local_server(&self) -> Option<&tinker::local::LocalServerHandle> {
         self.server.as_ref()
     }
 
     /// Ends the session and stops the embedded server.
-    pub async fn close(self) -> Result<(), BoxError> {
+    pub(crate) async fn close(self) -> Result<(), BoxError> {
         if let Some(server) = self.end_session().await? {
             server.shutdown().await;
         }
@@ -100,7 +100,9 @@ impl Connection {
 
     /// Ends the session and returns the embedded server, still running, so the example can
     /// read what it recorded; the caller shuts it down.
-    pub async fn end_session(self) -> Result<Option<tinker::local::LocalServerHandle>, BoxError> {
+    pub(crate) async fn end_session(
+        self,
+    ) -> Result<Option<tinker::local::LocalServerHandle>, BoxError> {
         self.service.close(CloseStatus::Success, None).await?;
         Ok(self.server)
     }
@@ -114,7 +116,10 @@ impl Connection {
     /// Hugging Face Hub, where tinker-local's models are not (portable tokenizer ids for
     /// tinker-local come with issue 17). Until then, on the embedded server, the example
     /// loads that server's own tokenizer files, as its `get_info` names them.
-    pub async fn sampler_tokenizer(&self, sampler: &SamplingClient) -> Result<Tokenizer, BoxError> {
+    pub(crate) async fn sampler_tokenizer(
+        &self,
+        sampler: &SamplingClient,
+    ) -> Result<Tokenizer, BoxError> {
         if self.remote {
             return Ok(sampler.get_tokenizer().await?);
         }
@@ -132,7 +137,11 @@ impl Connection {
 /// A datum that trains the model to continue `prompt` with `completion`: targets are the
 /// next tokens, weights are 1 on the completion's tokens only (all tokens when
 /// `completion` is empty).
-pub fn datum(tokenizer: &Tokenizer, prompt: &str, completion: &str) -> Result<Datum, BoxError> {
+pub(crate) fn datum(
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    completion: &str,
+) -> Result<Datum, BoxError> {
     let prompt = tokenizer.encode(prompt, true)?;
     let completion = tokenizer.encode(completion, false)?;
     let all: Vec<u32> = prompt.iter().chain(&completion).copied().collect();
@@ -156,7 +165,7 @@ pub fn datum(tokenizer: &Tokenizer, prompt: &str, completion: &str) -> Result<Da
 }
 
 /// Mean, min and max of `values` (NaN for an empty slice).
-pub fn stats(values: &[f32]) -> (f64, f64, f64) {
+pub(crate) fn stats(values: &[f32]) -> (f64, f64, f64) {
     if values.is_empty() {
         return (f64::NAN, f64::NAN, f64::NAN);
     }

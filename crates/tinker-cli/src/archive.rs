@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use crate::error::CliError;
 
 /// Unpacks every `*.tar` file directly inside `dir` into `dir`, then removes the archive.
-pub fn unpack_archives(dir: &Path) -> Result<(), CliError> {
+pub(crate) fn unpack_archives(dir: &Path) -> Result<(), CliError> {
     let entries =
         fs::read_dir(dir).map_err(|e| CliError::io(&format!("reading {}", dir.display()), &e))?;
     for entry in entries {
@@ -52,7 +52,7 @@ fn refuse(what: String) -> io::Error {
 
 /// Unpacks a tar stream into `dest`: regular files and folders only, relative paths without
 /// `..`, no links (a link could later redirect a write), no entry written twice.
-pub fn unpack(reader: impl io::Read, dest: &Path) -> io::Result<()> {
+pub(crate) fn unpack(reader: impl io::Read, dest: &Path) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries()? {
         let mut entry = entry?;

@@ -7,16 +7,16 @@ use tinker_transport::Transport;
 use crate::error::CliError;
 
 /// A transport with the resolved credential (fails early, before any request, without one).
-pub fn transport() -> Result<Transport, CliError> {
+pub(crate) fn transport() -> Result<Transport, CliError> {
     Ok(Transport::builder().build()?)
 }
 
 /// A session-less REST client.
-pub async fn rest() -> Result<RestClient, CliError> {
+pub(crate) async fn rest() -> Result<RestClient, CliError> {
     Ok(RestClient::connect(transport()?).await?)
 }
 
 /// A billing / audit client.
-pub async fn admin() -> Result<AdminClient, CliError> {
+pub(crate) async fn admin() -> Result<AdminClient, CliError> {
     Ok(AdminClient::connect(transport()?).await?)
 }

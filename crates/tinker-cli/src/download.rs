@@ -19,7 +19,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_FILE_BYTES: u64 = 1 << 40;
 
 /// A progress bar on stderr, hidden unless `show` and stdout is a terminal.
-pub fn progress(len: Option<u64>, label: &str, show: bool) -> ProgressBar {
+pub(crate) fn progress(len: Option<u64>, label: &str, show: bool) -> ProgressBar {
     let visible = show && std::io::stdout().is_terminal();
     let bar = ProgressBar::with_draw_target(
         len,
@@ -39,7 +39,7 @@ pub fn progress(len: Option<u64>, label: &str, show: bool) -> ProgressBar {
 }
 
 /// Downloads `url` to `target` (which must not exist); returns the bytes written.
-pub async fn fetch(url: &str, target: &Path, bar: &ProgressBar) -> Result<u64, CliError> {
+pub(crate) async fn fetch(url: &str, target: &Path, bar: &ProgressBar) -> Result<u64, CliError> {
     let uri: http::Uri = url
         .parse()
         .map_err(|_| CliError::new("The server sent an invalid download URL"))?;

@@ -6,7 +6,7 @@ use tinker_client::ErrorKind;
 
 /// What went wrong, shown as `Error: <message>` plus details on stderr.
 #[derive(Debug)]
-pub struct CliError {
+pub(crate) struct CliError {
     /// One line.
     pub message: String,
     /// What to do next, or the server's detail.
@@ -15,7 +15,7 @@ pub struct CliError {
 
 impl CliError {
     /// An error without details.
-    pub fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             details: None,
@@ -23,7 +23,7 @@ impl CliError {
     }
 
     /// An error with details.
-    pub fn with(message: impl Into<String>, details: impl Into<String>) -> Self {
+    pub(crate) fn with(message: impl Into<String>, details: impl Into<String>) -> Self {
         Self {
             message: message.into(),
             details: Some(details.into()),
@@ -31,7 +31,7 @@ impl CliError {
     }
 
     /// A local I/O failure.
-    pub fn io(what: &str, e: &std::io::Error) -> Self {
+    pub(crate) fn io(what: &str, e: &std::io::Error) -> Self {
         Self::with(format!("Failed {what}"), e.to_string())
     }
 }

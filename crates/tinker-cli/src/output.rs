@@ -10,7 +10,7 @@ use crate::error::CliError;
 
 /// The `-f/--format` choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// A table sized to the terminal (or `COLUMNS`).
     Table,
     /// Pretty-printed JSON (indent 2), stable for scripts.
@@ -33,7 +33,7 @@ fn width() -> Option<u16> {
 }
 
 /// A result that can be shown both ways.
-pub trait Render {
+pub(crate) trait Render {
     /// The JSON document.
     fn json(&self) -> serde_json::Value;
     /// The table title, if any.
@@ -47,7 +47,7 @@ pub trait Render {
 }
 
 /// Prints `out` in `format` to stdout.
-pub fn print(out: &dyn Render, format: Format) -> Result<(), CliError> {
+pub(crate) fn print(out: &dyn Render, format: Format) -> Result<(), CliError> {
     let text = match format {
         Format::Json => to_json(&out.json())?,
         Format::Table => table(out),
@@ -57,12 +57,12 @@ pub fn print(out: &dyn Render, format: Format) -> Result<(), CliError> {
 }
 
 /// Pretty JSON text of any serialisable value.
-pub fn to_json(value: &impl Serialize) -> Result<String, CliError> {
+pub(crate) fn to_json(value: &impl Serialize) -> Result<String, CliError> {
     serde_json::to_string_pretty(value).map_err(|e| CliError::new(format!("encoding JSON: {e}")))
 }
 
 /// A JSON value of any serialisable value (used by `Render::json`).
-pub fn value(v: &impl Serialize) -> serde_json::Value {
+pub(crate) fn value(v: &impl Serialize) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
@@ -89,7 +89,7 @@ fn table(out: &dyn Render) -> String {
 }
 
 /// `1.5 KB`-style size (1024 steps), as the SDK shows it.
-pub fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -106,12 +106,12 @@ pub fn size(bytes: u64) -> String {
 }
 
 /// `Yes` / `No`.
-pub fn yes_no(b: bool) -> String {
+pub(crate) fn yes_no(b: bool) -> String {
     if b { "Yes" } else { "No" }.to_owned()
 }
 
 /// Relative time (`3 hours ago`, `in 2 days`), or the date when more than 30 days away.
-pub fn when(t: &DateTime<Utc>) -> String {
+pub(crate) fn when(t: &DateTime<Utc>) -> String {
     when_from(t, Utc::now())
 }
 
@@ -142,7 +142,7 @@ fn when_from(t: &DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// A two-column Property/Value result.
 #[derive(Debug)]
-pub struct Properties {
+pub(crate) struct Properties {
     /// Table title.
     pub title: Option<String>,
     /// Rows.
@@ -170,7 +170,7 @@ impl Render for Properties {
 }
 
 /// "N things (M more not shown, use --limit to see more)".
-pub fn count_title(count: usize, noun: &str, nouns: &str, total: Option<u64>) -> String {
+pub(crate) fn count_title(count: usize, noun: &str, nouns: &str, total: Option<u64>) -> String {
     let mut title = if count == 1 {
         format!("1 {noun}")
     } else {

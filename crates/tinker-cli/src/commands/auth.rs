@@ -12,7 +12,7 @@ use crate::output::{self, Format, Properties};
 
 /// `tinker auth …`
 #[derive(Debug, clap::Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Store an API key as the default credential (prompted, masked, validated first).
     Login,
     /// Remove the stored default credential.
@@ -190,7 +190,7 @@ async fn status() -> Result<(), CliError> {
 }
 
 /// Runs `tinker auth …`.
-pub async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
+pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
     match cmd {
         Cmd::Login => login().await,
         Cmd::Logout => logout().await,

@@ -12,7 +12,7 @@ use crate::output::{self, Format, Render};
 
 /// `tinker billing …`
 #[derive(Debug, clap::Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Show hourly billing usage of your organization. STARTING_ON and ENDING_BEFORE are
     /// RFC 3339 times on UTC hour boundaries (e.g. 2026-07-13T00:00:00Z), at most 14 days apart.
     Usage {
@@ -151,7 +151,7 @@ fn mark_unknown(mut row: Map<String, Value>) -> Map<String, Value> {
 }
 
 /// Runs `tinker billing …`.
-pub async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
+pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
     match cmd {
         Cmd::Usage {
             starting_on,

@@ -13,7 +13,7 @@ use crate::output::{self, Format, Properties, Render};
 
 /// `tinker checkpoint …`
 #[derive(Debug, clap::Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// List checkpoints (of one run with --run-id, else your most recent).
     List {
         /// Training run ID.
@@ -92,7 +92,7 @@ const BATCH: u64 = 1000;
 const DELETE_CONCURRENCY: usize = 32;
 
 /// Refuses anything that is not a well-formed `tinker://` checkpoint path, before sending.
-pub fn check_path(path: &str) -> Result<tinker_types::TinkerPath, CliError> {
+pub(crate) fn check_path(path: &str) -> Result<tinker_types::TinkerPath, CliError> {
     if !path.starts_with("tinker://") {
         return Err(CliError::with(
             format!("Invalid checkpoint path: {path}"),
@@ -328,7 +328,7 @@ async fn delete_paths(
 
 /// Runs `tinker checkpoint …`.
 #[allow(clippy::too_many_lines)]
-pub async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
+pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
     match cmd {
         Cmd::Download {
             checkpoint_path,

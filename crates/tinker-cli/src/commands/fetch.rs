@@ -133,7 +133,7 @@ async fn training(
 
 /// Downloads a checkpoint (already checked to be downloadable) into the empty folder
 /// `dir` and unpacks any archive in it; returns the bytes downloaded.
-pub async fn into_folder(
+pub(crate) async fn into_folder(
     client: &RestClient,
     path: &str,
     dir: &Path,
@@ -150,7 +150,7 @@ pub async fn into_folder(
 }
 
 /// A training or external-weights path; sampler checkpoints are refused.
-pub fn downloadable(path: &str) -> Result<tinker_types::TinkerPath, CliError> {
+pub(crate) fn downloadable(path: &str) -> Result<tinker_types::TinkerPath, CliError> {
     let parsed = check_path(path).map_err(|e| CliError::with(e.message, DOWNLOADABLE))?;
     if parsed.kind == CheckpointKind::SamplerWeights {
         return Err(CliError::with(
@@ -162,7 +162,7 @@ pub fn downloadable(path: &str) -> Result<tinker_types::TinkerPath, CliError> {
 }
 
 /// Runs `tinker checkpoint download PATH [-o DIR] [--force]`.
-pub async fn run(
+pub(crate) async fn run(
     path: &str,
     output: Option<PathBuf>,
     force: bool,

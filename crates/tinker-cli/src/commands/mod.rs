@@ -1,10 +1,10 @@
 //! One module per command group.
 
-pub mod auth;
-pub mod billing;
-pub mod checkpoint;
-pub mod fetch;
-pub mod model;
-pub mod push_hf;
-pub mod run;
-pub mod session;
+pub(crate) mod auth;
+pub(crate) mod billing;
+pub(crate) mod checkpoint;
+pub(crate) mod fetch;
+pub(crate) mod model;
+pub(crate) mod push_hf;
+pub(crate) mod run;
+pub(crate) mod session;

@@ -8,7 +8,7 @@ use crate::output::{self, Format, Render};
 
 /// `tinker model …`
 #[derive(Debug, clap::Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// List the models your organization can use (pass a name as `base_model`).
     List {
         /// Keep only models whose name contains this (case-insensitive).
@@ -47,7 +47,7 @@ impl Render for ModelList {
 }
 
 /// Runs `tinker model …`.
-pub async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
+pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
     let Cmd::List { substring } = cmd;
     let client = connect::rest().await?;
     let mut models = client.get_server_capabilities().await?.supported_models;

@@ -20,7 +20,7 @@ use crate::output::{Format, Properties};
 
 /// Options of `push-hf`, as the SDK names them.
 #[derive(Debug, clap::Args)]
-pub struct PushArgs {
+pub(crate) struct PushArgs {
     /// The checkpoint's tinker:// path.
     pub checkpoint_path: String,
     /// Hub repo id (default: tinker-<base model>-<run id> in your namespace).
@@ -265,7 +265,7 @@ fn sha256_hex(data: &[u8]) -> String {
 
 /// Runs `tinker checkpoint push-hf`.
 #[allow(clippy::too_many_lines)]
-pub async fn run(args: PushArgs, format: Format) -> Result<(), CliError> {
+pub(crate) async fn run(args: PushArgs, format: Format) -> Result<(), CliError> {
     let parsed = fetch::downloadable(&args.checkpoint_path)?;
     let hub = Hub::from_env()?;
     let (status, who) = hub

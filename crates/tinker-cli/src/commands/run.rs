@@ -8,7 +8,7 @@ use crate::output::{self, Format, Properties, Render};
 
 /// `tinker run …`
 #[derive(Debug, clap::Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// List training runs.
     List {
         /// Most runs to fetch (0 = all).
@@ -169,7 +169,7 @@ fn run_properties(run: &TrainingRun) -> Vec<(String, String)> {
 }
 
 /// Runs `tinker run …`.
-pub async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
+pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
     match cmd {
         Cmd::List { limit, columns } => {
             let columns = parse_columns(columns.as_deref())?;

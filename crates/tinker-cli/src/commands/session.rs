@@ -9,7 +9,7 @@ use crate::output::{self, Format, Properties};
 
 /// `tinker session …`
 #[derive(Debug, clap::Subcommand)]
-pub enum Cmd {
+pub(crate) enum Cmd {
     /// Export a session's timeline as a Perfetto trace (.pftrace).
     ExportTrace {
         /// The session id.
@@ -24,7 +24,7 @@ pub enum Cmd {
 }
 
 /// Runs `tinker session …`.
-pub async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
+pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
     let Cmd::ExportTrace {
         session_id,
         output,
