@@ -290,7 +290,7 @@ impl From<TransportError> for Error {
 /// server replies (user inputs arrive typed), so a JSON decoding error is the server's:
 /// [`ErrorKind::Protocol`]. Everything else (validation, encoding, paths, tensors, loss
 /// inputs) is about what the caller gave: [`ErrorKind::InvalidInput`]. Other decoding
-/// failures of replies go through [`Error::bad_reply`] explicitly.
+/// failures of replies go through `Error::bad_reply` explicitly.
 impl From<tinker_types::Error> for Error {
     fn from(e: tinker_types::Error) -> Self {
         match e {
