@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use crate::{cache_dir, workspace_root};
+use crate::workspace_root;
 
 /// The cargo-deny version we install (into the cache, once) when it is not on PATH.
 const CARGO_DENY_VERSION: &str = "0.20.2";
@@ -125,39 +125,7 @@ fn conformance(root: &Path) -> Result<(), String> {
 /// `cargo deny check bans licenses sources`. The advisories check needs the network
 /// (it fetches the RustSec database), so it is left out; see deny.toml.
 fn cargo_deny(root: &Path) -> Result<(), String> {
-    let tools = cache_dir().join("tools");
-    let bin = tools.join("bin").join("cargo-deny");
-    let have_on_path = Command::new("cargo-deny")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let program = if have_on_path {
-        "cargo-deny".into()
-    } else {
-        if !bin.exists() {
-            println!(
-                "installing cargo-deny {CARGO_DENY_VERSION} into {}",
-                tools.display()
-            );
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            let status = Command::new(cargo)
-                .args([
-                    "install",
-                    "--locked",
-                    "cargo-deny",
-                    "--version",
-                    CARGO_DENY_VERSION,
-                ])
-                .arg("--root")
-                .arg(&tools)
-                .status()
-                .map_err(|e| format!("could not run cargo install: {e}"))?;
-            if !status.success() {
-                return Err("installing cargo-deny failed".to_owned());
-            }
-        }
-        bin.into_os_string()
-    };
+    let program = crate::tools::ensure("cargo-deny", CARGO_DENY_VERSION)?;
     let status = Command::new(program)
         .args([
             "deny",

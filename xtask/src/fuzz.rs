@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{cache_dir, workspace_root};
+use crate::workspace_root;
 
 /// The cargo-fuzz version installed into the cache when it is not on PATH.
 const CARGO_FUZZ_VERSION: &str = "0.12.0";
@@ -89,37 +89,8 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
 /// The directory holding `cargo-fuzz`: PATH's when installed, else the tool cache (after
 /// installing it there).
 fn ensure_cargo_fuzz() -> Result<PathBuf, String> {
-    let tools = cache_dir().join("tools");
-    let bin_dir = tools.join("bin");
-    let on_path = Command::new("cargo-fuzz")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if on_path || bin_dir.join("cargo-fuzz").exists() {
-        return Ok(bin_dir);
-    }
-    println!(
-        "installing cargo-fuzz {CARGO_FUZZ_VERSION} into {}",
-        tools.display()
-    );
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .args([
-            "install",
-            "--locked",
-            "cargo-fuzz",
-            "--version",
-            CARGO_FUZZ_VERSION,
-        ])
-        .arg("--root")
-        .arg(&tools)
-        .status()
-        .map_err(|e| format!("could not run cargo install: {e}"))?;
-    if status.success() {
-        Ok(bin_dir)
-    } else {
-        Err("installing cargo-fuzz failed".to_owned())
-    }
+    crate::tools::ensure("cargo-fuzz", CARGO_FUZZ_VERSION)?;
+    Ok(crate::tools::tools_dir().join("bin"))
 }
 
 fn fuzz_command(root: &Path, path: &std::ffi::OsStr) -> Command {

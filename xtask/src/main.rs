@@ -20,6 +20,7 @@ mod examples;
 mod fixtures;
 mod fuzz;
 mod soak;
+mod tools;
 mod venv;
 
 use std::path::PathBuf;
