@@ -60,6 +60,7 @@ fn assert_no_secret(events: &[Value]) {
 async fn session_start_has_the_envelope_and_close_drains_the_queue() {
     let local = local(None).await;
     let service = builder(&local).telemetry(true).build().await.unwrap();
+    service.open_session().await.unwrap();
     let telemetry = service.get_telemetry().expect("telemetry is on");
     assert_eq!(telemetry.session_id(), service.session_id());
 
@@ -97,6 +98,7 @@ async fn session_start_has_the_envelope_and_close_drains_the_queue() {
 async fn a_fatal_404_while_polling_is_a_user_error_and_ends_the_session() {
     let local = local(Some("script=retrieve_future#1:404")).await;
     let service = builder(&local).telemetry(true).build().await.unwrap();
+    service.open_session().await.unwrap();
     let err = service
         .create_lora_training_client(common::MODEL, 4)
         .await
@@ -142,6 +144,7 @@ async fn a_fatal_404_while_polling_is_a_user_error_and_ends_the_session() {
 async fn a_refused_request_reports_the_retry_loop_and_the_user_error() {
     let local = local(Some("script=get_server_capabilities#1:403")).await;
     let service = builder(&local).telemetry(true).build().await.unwrap();
+    service.open_session().await.unwrap();
     let err = service.get_server_capabilities().await.unwrap_err();
     assert_eq!(err.status(), Some(403));
 
@@ -184,6 +187,7 @@ async fn server_errors_then_a_fatal_one_produce_the_diagnostic_events() {
         .build()
         .await
         .unwrap();
+    service.open_session().await.unwrap();
     service.get_server_capabilities().await.unwrap();
     let err = service
         .create_lora_training_client(common::MODEL, 4)
@@ -236,6 +240,7 @@ async fn server_errors_then_a_fatal_one_produce_the_diagnostic_events() {
 async fn telemetry_off_sends_nothing() {
     let local = local(Some("script=retrieve_future#1:404")).await;
     let service = builder(&local).telemetry(false).build().await.unwrap();
+    service.open_session().await.unwrap();
     assert!(service.get_telemetry().is_none());
     let err = service
         .create_lora_training_client(common::MODEL, 4)
@@ -304,6 +309,7 @@ async fn sessionless_clients_report_errors_without_session_events() {
 async fn a_request_failing_on_the_server_reports_an_application_error() {
     let local = local(None).await;
     let service = builder(&local).telemetry(true).build().await.unwrap();
+    service.open_session().await.unwrap();
     let training = service
         .create_lora_training_client(common::MODEL, 4)
         .await
@@ -340,7 +346,8 @@ async fn a_request_failing_on_the_server_reports_an_application_error() {
 async fn dropping_the_clients_still_sends_what_is_queued() {
     let local = local(None).await;
     let service = builder(&local).telemetry(true).build().await.unwrap();
-    let session_id = service.session_id().to_owned();
+    service.open_session().await.unwrap();
+    let session_id = service.open_session().await.unwrap().to_owned();
     // SESSION_START is queued (the next periodic flush is 10 s away); no close.
     drop(service);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -378,6 +385,7 @@ async fn undecodable_training_results_report_the_decode_events() {
             .collect();
         let local = local(Some(&format!("script={}", script.join(";")))).await;
         let service = builder(&local).telemetry(true).build().await.unwrap();
+        service.open_session().await.unwrap();
         let training = service
             .create_lora_training_client(common::MODEL, 4)
             .await
