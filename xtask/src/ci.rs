@@ -41,6 +41,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             )
         })?;
         step("codegen --check", || crate::codegen::run(true))?;
+        step("facade-check", crate::facade::run)?;
         step("cargo deny", || cargo_deny(&root))?;
     }
     step("cargo test", || {

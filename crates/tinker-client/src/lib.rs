@@ -22,12 +22,12 @@
 //! implements it.
 
 pub mod admin;
-pub mod chunk;
+mod chunk;
 pub mod console;
 pub mod custom_loss;
 pub mod error;
 pub mod future;
-pub mod metrics;
+mod metrics;
 mod payload;
 mod proto;
 pub mod rest;
