@@ -160,7 +160,7 @@ impl<'a> Doc<'a> {
                         && a.iter()
                             .skip(1)
                             .zip(path)
-                            .all(|(x, y)| x.as_str() == Some(y))
+                            .all(|(x, y)| x.as_str() == Some(y.as_str()))
                 });
             same.then(|| id.clone())
         })
