@@ -128,6 +128,11 @@ pub use tinker_types::{
     WeightsInfoResponse, WhoamiResponse,
 };
 
+/// The stream traits of paginated lists ([`Paged`]): `while let Some(run) =
+/// runs.next().await` needs [`StreamExt`] in scope, without a `futures` dependency.
+pub use futures_core::Stream;
+pub use futures_util::StreamExt;
+
 /// A tokenizer, as [`TrainingClient::get_tokenizer`] returns it.
 pub use tinker_tokenizer::Tokenizer;
 
@@ -138,6 +143,7 @@ pub mod prelude {
         LoadStateOptions, RestClient, SampleOptions, SamplingClient, SamplingSource, SaveOptions,
         ServiceClient, TrainingClient, TrainingClientOptions,
     };
+    pub use futures_util::StreamExt as _;
     pub use tinker_types::{
         AdamParams, CrossEntropyInputs, Datum, ForwardBackwardOutput, LossFn, ModelInput,
         SamplingParams, TensorData,
