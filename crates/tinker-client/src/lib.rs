@@ -30,6 +30,7 @@ mod holder;
 pub mod metrics;
 mod payload;
 mod proto;
+pub mod regularizers;
 pub mod rest;
 pub mod sampling;
 pub mod service;
