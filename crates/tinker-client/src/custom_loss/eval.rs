@@ -284,10 +284,6 @@ impl Pointwise {
 }
 
 impl Pairwise {
-    fn is_comparison(self) -> bool {
-        matches!(self, Self::Gt | Self::Lt | Self::Ge | Self::Le)
-    }
-
     fn apply(self, a: f64, b: f64) -> f64 {
         let truth = |t: bool| f64::from(u8::from(t));
         match self {

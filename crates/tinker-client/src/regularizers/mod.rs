@@ -70,7 +70,7 @@ pub use penalty::{
     Center, ConsistencyMetric, EntropyMode, GradientOf, KlDirection, OrthogonalityMode, Penalty,
     Reduction, Target,
 };
-pub use pipeline::{BaseLoss, Pipeline, RegularizedLoss, Regularizer};
+pub use pipeline::{BaseLoss, BaseLossFn, Pipeline, RegularizedLoss, Regularizer};
 pub use report::{PipelineReport, RegularizerReport, TermReport};
 
 use crate::custom_loss::CustomLossError;
