@@ -70,10 +70,11 @@
 //! [`console`] builds Tinker console links as the Python SDK does.
 
 // The facade's root: every client, and every type a public signature of the clients
-// reaches (checked by `cargo xtask facade-check`). Explicit, so that internal modules of
-// `tinker-client` never leak here.
+// reaches (checked by `cargo xtask facade-check`; the regularizer pipeline's types stay
+// under `regularizers`). Explicit, so that internal modules of `tinker-client` never leak.
 pub use tinker_client::custom_loss::{
-    ArgValue, CustomLoss, CustomLossBuilder, CustomLossError, CustomLossHandle, Expr, IntoArg, Rank,
+    ArgValue, CustomLoss, CustomLossBuilder, CustomLossError, CustomLossHandle, DatumEvaluation,
+    Expr, IntoArg, Rank,
 };
 pub use tinker_client::rest::{DEFAULT_MAX_FILE_BYTES, DownloadOptions};
 pub use tinker_client::service::ServerCapabilities;
@@ -82,7 +83,8 @@ pub use tinker_client::{
     FailureCategory, FuturesPollerStats, LoadStateOptions, Paged, QueueStateObserver, RestClient,
     Result, SDK_VERSION, SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource,
     SaveOptions, ServiceClient, ServiceClientBuilder, Telemetry, TelemetryStats, TrainingClient,
-    TrainingClientOptions, TransportHubFetcher, console, tokenizer_loader,
+    TrainingClientOptions, TransportHubFetcher, console, custom_loss, regularizers,
+    tokenizer_loader,
 };
 
 /// Wire types of the API (re-export of `tinker-types`).
@@ -138,12 +140,12 @@ pub use tinker_tokenizer::Tokenizer;
 
 /// The names most programs need: `use tinker::prelude::*;`.
 pub mod prelude {
+    pub use futures_util::StreamExt as _;
     pub use tinker_client::{
         AccessScope, AdminClient, ApiFuture, CloseStatus, CustomLossOutput, Error, ErrorKind,
         LoadStateOptions, RestClient, SampleOptions, SamplingClient, SamplingSource, SaveOptions,
         ServiceClient, TrainingClient, TrainingClientOptions,
     };
-    pub use futures_util::StreamExt as _;
     pub use tinker_types::{
         AdamParams, CrossEntropyInputs, Datum, ForwardBackwardOutput, LossFn, ModelInput,
         SamplingParams, TensorData,
