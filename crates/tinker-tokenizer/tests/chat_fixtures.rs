@@ -311,3 +311,21 @@ fn loop_controls_strftime_and_python_methods_work() {
         .unwrap();
     assert_eq!(out, "A B|26 Jul 2026|2|1");
 }
+
+/// Qwen3 with `enable_thinking=false`: the generation prompt holds an empty think block
+/// that the history does not, so the turn starts where the two part.
+#[test]
+fn qwen3_without_thinking_trains_on_the_answer_only() {
+    let fx = fixtures();
+    let tok = micro();
+    let template = BuiltinTemplate::Qwen3
+        .template()
+        .unwrap()
+        .with_var("enable_thinking", false)
+        .unwrap();
+    let r = ChatRenderer::new(template, tok)
+        .render_for_training(&fx.conversations["ends_with_user"], TrainOn::default())
+        .unwrap();
+    let spans: Vec<&str> = r.trained_spans.iter().map(|s| &r.text[s.clone()]).collect();
+    assert_eq!(spans, ["Hello!<|im_end|>\n"]);
+}

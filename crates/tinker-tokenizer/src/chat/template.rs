@@ -26,9 +26,9 @@ const TEMPLATE: &str = "chat";
 /// `eos_token` and whatever [`with_var`](Self::with_var) adds (`tools`,
 /// `enable_thinking`, `date_string`, …).
 ///
-/// Not supported: transformers' `{% generation %}` block (minijinja rejects the unknown tag
-/// at parse time); assistant spans are found by rendering prefixes instead (see
-/// [`ChatRenderer`](super::ChatRenderer)).
+/// transformers' `{% generation %}…{% endgeneration %}` markers (assistant masks in a few
+/// templates) are accepted and render their body unchanged; assistant spans are found by
+/// rendering prefixes instead (see [`ChatRenderer`](super::ChatRenderer)).
 #[derive(Clone)]
 pub struct ChatTemplate {
     name: String,
@@ -91,7 +91,7 @@ impl ChatTemplate {
             }
         });
         env.add_filter("tojson", super::json::tojson);
-        env.add_template_owned(TEMPLATE, source)
+        env.add_template_owned(TEMPLATE, without_generation_tags(&source))
             .context(ParseSnafu { name: name.clone() })?;
         Ok(Self {
             name,
@@ -162,4 +162,82 @@ impl ChatTemplate {
 fn value_error(value: &Value) -> Option<JinjaError> {
     (value.kind() == minijinja::value::ValueKind::Invalid)
         .then(|| JinjaError::new(ErrorKind::BadSerialization, value.to_string()))
+}
+
+/// Rewrites `{% generation %}` / `{% endgeneration %}` (a transformers extension minijinja
+/// does not know) as `{% if true %}` / `{% endif %}`, keeping their whitespace control so
+/// that the output is unchanged.
+fn without_generation_tags(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(at) = rest.find("{%") {
+        out.push_str(&rest[..at]);
+        let tag = &rest[at..];
+        let Some(close) = tag.find("%}") else {
+            break;
+        };
+        let inner = &tag[2..close];
+        let (open_ws, body) = split_ws_control(inner, true);
+        let (body, close_ws) = split_ws_control(body, false);
+        let replacement = match body.trim() {
+            "generation" => Some("if true"),
+            "endgeneration" => Some("endif"),
+            _ => None,
+        };
+        match replacement {
+            Some(r) => {
+                out.push_str("{%");
+                out.push_str(open_ws);
+                out.push(' ');
+                out.push_str(r);
+                out.push(' ');
+                out.push_str(close_ws);
+                out.push_str("%}");
+            }
+            None => out.push_str(&tag[..close + 2]),
+        }
+        rest = &tag[close + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Splits a leading (or trailing) `-`/`+` whitespace-control sign off a tag's inside.
+fn split_ws_control(inner: &str, leading: bool) -> (&str, &str) {
+    if leading {
+        match inner.chars().next() {
+            Some('-' | '+') => (&inner[..1], &inner[1..]),
+            _ => ("", inner),
+        }
+    } else {
+        match inner.trim_end().chars().last() {
+            Some(c @ ('-' | '+')) => {
+                let trimmed = inner.trim_end();
+                let cut = trimmed.len() - c.len_utf8();
+                (&trimmed[..cut], &trimmed[cut..])
+            }
+            _ => (inner, ""),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_tags_become_plain_blocks() {
+        assert_eq!(
+            without_generation_tags("a{%- generation -%}b{% endgeneration %}c{% if x %}{% endif %}"),
+            "a{%- if true -%}b{% endif %}c{% if x %}{% endif %}"
+        );
+        let t = ChatTemplate::new(
+            "g",
+            "{% for m in messages %}{% generation %}[{{ m.content }}]{% endgeneration %}\n{% endfor %}",
+        )
+        .unwrap();
+        let out = t.render(&[super::super::Message::assistant("x")], false).unwrap();
+        // trim_blocks drops the newline after the block tag, as jinja2 does for HF.
+        assert_eq!(out, "[x]");
+    }
 }
