@@ -228,7 +228,9 @@ mod tests {
     #[test]
     fn generation_tags_become_plain_blocks() {
         assert_eq!(
-            without_generation_tags("a{%- generation -%}b{% endgeneration %}c{% if x %}{% endif %}"),
+            without_generation_tags(
+                "a{%- generation -%}b{% endgeneration %}c{% if x %}{% endif %}"
+            ),
             "a{%- if true -%}b{% endif %}c{% if x %}{% endif %}"
         );
         let t = ChatTemplate::new(
@@ -236,7 +238,9 @@ mod tests {
             "{% for m in messages %}{% generation %}[{{ m.content }}]{% endgeneration %}\n{% endfor %}",
         )
         .unwrap();
-        let out = t.render(&[super::super::Message::assistant("x")], false).unwrap();
+        let out = t
+            .render(&[super::super::Message::assistant("x")], false)
+            .unwrap();
         // trim_blocks drops the newline after the block tag, as jinja2 does for HF.
         assert_eq!(out, "[x]");
     }
