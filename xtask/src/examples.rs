@@ -32,6 +32,7 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "training_persistence_live",
     "checkpoint_multi_delete_live",
     "save_weights_and_sample",
+    "sft_chat",
 ];
 
 /// tinkex examples not ported yet: (name, what is missing and the issue that brings it).

@@ -25,6 +25,7 @@ pub mod admin;
 pub mod chunk;
 pub mod console;
 pub mod custom_loss;
+pub mod data;
 pub mod error;
 pub mod future;
 pub mod metrics;
