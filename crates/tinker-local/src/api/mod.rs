@@ -2,6 +2,8 @@
 
 mod digest;
 mod futures;
+mod hub;
+mod legacy;
 mod owned;
 mod rest;
 mod sampling;
@@ -150,6 +152,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/create_model", post(training::create_model))
         .route("/get_info", post(training::get_info))
         .route("/forward_backward", post(training::forward_backward))
+        .route("/forward", post(training::forward))
+        .route("/unload_model", post(legacy::unload_model))
         .route("/optim_step", post(training::optim_step))
         .route("/save_weights", post(training::save_weights))
         .route(
@@ -183,6 +187,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .merge(rest::signed_routes())
+        .merge(hub::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(json_errors))
