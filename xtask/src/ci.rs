@@ -90,8 +90,8 @@ fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()
 
 /// The conformance run once per official SDK version of [`crate::venv::MATRIX`] (the
 /// pinned one last); each run lists the steps its version lacks as skipped. Prints the
-/// time of each run.
-fn conformance_matrix(root: &Path) -> Result<(), String> {
+/// time of each run. Also `cargo xtask conformance` (uses the built `tinker-local`).
+pub(crate) fn conformance_matrix(root: &Path) -> Result<(), String> {
     let mut times = Vec::new();
     for version in crate::venv::MATRIX {
         println!("--- conformance with tinker {version}");

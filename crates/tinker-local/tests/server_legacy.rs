@@ -106,11 +106,14 @@ async fn a_refused_request_takes_its_seq_id_so_the_next_one_does_not_wait() {
     let session = h.session().await;
     let model = h.create_model(&session, 0).await;
 
-    // Malformed beyond its address: an unknown loss, then an optim_step missing its params.
+    // Malformed beyond their address: a datum without `model_input`, then an optim_step
+    // without its parameters.
     let r = h
         .post(
             "forward_backward",
-            legacy_body(&model, 1, "forward_backward_input", "no_such_loss"),
+            json!({"forward_backward_input": {"data": [{"loss_fn_inputs": {}}],
+                                              "loss_fn": "cross_entropy"},
+                   "model_id": model, "seq_id": 1}),
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
