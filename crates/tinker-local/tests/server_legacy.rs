@@ -270,19 +270,30 @@ async fn checkpoint_archive_redirects_to_a_signed_tar() {
     let location = r.headers["location"].to_str().unwrap().to_owned();
     assert!(r.headers.contains_key("expires"));
     assert_eq!(r.json()["url"], location.as_str());
-    // A caller that accepts JSON (SDK 0.25, this project's client) gets 200 with the URL.
-    let r = h
-        .request(
-            Method::GET,
-            &format!("/api/v1/training_runs/{model}/checkpoints/weights/arch/archive"),
-            &[("accept", "application/json")],
-            Vec::new(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, StatusCode::OK);
-    assert!(r.json()["url"].as_str().unwrap().contains("sig="));
-    assert!(r.json()["expires"].is_string());
+    // SDK 0.25 and later (this project's client states 0.38) get 200 with the URL; 0.15,
+    // which reads only the 302, gets the 302.
+    let archive_route = format!("/api/v1/training_runs/{model}/checkpoints/weights/arch/archive");
+    for (version, status) in [
+        ("0.38.0", StatusCode::OK),
+        ("0.25.0", StatusCode::OK),
+        ("0.15.0", StatusCode::FOUND),
+    ] {
+        let r = h
+            .request(
+                Method::GET,
+                &archive_route,
+                &[
+                    ("accept", "application/json"),
+                    ("x-stainless-package-version", version),
+                ],
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, status, "{version}");
+        assert!(r.json()["url"].as_str().unwrap().contains("sig="));
+        assert!(r.json()["expires"].is_string());
+    }
     let path = location.strip_prefix(&h.base).unwrap();
 
     // The signed URL needs no API key; its tar holds the checkpoint's files.

@@ -50,8 +50,9 @@ impl RestClient {
     /// A bad path; API errors; [`ErrorKind::Protocol`] for an answer without a URL.
     pub async fn get_checkpoint_archive_url(&self, path: &str) -> Result<CheckpointArchiveUrl> {
         let route = format!("{}/archive", checkpoint_route(&TinkerPath::parse(path)?));
-        // Asking for JSON gets `{"url", "expires"}` (200) instead of a redirect the
-        // transport would follow into the archive itself.
+        // The client states SDK 0.38 (`x-stainless-package-version`), so tinker-local
+        // answers 200 `{"url", "expires"}`, not a redirect the transport would follow
+        // into the archive itself (protocol §10.2).
         let response = self
             .holder
             .send_retrying("RestClient.get_checkpoint_archive_url", || {

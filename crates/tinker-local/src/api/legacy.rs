@@ -62,6 +62,9 @@ pub(crate) fn forward_backward_proto(body: &[u8], forward_only: bool) -> Result<
     }
     // Older clients add a `type` tag; the typed request has none.
     map.remove("type");
+    if let Some(data) = map.get_mut("data") {
+        tag_chunks(data);
+    }
     if forward_only {
         map.insert("forward_only".to_owned(), Value::Bool(true));
     }
@@ -71,6 +74,41 @@ pub(crate) fn forward_backward_proto(body: &[u8], forward_only: bool) -> Result<
     request
         .encode_proto()
         .map_err(|e| refuse(ApiError::bad_request(format!("invalid request: {e}"))))
+}
+
+/// SDK 0.15 leaves out the `type` of model-input chunks (pydantic `exclude_unset` drops the
+/// default) in every request that carries a `ModelInput` (`forward_backward`, `asample`):
+/// it is implied by the chunk's fields. Tags every `chunks` array found in `value`.
+pub(crate) fn tag_chunks(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::Array(chunks)) = map.get_mut("chunks") {
+                chunks.iter_mut().for_each(tag_chunk);
+            }
+            map.values_mut().for_each(tag_chunks);
+        }
+        Value::Array(items) => items.iter_mut().for_each(tag_chunks),
+        _ => {}
+    }
+}
+
+fn tag_chunk(chunk: &mut Value) {
+    let Value::Object(chunk) = chunk else {
+        return;
+    };
+    if chunk.contains_key("type") {
+        return;
+    }
+    let kind = if chunk.contains_key("tokens") {
+        "encoded_text"
+    } else if chunk.contains_key("location") {
+        "image_asset_pointer"
+    } else if chunk.contains_key("data") {
+        "image"
+    } else {
+        return;
+    };
+    chunk.insert("type".to_owned(), Value::String(kind.to_owned()));
 }
 
 /// Whether a `retrieve_future` caller takes protobuf results (`Accept:

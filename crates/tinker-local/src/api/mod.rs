@@ -92,8 +92,9 @@ impl From<crate::worker::SubmitError> for ApiError {
 /// Parses a JSON body into a `tinker-types` request: 400 (category user) for invalid JSON
 /// or JSON of the wrong shape, naming the offending field's path.
 pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let value: serde_json::Value = serde_json::from_slice(body)
+    let mut value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    legacy::tag_chunks(&mut value);
     tinker_types::json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }

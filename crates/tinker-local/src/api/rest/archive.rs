@@ -1,8 +1,10 @@
 //! The checkpoint archive of SDK ≤ 0.25 and tinkex: `GET .../checkpoints/{kind}/{name}/archive`
-//! gives a signed URL of a tar of the checkpoint. A caller that accepts JSON (SDK 0.25 sends
-//! `Accept: application/json` and reads either answer; this project's client too) gets 200
-//! `{"url", "expires"}`; any other caller gets 302 to the URL with `Expires` (the service's
-//! answer, which HTTP clients that follow redirects turn into the download itself).
+//! gives a signed URL of a tar of the checkpoint. SDK 0.15 and 0.25 send the same `Accept:
+//! application/json`, but 0.15 only reads a 302 (its 200 path is broken) while 0.25 reads
+//! either; so the answer follows the SDK version the client states
+//! (`X-Stainless-Package-Version`): from 0.25 on (this project's client states 0.38) a 200
+//! `{"url", "expires"}`, else (0.15, tinkex, curl) 302 to the URL with `Expires` (the
+//! service's answer; clients that follow redirects get the archive itself).
 
 use std::io::Write;
 
@@ -29,7 +31,7 @@ fn resource(run_id: &str, kind: &str, name: &str) -> String {
 }
 
 /// `GET /api/v1/training_runs/{run}/checkpoints/{kind}/{name}/archive`: the signed archive
-/// URL (200 JSON or 302, see the module). Readable like the checkpoint itself (its owner,
+/// URL (200 JSON or 302 by the client's SDK version, see the module). Readable like the checkpoint itself (its owner,
 /// or anyone once published).
 pub(super) async fn archive_url(
     State(state): AppStateRef,
@@ -46,12 +48,7 @@ pub(super) async fn archive_url(
         base_url(&state, &headers)
     );
     let body = serde_json::json!({ "url": url, "expires": expires.to_rfc3339() });
-    let wants_json = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/json"));
-    if wants_json {
+    if reads_json_answer(&headers) {
         return Ok(axum::Json(body).into_response());
     }
     let mut response = (StatusCode::FOUND, axum::Json(body)).into_response();
@@ -61,6 +58,21 @@ pub(super) async fn archive_url(
         response.headers_mut().insert(name, value);
     }
     Ok(response)
+}
+
+/// Whether the client states an SDK version of 0.25 or later (see the module).
+fn reads_json_answer(headers: &HeaderMap) -> bool {
+    let Some(version) = headers
+        .get("x-stainless-package-version")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (0, 25),
+        _ => false,
+    }
 }
 
 /// `GET /archives/{run}/{kind}/{name}?expires&sig`: the checkpoint's files as a tar,
