@@ -18,7 +18,7 @@ use tinker_types::TinkerPath;
 use super::download::{self, DownloadOptions};
 use super::{DownloadProgress, RestClient, checkpoint_route, safe_join};
 use crate::error::{Error, ErrorKind, Result};
-use crate::holder::parse_json;
+use crate::session::parse_json;
 
 /// Most entries one archive may hold (a checkpoint has a handful of files).
 const MAX_ENTRIES: usize = 10_000;
