@@ -71,7 +71,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         return out;
     };
     for e in entries.flatten() {
-        if e.file_type().unwrap().is_dir() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
             out.extend(walk(&e.path()));
         } else {
             out.push(e.path());
