@@ -30,6 +30,7 @@ pub mod future;
 pub mod metrics;
 mod payload;
 mod proto;
+pub mod regularizers;
 pub mod rest;
 pub mod sampling;
 pub mod service;
