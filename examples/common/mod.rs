@@ -109,28 +109,14 @@ impl Connection {
 }
 
 impl Connection {
-    /// The tokenizer of a sampler's base model. Against a remote server this is the SDK's
-    /// [`SamplingClient::get_tokenizer`].
-    ///
-    /// Not finished: `SamplingClient::get_tokenizer` resolves the model name on the
-    /// Hugging Face Hub, where tinker-local's models are not (portable tokenizer ids for
-    /// tinker-local come with issue 17). Until then, on the embedded server, the example
-    /// loads that server's own tokenizer files, as its `get_info` names them.
+    /// The tokenizer of a sampler's base model: the SDK's
+    /// [`SamplingClient::get_tokenizer`], which finds tinker-local's models on the server's
+    /// own hub routes (protocol §10.3) and other models on the Hugging Face Hub.
     pub(crate) async fn sampler_tokenizer(
         &self,
         sampler: &SamplingClient,
     ) -> Result<Tokenizer, BoxError> {
-        if self.remote {
-            return Ok(sampler.get_tokenizer().await?);
-        }
-        let model = sampler
-            .base_model()
-            .ok_or("the sampler's base model is unknown")?;
-        let spec = tinker::local::engine::builtin_models()
-            .into_iter()
-            .find(|m| m.name == model)
-            .ok_or_else(|| format!("tinker-local has no model {model:?}"))?;
-        Ok(Tokenizer::from_path(&spec.tokenizer_dir)?)
+        Ok(sampler.get_tokenizer().await?)
     }
 }
 

@@ -413,7 +413,7 @@ impl SamplingClient {
                 "the base model of this sampler is unknown",
             )
         })?;
-        crate::tokenizer::load(name, None).await
+        crate::tokenizer::load(self.inner.holder.transport.base_url(), name, None).await
     }
 
     /// Samples `num_samples` continuations of `prompt`.

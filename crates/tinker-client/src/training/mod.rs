@@ -188,7 +188,8 @@ impl TrainingClient {
             .clone()
             .or_else(|| info.model_name.clone())
             .unwrap_or_default();
-        crate::tokenizer::load(&name, info.tokenizer_id()).await
+        let api_base = self.inner.holder.transport.base_url();
+        crate::tokenizer::load(api_base, &name, info.tokenizer_id()).await
     }
 
     /// One optimizer step with the accumulated gradients.
