@@ -370,64 +370,63 @@ def archive_step(rest, run_id: str) -> None:
             check(len(tar.extractfile(m).read()) == m.size, f"short member {m.name}")
 
 
-HF_MODEL = "tiny-qwen3"
+# Two segments, like a hub repo id: the hub routes serve `org/name` tokenizers.
+HF_MODEL = "local/tiny-qwen3"
 
 
-def run_hf_model(binary: str, data_dir: str) -> dict:
-    """A Hugging Face folder (tiny Qwen3, random weights, written by `tinker-local tiny-model`)
-    served with `--model`: the SDK loads its tokenizer, trains a LoRA, saves, and samples."""
+def write_hf_model(binary: str, data_dir: str) -> str:
+    """Writes a tiny Qwen3 Hugging Face folder (random weights) with `tinker-local tiny-model`."""
+    folder = os.path.join(data_dir, "tiny-qwen3")
+    subprocess.run([binary, "tiny-model", "--arch", "qwen3", "--out", folder], check=True)
+    return folder
+
+
+def run_hf_model(url: str) -> dict:
+    """The tiny Qwen3 folder the server serves with `--model`: the SDK loads its tokenizer
+    (through the server's hub routes, like the built-in models), trains a LoRA, saves, and
+    samples. One server serves both, because the SDK reads HF_ENDPOINT once."""
     import tinker
     from tinker import types
 
     step("serve a tiny Qwen3 Hugging Face folder with --model")
-    folder = os.path.join(data_dir, "tiny-qwen3")
-    subprocess.run([binary, "tiny-model", "--arch", "qwen3", "--out", folder], check=True)
-    proc, url = start_server(binary, os.path.join(data_dir, "hf-data"), ["--model", f"{HF_MODEL}={folder}"])
-    try:
-        service = tinker.ServiceClient(base_url=url, api_key=API_KEY)
-        req = urllib.request.Request(f"{url}/api/v1/get_server_capabilities", headers={"X-API-Key": API_KEY})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            names = [m.get("model_name") for m in json.loads(resp.read())["supported_models"]]
-        check(HF_MODEL in names, f"get_server_capabilities does not list {HF_MODEL}: {names}")
+    service = tinker.ServiceClient(base_url=url, api_key=API_KEY)
+    req = urllib.request.Request(f"{url}/api/v1/get_server_capabilities", headers={"X-API-Key": API_KEY})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        names = [m.get("model_name") for m in json.loads(resp.read())["supported_models"]]
+    check(HF_MODEL in names, f"get_server_capabilities does not list {HF_MODEL}: {names}")
 
-        step("Qwen3 folder: tokenizer, 10 LoRA steps, the loss falls")
-        training = done(service.create_lora_training_client(base_model=HF_MODEL, rank=4, seed=0))
-        tokenizer = training.get_tokenizer()
-        data, weight = [], 0.0
-        for text in TEXTS:
-            toks = tokenizer.encode(text)
-            data.append(
-                types.Datum(
-                    model_input=types.ModelInput.from_ints(toks[:-1]),
-                    loss_fn_inputs={"target_tokens": toks[1:], "weights": [1.0] * (len(toks) - 1)},
-                )
+    step("Qwen3 folder: tokenizer, 10 LoRA steps, the loss falls")
+    training = done(service.create_lora_training_client(base_model=HF_MODEL, rank=4, seed=0))
+    tokenizer = training.get_tokenizer()
+    data, weight = [], 0.0
+    for text in TEXTS:
+        toks = tokenizer.encode(text)
+        data.append(
+            types.Datum(
+                model_input=types.ModelInput.from_ints(toks[:-1]),
+                loss_fn_inputs={"target_tokens": toks[1:], "weights": [1.0] * (len(toks) - 1)},
             )
-            weight += len(toks) - 1
-        curve = []
-        for _ in range(10):
-            fb = training.forward_backward(data, "cross_entropy").result()
-            training.optim_step(types.AdamParams(learning_rate=2e-2)).result()
-            curve.append(per_token(fb.metrics, weight))
-        check(curve[-1] < 0.7 * curve[0], f"Qwen3 folder: loss did not fall: {curve}")
+        )
+        weight += len(toks) - 1
+    curve = []
+    for _ in range(10):
+        fb = training.forward_backward(data, "cross_entropy").result()
+        training.optim_step(types.AdamParams(learning_rate=2e-2)).result()
+        curve.append(per_token(fb.metrics, weight))
+    check(curve[-1] < 0.7 * curve[0], f"Qwen3 folder: loss did not fall: {curve}")
 
-        step("Qwen3 folder: save_state, save weights for the sampler, sample")
-        saved = training.save_state("hf-state").result()
-        check(saved.path.endswith("/weights/hf-state"), f"save_state path {saved.path}")
-        sampler = training.save_weights_and_get_sampling_client().result()
-        prompt = types.ModelInput.from_ints(tokenizer.encode(TEXTS[1])[:4])
-        params = types.SamplingParams(max_tokens=8, temperature=1.0, seed=7)
-        out = sampler.sample(prompt, num_samples=2, sampling_params=params).result()
-        check(len(out.sequences) == 2, "two sequences expected")
-        for seq in out.sequences:
-            check(0 < len(seq.tokens) <= 8, f"bad sequence length {len(seq.tokens)}")
-            check(seq.logprobs is not None and len(seq.logprobs) == len(seq.tokens), "missing logprobs")
-        return {"hf_loss_curve": [round(x, 4) for x in curve]}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    step("Qwen3 folder: save_state, save weights for the sampler, sample")
+    saved = training.save_state("hf-state").result()
+    check(saved.path.endswith("/weights/hf-state"), f"save_state path {saved.path}")
+    sampler = training.save_weights_and_get_sampling_client().result()
+    prompt = types.ModelInput.from_ints(tokenizer.encode(TEXTS[1])[:4])
+    params = types.SamplingParams(max_tokens=8, temperature=1.0, seed=7)
+    out = sampler.sample(prompt, num_samples=2, sampling_params=params).result()
+    check(len(out.sequences) == 2, "two sequences expected")
+    for seq in out.sequences:
+        check(0 < len(seq.tokens) <= 8, f"bad sequence length {len(seq.tokens)}")
+        check(seq.logprobs is not None and len(seq.logprobs) == len(seq.tokens), "missing logprobs")
+    return {"hf_loss_curve": [round(x, 4) for x in curve]}
 
 
 def main() -> int:
@@ -441,7 +440,8 @@ def main() -> int:
     started = time.monotonic()
     proc = None
     try:
-        proc, url = start_server(binary, os.path.join(data_dir, "data"))
+        folder = write_hf_model(binary, data_dir)
+        proc, url = start_server(binary, os.path.join(data_dir, "data"), ["--model", f"{HF_MODEL}={folder}"])
         # The tokenizer comes from tinker-local itself, which answers the hub's file routes
         # (set before the SDK imports huggingface_hub); an empty hub cache, no other network.
         os.environ["HF_ENDPOINT"] = url
@@ -450,7 +450,7 @@ def main() -> int:
         os.environ.pop("TRANSFORMERS_OFFLINE", None)
         os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
         summary = run(url)
-        summary.update(run_hf_model(binary, data_dir))
+        summary.update(run_hf_model(url))
     except Exception:
         traceback.print_exc()
         failed = steps_done[-1] if steps_done else "start-up"
