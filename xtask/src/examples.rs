@@ -30,6 +30,8 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "training_persistence_live",
     "checkpoint_multi_delete_live",
     "save_weights_and_sample",
+    "recovery_simulated",
+    "recovery_live_injected",
 ];
 
 /// tinkex examples not ported yet: (name, what is missing and the issue that brings it).
@@ -72,14 +74,6 @@ pub(crate) const PENDING: &[(&str, &str)] = &[
     (
         "queue_state_observer_demo",
         "queue-state observers with a local queue fault: issue 13",
-    ),
-    (
-        "recovery_simulated",
-        "recovery monitor and executor: issue 13",
-    ),
-    (
-        "recovery_live_injected",
-        "recovery and a run-corrupting fault: issue 13",
     ),
     ("kimi_k2_sampling_live", "tiktoken tokenizers: issue 16"),
     (

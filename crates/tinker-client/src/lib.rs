@@ -12,7 +12,8 @@
 //! 2. `holder` (the session: transport, config, budgets, background loops, the operation
 //!    retry loop) with `telemetry` (reports, which name the holder) and `future` (polling);
 //!    `holder` and `telemetry` still use each other (not yet split);
-//! 3. the clients, `admin`, `rest`, `sampling`, `training`, then `custom_loss` and `service`.
+//! 3. the clients, `admin`, `rest`, `sampling`, `training`, then `custom_loss` and `service`;
+//! 4. `recovery`, which uses only the public API of the clients.
 //!
 //! Higher modules keep per-session state in `holder::Extensions` (sampling's
 //! retry handlers, created custom losses) so that the holder never names them.
@@ -30,6 +31,7 @@ mod holder;
 pub mod metrics;
 mod payload;
 mod proto;
+pub mod recovery;
 pub mod rest;
 pub mod sampling;
 pub mod service;
