@@ -27,8 +27,8 @@ use tinker::transport::Env;
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let conn = Connection::open_with(Env::process(), |config| {
-        config.faults = tinker::local::FaultConfig::parse("corrupt_after=5")
-            .expect("a valid fault plan");
+        config.faults =
+            tinker::local::FaultConfig::parse("corrupt_after=5").expect("a valid fault plan");
     })
     .await?;
     let model = conn.base_model("meta-llama/Llama-3.1-8B");
@@ -39,7 +39,11 @@ async fn main() -> Result<(), BoxError> {
     let training = service.create_lora_training_client(&model, 8).await?;
     let tokenizer = training.get_tokenizer().await?;
     let batch = vec![
-        common::datum(&tokenizer, "Recovery restores", " the last good checkpoint.")?,
+        common::datum(
+            &tokenizer,
+            "Recovery restores",
+            " the last good checkpoint.",
+        )?,
         common::datum(&tokenizer, "The loop resumes", " from the saved step.")?,
     ];
 
@@ -56,7 +60,9 @@ async fn main() -> Result<(), BoxError> {
     let first_run = trainer.client().model_id().to_owned();
 
     let saved = trainer.save_checkpoint("recovery-live-1", 0).await?;
-    let first = saved.done().map_err(|_| "the run broke before its first save")?;
+    let first = saved
+        .done()
+        .map_err(|_| "the run broke before its first save")?;
     println!("Saved checkpoint {}", first.tinker_path);
 
     let mut losses: Vec<Vec<f64>> = vec![Vec::new(); steps as usize];
@@ -75,7 +81,10 @@ async fn main() -> Result<(), BoxError> {
             .await?;
         match stepped.done() {
             Ok(loss) => {
-                println!("step {step:>2}  loss:sum {loss:.4}  run {}", trainer.client().model_id());
+                println!(
+                    "step {step:>2}  loss:sum {loss:.4}  run {}",
+                    trainer.client().model_id()
+                );
                 losses[step as usize].push(loss);
                 step += 1;
             }
@@ -93,7 +102,11 @@ async fn main() -> Result<(), BoxError> {
             }
         }
         if step % 3 == 0 && step < steps {
-            match trainer.save_checkpoint(&format!("step-{step}"), step).await?.done() {
+            match trainer
+                .save_checkpoint(&format!("step-{step}"), step)
+                .await?
+                .done()
+            {
                 Ok(point) => println!("Saved checkpoint {}", point.tinker_path),
                 Err(resume) => {
                     step = resume.step.unwrap_or(0);
@@ -108,7 +121,9 @@ async fn main() -> Result<(), BoxError> {
     }
 
     let second = trainer.save_checkpoint("recovery-live-2", step).await?;
-    let second = second.done().map_err(|_| "the run broke again at the end")?;
+    let second = second
+        .done()
+        .map_err(|_| "the run broke again at the end")?;
     println!("Second checkpoint saved: {}", second.tinker_path);
 
     let curve: Vec<f64> = losses.iter().filter_map(|l| l.last().copied()).collect();

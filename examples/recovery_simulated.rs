@@ -18,8 +18,7 @@ use std::time::Duration;
 use common::{BoxError, Connection};
 use tinker::prelude::*;
 use tinker::recovery::{
-    EventSink, RecoveryEvent, RecoveryExecutor, RecoveryMonitor, RecoveryPolicy,
-    STEP_METADATA_KEY,
+    EventSink, RecoveryEvent, RecoveryExecutor, RecoveryMonitor, RecoveryPolicy, STEP_METADATA_KEY,
 };
 use tinker::transport::Env;
 
@@ -45,7 +44,12 @@ async fn main() -> Result<(), BoxError> {
     let train_step = |tc: TrainingClient, data: Vec<Datum>| async move {
         let fb = tc.forward_backward(data, LossFn::CrossEntropy);
         let opt = tc.optim_step(AdamParams::with_learning_rate(2e-2));
-        let loss = fb.await?.metrics.get("loss:sum").copied().unwrap_or(f64::NAN);
+        let loss = fb
+            .await?
+            .metrics
+            .get("loss:sum")
+            .copied()
+            .unwrap_or(f64::NAN);
         opt.await?;
         Ok::<f64, tinker::Error>(loss)
     };
@@ -68,7 +72,8 @@ async fn main() -> Result<(), BoxError> {
         .max_attempts(3)
         .restore_optimizer(true);
     let events = EventSink::new(|e: &RecoveryEvent| println!("   [event] {e:?}"));
-    let monitor = RecoveryMonitor::start(rest.clone(), &run_id, policy.poll_interval, events.clone());
+    let monitor =
+        RecoveryMonitor::start(rest.clone(), &run_id, policy.poll_interval, events.clone());
     let executor = RecoveryExecutor::new(service, policy, events)?;
 
     let loss_at_checkpoint = training
@@ -109,7 +114,9 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "{{clients: 2, last_checkpoint: {}, corrupted: {{{}: {}, {}: {}}}, \
          loss at checkpoint: {loss_at_checkpoint:.4}, after restore: {loss_restored:.4}}}",
-        new.last_checkpoint.map(|c| c.tinker_path).unwrap_or_default(),
+        new.last_checkpoint
+            .map(|c| c.tinker_path)
+            .unwrap_or_default(),
         old.training_run_id,
         old.corrupted,
         new.training_run_id,

@@ -86,10 +86,6 @@ impl RecoveryExecutor {
         &self.policy
     }
 
-    pub(crate) fn events(&self) -> &EventSink {
-        &self.events
-    }
-
     pub(crate) fn rest(&self) -> &RestClient {
         &self.rest
     }
@@ -108,7 +104,10 @@ impl RecoveryExecutor {
         if let CheckpointStrategy::Specific(path) = &self.policy.checkpoint {
             return Ok(RestorePoint::new(path.clone(), None));
         }
-        let run = self.rest.get_training_run(run_id, AccessScope::Owned).await?;
+        let run = self
+            .rest
+            .get_training_run(run_id, AccessScope::Owned)
+            .await?;
         match (run.last_checkpoint.as_ref(), fallback) {
             (Some(latest), _) => Ok(RestorePoint::of(latest)),
             (None, Some(fallback)) => Ok(fallback.clone()),

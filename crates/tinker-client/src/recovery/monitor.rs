@@ -53,7 +53,8 @@ impl RecoveryMonitor {
             changed: Notify::new(),
             events,
         });
-        let task = (!interval.is_zero()).then(|| tokio::spawn(poll(rest, shared.clone(), interval)));
+        let task =
+            (!interval.is_zero()).then(|| tokio::spawn(poll(rest, shared.clone(), interval)));
         Self { shared, task }
     }
 

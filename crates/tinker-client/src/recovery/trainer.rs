@@ -179,7 +179,11 @@ impl RecoveringTrainer {
     ///
     /// # Errors
     /// As [`RecoveringTrainer::step`].
-    pub async fn save_checkpoint(&mut self, name: &str, step: u64) -> Result<Stepped<RestorePoint>> {
+    pub async fn save_checkpoint(
+        &mut self,
+        name: &str,
+        step: u64,
+    ) -> Result<Stepped<RestorePoint>> {
         let metadata = BTreeMap::from([(STEP_METADATA_KEY.to_owned(), step.to_string())]);
         let name = name.to_owned();
         let saved = self
