@@ -51,6 +51,10 @@ pub struct LocalServerConfig {
     /// (as do all requests queued with it) and the missing ids are given up (see the
     /// `worker` module).
     pub seq_gap_wait: Duration,
+    /// Hugging Face models served besides the built-in ones, as `(name, source)`: the
+    /// name clients use, and a model folder or a repo id in the local hub cache (see
+    /// [`crate::engine::hf_model`]). Add them with [`LocalServerConfig::with_model`].
+    pub models: Vec<(String, String)>,
 }
 
 impl LocalServerConfig {
@@ -74,7 +78,15 @@ impl LocalServerConfig {
             max_body_bytes: 256 << 20,
             seq_gap_window: 1024,
             seq_gap_wait: Duration::from_secs(60),
+            models: Vec::new(),
         }
+    }
+
+    /// Also serves the Hugging Face model in `source` (a folder, or a cached repo id) as
+    /// `name`; the server checks it when it starts.
+    pub fn with_model(mut self, name: impl Into<String>, source: impl Into<String>) -> Self {
+        self.models.push((name.into(), source.into()));
+        self
     }
 }
 
