@@ -30,6 +30,15 @@ impl Connection {
     /// Connects as `training_loop` does: the service given by `TINKER_API_KEY` (and
     /// `TINKER_BASE_URL`) when the key is set, else a fresh embedded `tinker-local`.
     pub(crate) async fn open(env: Env) -> Result<Self, BoxError> {
+        Self::open_with(env, |_| {}).await
+    }
+
+    /// Like [`Connection::open`], with `tweak` applied to the embedded server's config
+    /// (e.g. a fault plan); unused against a remote server.
+    pub(crate) async fn open_with(
+        env: Env,
+        tweak: impl FnOnce(&mut tinker::local::LocalServerConfig),
+    ) -> Result<Self, BoxError> {
         let remote = env.get("TINKER_API_KEY").is_some_and(|k| !k.is_empty());
         let data_dir = tempfile::tempdir()?;
         let (service, server) = if remote {
@@ -39,7 +48,8 @@ impl Connection {
             println!("Using the Tinker service at {}", service.base_url());
             (service, None)
         } else {
-            let config = tinker::local::LocalServerConfig::new(data_dir.path());
+            let mut config = tinker::local::LocalServerConfig::new(data_dir.path());
+            tweak(&mut config);
             let server = tinker::local::LocalServer::start(config).await?;
             println!(
                 "No TINKER_API_KEY set: started an embedded tinker-local server at {} (CPU, offline)",

@@ -38,6 +38,8 @@ pub(crate) const RUNNABLE: &[&str] = &[
     // Beyond tinkex (issue 12): SFT on a shipped chat dataset, GRPO-style RL on a toy reward.
     "sft_chat",
     "rl_grpo",
+    "recovery_simulated",
+    "recovery_live_injected",
 ];
 
 /// tinkex examples not ported yet: (name, what is missing and the issue that brings it).
@@ -70,14 +72,6 @@ pub(crate) const PENDING: &[(&str, &str)] = &[
     (
         "queue_state_observer_demo",
         "queue-state observers with a local queue fault: issue 13",
-    ),
-    (
-        "recovery_simulated",
-        "recovery monitor and executor: issue 13",
-    ),
-    (
-        "recovery_live_injected",
-        "recovery and a run-corrupting fault: issue 13",
     ),
     ("kimi_k2_sampling_live", "tiktoken tokenizers: issue 16"),
     (

@@ -57,6 +57,10 @@ pub enum ErrorKind {
     DownloadRefused,
     /// The feature is not available (not implemented, or not offered by the server).
     Unsupported,
+    /// Automatic recovery of a broken training run gave up: every restore attempt failed
+    /// (the source is the last attempt's error), or there was no checkpoint to restore
+    /// from (see [`crate::recovery`]).
+    RecoveryFailed,
 }
 
 /// Who the server blames for a failed asynchronous request.

@@ -13,7 +13,8 @@
 //!    trait), then `session` (the SDK's "client holder": transport, config, budgets,
 //!    background loops, the operation retry loop), then `future` (`retrieve_future`
 //!    polling and the [`ApiFuture`] handle);
-//! 3. the clients, `admin`, `rest`, `sampling`, `training`, then `custom_loss` and `service`.
+//! 3. the clients, `admin`, `rest`, `sampling`, `training`, then `custom_loss` and `service`;
+//! 4. `recovery`, which uses only the public API of the clients.
 //!
 //! Higher modules keep per-session state in `session::Extensions` (sampling's
 //! retry handlers, created custom losses) so that the session never names them.
@@ -31,6 +32,7 @@ pub mod future;
 pub mod metrics;
 mod payload;
 mod proto;
+pub mod recovery;
 pub mod regularizers;
 pub mod rest;
 pub mod sampling;
