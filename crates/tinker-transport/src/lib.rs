@@ -76,6 +76,7 @@
 
 pub mod auth;
 mod budget;
+pub mod circuit;
 pub mod clock;
 mod env;
 mod error;
