@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use tower::util::BoxCloneSyncService;
 
 use crate::auth::Credential;
+use crate::circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitObserver};
 use crate::clock::Runtime;
 use crate::env::Env;
 use crate::error::TransportError;
@@ -19,7 +20,6 @@ use crate::http::connect::{ProxyConfig, TlsConfig};
 use crate::http::{HttpConfig, HttpService, HttpVersion, HyperLeaf};
 use crate::limit::RateLimit;
 use crate::retry::BillingPause;
-use crate::circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitObserver};
 use crate::stack::{AttemptContext, AuthState, build_stack};
 use crate::transport::{Shared, Transport};
 

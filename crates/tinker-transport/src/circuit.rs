@@ -52,15 +52,27 @@ impl EndpointFamily {
         let route = route.strip_prefix("api/v1/").unwrap_or(route);
         let first = route.split(['/', '?']).next().unwrap_or_default();
         match first {
-            "forward_backward" | "forward" | "optim_step" | "create_model" | "load_weights"
-            | "save_weights" | "save_weights_for_sampler" | "save_weights_external"
-            | "get_info" | "create_custom_loss" | "copy_weights" | "unload_model"
+            "forward_backward"
+            | "forward"
+            | "optim_step"
+            | "create_model"
+            | "load_weights"
+            | "save_weights"
+            | "save_weights_for_sampler"
+            | "save_weights_external"
+            | "get_info"
+            | "create_custom_loss"
+            | "copy_weights"
+            | "unload_model"
             | "weights_info" => Self::Training,
             "asample" | "create_sampling_session" | "join_sampling_session" | "samplers" => {
                 Self::Sampling
             }
             "retrieve_future" | "retrieve_futures" | "cancel_future" => Self::Futures,
-            "create_session" | "session_heartbeat" | "get_server_capabilities" | "client"
+            "create_session"
+            | "session_heartbeat"
+            | "get_server_capabilities"
+            | "client"
             | "auth" => Self::Session,
             "telemetry" => Self::Telemetry,
             _ => Self::Rest,
@@ -199,15 +211,19 @@ enum Outcome {
 }
 
 fn outcome(result: &Result<Response, TransportError>) -> Outcome {
-    match result {
-        Ok(_) => Outcome::Success,
+    // The retry layer hands back the last response even when it is a failure status;
+    // turning statuses into errors happens above the stack.
+    let status = match result {
+        Ok(resp) => Some(resp.status().as_u16()),
         Err(e) => match e.kind() {
-            ErrorKind::InternalServer | ErrorKind::Connection | ErrorKind::Timeout => {
-                Outcome::Failure
-            }
-            _ if e.status().is_some_and(|s| s.as_u16() == 408) => Outcome::Failure,
-            _ => Outcome::Neutral,
+            ErrorKind::Connection | ErrorKind::Timeout => return Outcome::Failure,
+            _ => e.status().map(|s| s.as_u16()),
         },
+    };
+    match status {
+        Some(s) if s >= 500 || s == 408 => Outcome::Failure,
+        Some(s) if s < 400 => Outcome::Success,
+        _ => Outcome::Neutral,
     }
 }
 
@@ -299,7 +315,9 @@ impl CircuitBreaker {
     fn admit(&self, family: EndpointFamily) -> Result<Admitted, Duration> {
         let now = self.inner.runtime.clock.now();
         let mut phases = self.lock();
-        let phase = phases.entry(family).or_insert(Phase::Closed { failures: 0 });
+        let phase = phases
+            .entry(family)
+            .or_insert(Phase::Closed { failures: 0 });
         let before = *phase;
         let trial = match *phase {
             Phase::Closed { .. } => false,
@@ -330,7 +348,9 @@ impl CircuitBreaker {
         let now = self.inner.runtime.clock.now();
         let config = self.inner.config;
         let mut phases = self.lock();
-        let phase = phases.entry(family).or_insert(Phase::Closed { failures: 0 });
+        let phase = phases
+            .entry(family)
+            .or_insert(Phase::Closed { failures: 0 });
         let before = *phase;
         let open = Phase::Open {
             until: now + config.open_for,

@@ -224,7 +224,10 @@ impl TransportError {
 
     /// A call refused by an open circuit breaker.
     pub(crate) fn circuit_open(family: crate::circuit::EndpointFamily, retry_in: Duration) -> Self {
-        Self::new(ErrorKind::CircuitOpen, Cause::CircuitOpen { family, retry_in })
+        Self::new(
+            ErrorKind::CircuitOpen,
+            Cause::CircuitOpen { family, retry_in },
+        )
     }
 
     pub(crate) fn decode_json(source: serde_json::Error) -> Self {

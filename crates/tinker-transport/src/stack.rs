@@ -26,8 +26,8 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
 
 use crate::auth::Credential;
-use crate::circuit::{CircuitBreaker, CircuitService};
 use crate::auth::jwt::JwtAuth;
+use crate::circuit::{CircuitBreaker, CircuitService};
 use crate::clock::Runtime;
 use crate::error::TransportError;
 use crate::headers::{

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::jwt::{Exchange, JwtAuth};
 use crate::auth::{Credential, JwtClaims, jwt_claims};
 use crate::builder::TransportBuilder;
+use crate::circuit::{CircuitBreaker, CircuitState, EndpointFamily};
 use crate::clock::Runtime;
 use crate::env::Env;
 use crate::error::TransportError;
@@ -21,7 +22,6 @@ use crate::http::{HttpService, Pool};
 use crate::request::{APPLICATION_JSON, RequestSpec};
 use crate::response::Response;
 use crate::retry::{BillingPause, OperationRetry, OperationRetryConfig};
-use crate::circuit::{CircuitBreaker, CircuitState, EndpointFamily};
 use crate::stack::{AttemptContext, AuthState, AuthUse, CallService, build_stack};
 
 /// The HTTP transport of one client holder. Cheap to clone; clones share connections,

@@ -33,8 +33,9 @@ fn post(path: &str) -> RequestSpec {
 #[tokio::test]
 async fn circuit_opens_fails_fast_then_recovers_through_a_trial() {
     // Four 503s (two calls of one retry each), then success.
-    let server = Server::start(|_, n| {
-        if n < 4 {
+    let count = std::sync::atomic::AtomicUsize::new(0);
+    let server = Server::start(move |_, _| {
+        if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 4 {
             Reply::status(503)
         } else {
             Reply::json(200, "{}")
@@ -57,7 +58,10 @@ async fn circuit_opens_fails_fast_then_recovers_through_a_trial() {
     // A call and its retries count once.
     let first = t.send(post("/api/v1/forward_backward")).await.unwrap_err();
     assert_eq!(first.kind(), ErrorKind::InternalServer);
-    assert_eq!(t.circuit_states(), vec![(EndpointFamily::Training, CircuitState::Closed)]);
+    assert_eq!(
+        t.circuit_states(),
+        vec![(EndpointFamily::Training, CircuitState::Closed)]
+    );
     let second = t.send(post("/api/v1/optim_step")).await.unwrap_err();
     assert_eq!(second.kind(), ErrorKind::InternalServer);
     assert_eq!(server.seen().len(), 4);
@@ -66,8 +70,17 @@ async fn circuit_opens_fails_fast_then_recovers_through_a_trial() {
     let refused = t.send(post("/api/v1/forward_backward")).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::CircuitOpen);
     assert!(!refused.is_retryable());
-    assert!(refused.circuit_retry_in().is_some_and(|d| d <= Duration::from_millis(300)));
-    assert!(refused.to_string().contains("training circuit breaker is open"), "{refused}");
+    assert!(
+        refused
+            .circuit_retry_in()
+            .is_some_and(|d| d <= Duration::from_millis(300))
+    );
+    assert!(
+        refused
+            .to_string()
+            .contains("training circuit breaker is open"),
+        "{refused}"
+    );
     assert_eq!(server.seen().len(), 4, "nothing was sent while open");
 
     // Other families keep their own circuit.

@@ -109,7 +109,11 @@ mod tests {
         let c = RetryConfig::default();
         for n in 0..40 {
             for u in [0.0, 0.3, 0.5, 0.999_999] {
-                assert_eq!(c.backoff(n, u), sampling_backoff(n, u), "attempt {n}, jitter {u}");
+                assert_eq!(
+                    c.backoff(n, u),
+                    sampling_backoff(n, u),
+                    "attempt {n}, jitter {u}"
+                );
             }
         }
     }
