@@ -71,7 +71,8 @@ impl QueueStateLogger {
             return None;
         }
         if self.what != Queued::Sampling
-            && s.state_since.is_some_and(|since| now - since < PAUSE_GRACE_PERIOD)
+            && s.state_since
+                .is_some_and(|since| now - since < PAUSE_GRACE_PERIOD)
         {
             return None;
         }
@@ -101,7 +102,10 @@ impl QueueStateLogger {
                 self.identifier
             ),
             Queued::Training => {
-                format!("Training for {} is paused. Reason: {reason}.", self.identifier)
+                format!(
+                    "Training for {} is paused. Reason: {reason}.",
+                    self.identifier
+                )
             }
             Queued::Sampling => format!(
                 "Sampling is paused for sampler {}. Reason: {reason}",
@@ -182,13 +186,16 @@ mod tests {
         assert_eq!(l.message(&QueueState::Active, None), None);
         assert_eq!(
             l.message(&QueueState::PausedRateLimit, None).as_deref(),
-            Some("Sampling is paused for sampler m-1. Reason: concurrent sampler weights limit hit")
+            Some(
+                "Sampling is paused for sampler m-1. Reason: concurrent sampler weights limit hit"
+            )
         );
         tokio::time::advance(Duration::from_secs(59)).await;
         assert_eq!(l.message(&QueueState::PausedCapacity, Some("x")), None);
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(
-            l.message(&QueueState::PausedCapacity, Some("maintenance")).as_deref(),
+            l.message(&QueueState::PausedCapacity, Some("maintenance"))
+                .as_deref(),
             Some("Sampling is paused for sampler m-1. Reason: maintenance")
         );
     }
@@ -222,14 +229,24 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         let user: QueueStateObserver = Arc::new(move |s: &QueueState, r: Option<&str>| {
-            record.lock().unwrap().push((s.clone(), r.map(str::to_owned)));
+            record
+                .lock()
+                .unwrap()
+                .push((s.clone(), r.map(str::to_owned)));
         });
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(0.0));
-        let both = with_default_warning(Some(user.clone()), true, Queued::Sampling, "s", clock.clone())
-            .unwrap();
+        let both = with_default_warning(
+            Some(user.clone()),
+            true,
+            Queued::Sampling,
+            "s",
+            clock.clone(),
+        )
+        .unwrap();
         both(&QueueState::PausedCapacity, Some("r"));
         assert_eq!(seen.lock().unwrap().len(), 1);
-        let off = with_default_warning(Some(user), false, Queued::Sampling, "s", clock.clone()).unwrap();
+        let off =
+            with_default_warning(Some(user), false, Queued::Sampling, "s", clock.clone()).unwrap();
         off(&QueueState::Active, None);
         assert_eq!(seen.lock().unwrap().len(), 2);
         assert!(with_default_warning(None, false, Queued::Training, "m", clock).is_none());

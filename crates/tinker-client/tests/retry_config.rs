@@ -18,7 +18,11 @@ async fn no_retries_surfaces_what_the_default_handler_retries() {
     assert_eq!(sampler.retry_config(), RetryConfig::default());
     let strict = sampler.with_retry_config(RetryConfig::no_retries());
     assert!(!strict.retry_config().enable_retry_logic);
-    assert_eq!(sampler.retry_config(), RetryConfig::default(), "the original is unchanged");
+    assert_eq!(
+        sampler.retry_config(),
+        RetryConfig::default(),
+        "the original is unchanged"
+    );
 
     let prompt = ModelInput::from_tokens(&[1, 2, 3]);
     let params = SamplingParams::with_max_tokens(2);
@@ -28,7 +32,10 @@ async fn no_retries_surfaces_what_the_default_handler_retries() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Expired, "{err:?}");
 
-    let out = strict.sample(prompt.clone(), 1, params.clone()).await.unwrap();
+    let out = strict
+        .sample(prompt.clone(), 1, params.clone())
+        .await
+        .unwrap();
     assert_eq!(out.sequences.len(), 1);
     let out = sampler.sample(prompt, 1, params).await.unwrap();
     assert_eq!(out.sequences.len(), 1);

@@ -250,10 +250,11 @@ impl SamplingClient {
         clone_id: Option<u64>,
         record_stability_info: bool,
     ) -> Self {
-        let retry = holder
-            .extensions
-            .get_or_default::<RetryHandlers>()
-            .get(&holder, &sampling_session_id, RetryConfig::default());
+        let retry = holder.extensions.get_or_default::<RetryHandlers>().get(
+            &holder,
+            &sampling_session_id,
+            RetryConfig::default(),
+        );
         let user_observer = observer;
         let observer = crate::queue_log::observer_for(
             &holder,
@@ -1003,10 +1004,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(Arc::ptr_eq(
-            &same_session.retry,
-            &original.retry
-        ));
+        assert!(Arc::ptr_eq(&same_session.retry, &original.retry));
         for client in [&a, &b, &c] {
             client
                 .sample(

@@ -286,7 +286,10 @@ mod tests {
         let err = err.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Stuck, "{err:?}");
         // 7200 s after the other client's completion at 5000 s, not after its own start.
-        assert_eq!(start.elapsed().as_secs(), 5000 + RetryConfig::default().progress_timeout.as_secs());
+        assert_eq!(
+            start.elapsed().as_secs(),
+            5000 + RetryConfig::default().progress_timeout.as_secs()
+        );
 
         // Idle for longer than the window: the next call starts a fresh one.
         tokio::time::sleep(Duration::from_secs(10_000)).await;
@@ -296,7 +299,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Stuck);
-        assert_eq!(again.elapsed().as_secs(), RetryConfig::default().progress_timeout.as_secs());
+        assert_eq!(
+            again.elapsed().as_secs(),
+            RetryConfig::default().progress_timeout.as_secs()
+        );
         drop(server);
     }
 }
