@@ -61,6 +61,9 @@ pub enum ErrorKind {
     /// (the source is the last attempt's error), or there was no checkpoint to restore
     /// from (see [`crate::recovery`]).
     RecoveryFailed,
+    /// The transport's circuit breaker for this endpoint family is open after repeated
+    /// server failures; nothing was sent. Not retried.
+    CircuitOpen,
 }
 
 /// Who the server blames for a failed asynchronous request.
@@ -277,6 +280,7 @@ impl From<TransportError> for Error {
                 K::InvalidRequest => ErrorKind::InvalidInput,
                 K::Decode => ErrorKind::Protocol,
                 K::ResponseTooLarge => ErrorKind::ResponseTooLarge,
+                K::CircuitOpen => ErrorKind::CircuitOpen,
                 _ => ErrorKind::Connection,
             };
             Error::new(k, e.to_string())

@@ -32,6 +32,7 @@ pub mod future;
 pub mod metrics;
 mod payload;
 mod proto;
+mod queue_log;
 pub mod recovery;
 pub mod regularizers;
 pub mod rest;
@@ -54,6 +55,8 @@ pub use sampling::{
 pub use service::{CloseStatus, ServiceClient, ServiceClientBuilder, TrainingClientOptions};
 pub use session::SDK_VERSION;
 pub use tinker_telemetry::{Telemetry, TelemetryStats};
+pub use tinker_transport::circuit::{CircuitBreakerConfig, CircuitState, EndpointFamily};
+pub use tinker_transport::retry::RetryConfig;
 pub use tokenizer::{TransportHubFetcher, tokenizer_loader};
 pub use training::{CustomLossOutput, LoadStateOptions, SaveOptions, TrainingClient};
 

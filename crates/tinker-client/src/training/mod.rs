@@ -117,6 +117,12 @@ impl TrainingClient {
             "ServiceClient.create_lora_training_client",
         )
         .await?;
+        let observer = crate::queue_log::observer_for(
+            &holder,
+            observer,
+            crate::queue_log::Queued::Training,
+            &model_id,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 holder,
