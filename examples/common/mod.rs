@@ -9,6 +9,9 @@ use tinker::prelude::*;
 use tinker::tokenizer::Tokenizer;
 use tinker::transport::Env;
 
+/// The API key the examples use with the embedded server (any `tml-` key works there).
+pub(crate) const LOCAL_API_KEY: &str = "tml-local-example";
+
 /// The error type of the examples' `main`.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -57,7 +60,7 @@ impl Connection {
             );
             let service = ServiceClient::builder()
                 .base_url(server.url())
-                .api_key("tml-local-example")
+                .api_key(LOCAL_API_KEY)
                 .build()
                 .await?;
             (service, Some(server))

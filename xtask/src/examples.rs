@@ -40,6 +40,8 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "rl_grpo",
     "recovery_simulated",
     "recovery_live_injected",
+    "model_info_and_unload",
+    "heartbeat_probe",
 ];
 
 /// tinkex examples not ported yet: (name, what is missing and the issue that brings it).
@@ -74,11 +76,6 @@ pub(crate) const PENDING: &[(&str, &str)] = &[
         "queue-state observers with a local queue fault: issue 13",
     ),
     ("kimi_k2_sampling_live", "tiktoken tokenizers: issue 16"),
-    (
-        "model_info_and_unload",
-        "unload_model (client call and tinker-local route): issue 17",
-    ),
-    ("heartbeat_probe", "heartbeat observability: issue 13"),
 ];
 
 /// Longest run of one example; the slowest takes a few seconds on 2 cores.
