@@ -51,9 +51,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         )
     })?;
     step("examples", || crate::examples::run(&[]))?;
-    step("conformance (official SDK vs tinker-local)", || {
-        conformance(&root)
-    })?;
+    step(
+        "conformance matrix (official SDKs 0.15.0, 0.25.0, 0.38.0 vs tinker-local)",
+        || conformance_matrix(&root),
+    )?;
     println!("xtask test: all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }
@@ -88,12 +89,29 @@ fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()
     }
 }
 
-/// Drives a freshly built `tinker-local` with the unchanged official Python SDK.
+/// The conformance run once per official SDK version of [`crate::venv::MATRIX`] (the
+/// pinned one last); each run lists the steps its version lacks as skipped. Prints the
+/// time of each run. Also `cargo xtask conformance` (uses the built `tinker-local`).
+pub(crate) fn conformance_matrix(root: &Path) -> Result<(), String> {
+    let mut times = Vec::new();
+    for version in crate::venv::MATRIX {
+        println!("--- conformance with tinker {version}");
+        let started = Instant::now();
+        let python = crate::venv::sdk_python_for(version)?;
+        conformance(root, &python).map_err(|e| format!("tinker {version}: {e}"))?;
+        times.push(format!("{version} {:.1?}", started.elapsed()));
+    }
+    println!("conformance matrix: {}", times.join(", "));
+    Ok(())
+}
+
+/// Drives a freshly built `tinker-local` with an unchanged official Python SDK (the
+/// interpreter of its venv).
 ///
 /// `cargo test` builds the `tinker-local` binary for that crate's integration tests, so
 /// right after it the binary is current; building it again with the plain (non-test)
 /// feature set would recompile much of the dependency graph for nothing (~4 min on CI).
-fn conformance(root: &Path) -> Result<(), String> {
+fn conformance(root: &Path, python: &Path) -> Result<(), String> {
     let server = root.join("target").join("debug").join("tinker-local");
     if !server.exists() {
         cargo(
@@ -108,7 +126,6 @@ fn conformance(root: &Path) -> Result<(), String> {
             ],
         )?;
     }
-    let python = crate::venv::sdk_python()?;
     let status = Command::new(python)
         .arg(root.join("scripts").join("conformance").join("run.py"))
         .arg(&server)

@@ -32,6 +32,8 @@ pub struct ServiceClientBuilder {
     observer: Option<QueueStateObserver>,
     /// `None`: as `TINKER_TELEMETRY` says.
     telemetry: Option<bool>,
+    /// The default queue-state warning (on unless turned off).
+    queue_state_warnings: bool,
 }
 
 impl std::fmt::Debug for ServiceClientBuilder {
@@ -72,6 +74,7 @@ impl ServiceClientBuilder {
             session,
             observer: None,
             telemetry: None,
+            queue_state_warnings: true,
         }
     }
 
@@ -139,6 +142,17 @@ impl ServiceClientBuilder {
 
     /// Called with every queue state (`active`, `paused_capacity`, …) the server reports
     /// while a request of any client of this service waits.
+    /// Whether to warn (through `tracing`, target `tinker::queue`) when the server
+    /// reports a paused queue, as the SDK does (default on): sampling at once, training and
+    /// model creation after 15 minutes in one paused state; at most once a minute per
+    /// model or sampler, with the server's reason.
+    pub fn queue_state_warnings(mut self, enabled: bool) -> Self {
+        self.queue_state_warnings = enabled;
+        self
+    }
+
+    /// Called with every queue state the server reports while a request waits (in
+    /// addition to the default warning).
     pub fn queue_state_observer(
         mut self,
         observer: impl Fn(&tinker_types::QueueState, Option<&str>) + Send + Sync + 'static,
@@ -182,6 +196,7 @@ impl ServiceClientBuilder {
                 session: tokio::sync::OnceCell::new(),
                 sessionless: tokio::sync::OnceCell::new(),
                 closed: AtomicBool::new(false),
+                queue_state_warnings: self.queue_state_warnings,
             }),
             observer: self.observer,
         })
@@ -247,6 +262,8 @@ struct LazySessions {
     /// Without one: capabilities and REST clients.
     sessionless: tokio::sync::OnceCell<Arc<Session>>,
     closed: AtomicBool,
+    /// Whether queue-state warnings are logged (off: the sessions are silenced).
+    queue_state_warnings: bool,
 }
 
 impl std::fmt::Debug for ServiceClient {
@@ -315,12 +332,17 @@ impl ServiceClient {
         self.check_open()?;
         let lazy = &self.lazy;
         lazy.session
-            .get_or_try_init(|| {
-                Session::start_with_telemetry(
+            .get_or_try_init(|| async {
+                let session = Session::start_with_telemetry(
                     lazy.transport.clone(),
                     Some(lazy.options.clone()),
                     lazy.telemetry,
                 )
+                .await?;
+                if !lazy.queue_state_warnings {
+                    crate::queue_log::silence(&session);
+                }
+                Ok(session)
             })
             .await
     }
@@ -425,7 +447,13 @@ impl ServiceClient {
                 roundtrip,
                 reserved: None,
             },
-            self.observer.as_ref(),
+            crate::queue_log::observer_for(
+                holder,
+                self.observer.clone(),
+                crate::queue_log::Queued::ModelCreation,
+                base_model,
+            )
+            .as_ref(),
         )
         .await?;
         TrainingClient::attach(holder.clone(), created.model_id, self.observer.clone()).await
