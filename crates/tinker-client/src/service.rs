@@ -586,6 +586,15 @@ impl ServiceClient {
         Ok(RestClient::from_holder(self.sessionless().await?.clone()))
     }
 
+    /// A REST client on the session, if it exists (recovery works inside a session whose
+    /// training clients exist, so it never creates one).
+    pub(crate) fn session_rest_client(&self) -> Option<RestClient> {
+        self.lazy
+            .session
+            .get()
+            .map(|s| RestClient::from_holder(s.clone()))
+    }
+
     /// An admin client (billing, audit) on the session-less connection.
     ///
     /// # Errors
