@@ -29,7 +29,7 @@ const NOT_AT_ROOT: &[(&str, &str)] = &[
 ];
 
 /// `tinker-client` modules the facade may re-export whole (the others are internal).
-const PUBLIC_MODULES: &[&str] = &["console", "custom_loss", "regularizers"];
+const PUBLIC_MODULES: &[&str] = &["console", "custom_loss", "data", "recovery", "regularizers"];
 
 pub(crate) fn run() -> Result<(), String> {
     let root = workspace_root();

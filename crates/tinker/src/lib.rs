@@ -83,7 +83,7 @@ pub use tinker_client::{
     FailureCategory, FuturesPollerStats, LoadStateOptions, Paged, QueueStateObserver, RestClient,
     Result, SDK_VERSION, SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource,
     SaveOptions, ServiceClient, ServiceClientBuilder, Telemetry, TelemetryStats, TrainingClient,
-    TrainingClientOptions, TransportHubFetcher, console, custom_loss, regularizers,
+    TrainingClientOptions, TransportHubFetcher, console, custom_loss, data, recovery, regularizers,
     tokenizer_loader,
 };
 
