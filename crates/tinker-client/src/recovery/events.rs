@@ -66,7 +66,7 @@ pub enum RecoveryEvent {
 }
 
 /// The callback an [`EventSink`] calls with each event.
-pub type EventCallback = Arc<dyn Fn(&RecoveryEvent) + Send + Sync>;
+pub(crate) type EventCallback = Arc<dyn Fn(&RecoveryEvent) + Send + Sync>;
 
 /// A callback that receives every [`RecoveryEvent`]; keep it quick (forward to a channel
 /// for anything slow).
