@@ -102,7 +102,7 @@ async fn a_loop_survives_a_corrupted_run_and_its_loss_curve_goes_on() {
                 continue;
             }
         }
-        if step % 3 == 0
+        if step.is_multiple_of(3)
             && let Err(resume) = trainer
                 .save_checkpoint(&format!("step-{step}"), step)
                 .await
