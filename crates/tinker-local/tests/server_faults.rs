@@ -134,7 +134,10 @@ async fn poll_once(h: &Harness, request_id: &str) -> common::Reply {
     h.request(
         Method::POST,
         "/api/v1/retrieve_future",
-        &[("content-type", "application/json")],
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/x-protobuf"),
+        ],
         json!({"request_id": request_id, "allow_metadata_only": false})
             .to_string()
             .into_bytes(),

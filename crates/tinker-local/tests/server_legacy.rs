@@ -35,11 +35,16 @@ async fn wait_json(h: &Harness, future: &Value) -> Value {
     let id = future["request_id"].as_str().unwrap();
     for _ in 0..200 {
         let r = h
-            .post(
-                "retrieve_future",
-                json!({"request_id": id, "allow_metadata_only": false}),
+            .request(
+                Method::POST,
+                "/api/v1/retrieve_future",
+                &[("content-type", "application/json")],
+                json!({"request_id": id, "allow_metadata_only": false})
+                    .to_string()
+                    .into_bytes(),
             )
-            .await;
+            .await
+            .expect("request succeeds");
         let v = r.json();
         if r.status == StatusCode::OK && v["type"] != "try_again" {
             assert!(common::is_json(&r), "an older client gets JSON results");

@@ -89,10 +89,20 @@ impl Harness {
     }
 
     pub(crate) async fn post(&self, path: &str, body: Value) -> Reply {
+        // Polls take protobuf results, as SDK >= 0.18.1 and tinker-rs say; without it the
+        // server answers older clients with the JSON form (`api/legacy.rs`).
+        let headers: &[(&str, &str)] = if path == "retrieve_future" {
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json, application/x-protobuf"),
+            ]
+        } else {
+            &[("content-type", "application/json")]
+        };
         self.request(
             Method::POST,
             &format!("/api/v1/{path}"),
-            &[("content-type", "application/json")],
+            headers,
             body.to_string().into_bytes(),
         )
         .await
