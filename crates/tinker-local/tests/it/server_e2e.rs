@@ -1,9 +1,8 @@
 //! End to end over HTTP: session → model → training → sampler → sample → checkpoints.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Harness, MODEL, config, dataset, logprobs, loss};
+use crate::common::{Harness, MODEL, config, dataset, logprobs, loss};
 use prost::Message;
 use serde_json::json;
 use tinker_types::proto::wire;

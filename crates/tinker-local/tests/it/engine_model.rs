@@ -1,9 +1,6 @@
 //! Model-level checks of the engine: gradient flow into every LoRA tensor, KV-cached sampling
 //! against a full forward, and adapter / optimizer checkpoints.
 
-// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
-#![allow(clippy::unwrap_used)]
-
 use tinker_local::engine::{
     AdamStep, LoraSpec, Loss, LossInputs, ModelSpec, SampleSpec, SamplerModel, TrainExample,
     TrainableModel, builtin_models,

@@ -2,8 +2,6 @@
 //! outer `RetryHandler`, the caller's result timeout, as received by an in-process
 //! tinker-local (`telemetry_events()`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use tinker_testkit::local as common;
 
 use std::time::Duration;

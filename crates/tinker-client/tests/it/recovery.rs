@@ -2,8 +2,6 @@
 //! the `corrupt_after` fault: a loop survives, its loss curve goes on from the checkpoint,
 //! events come in order, and exhausted attempts are a typed error.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

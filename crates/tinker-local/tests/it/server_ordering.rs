@@ -1,10 +1,9 @@
 //! Requests on one model run in `seq_id` order, whatever order they arrive in, and a
 //! resubmitted `seq_id` returns the same future without running twice.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Harness, config, dataset, logprobs, loss};
+use crate::common::{Harness, config, dataset, logprobs, loss};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,11 +3,10 @@
 //! exist (404, same body), and nothing of the other account changes. Published checkpoints
 //! and weights access tokens (tested in `server_search_billing_access.rs`) stay the only
 //! ways across accounts.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Harness, Reply, config, dataset, fwd_bwd_body};
+use crate::common::{Harness, Reply, config, dataset, fwd_bwd_body};
 use hyper::{Method, StatusCode};
 use prost::Message;
 use serde_json::{Value, json};

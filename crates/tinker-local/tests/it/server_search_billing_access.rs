@@ -1,11 +1,10 @@
 //! Session search by owner and status, storage billing, and who may read a checkpoint
 //! (weights access tokens).
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
+use crate::common::{Harness, MODEL, config};
 use chrono::{Timelike, Utc};
-use common::{Harness, MODEL, config};
 use hyper::Method;
 use serde_json::{Value, json};
 use tinker_types::{

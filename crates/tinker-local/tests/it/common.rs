@@ -1,5 +1,5 @@
 //! Shared helpers for the server tests: a real server on a free port and a small HTTP client.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code)] // not every test module uses every helper
 
 use std::time::Duration;
 

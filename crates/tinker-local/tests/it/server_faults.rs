@@ -1,11 +1,10 @@
 //! Fault injection is off by default, seeded and reproducible.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Harness, config};
+use crate::common::{Harness, config};
 use hyper::Method;
 use serde_json::json;
 use tinker_local::FaultConfig;

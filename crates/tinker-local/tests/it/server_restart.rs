@@ -1,9 +1,8 @@
 //! Runs and checkpoints survive a restart on the same data directory, and load_state works.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Harness, config, dataset, loss};
+use crate::common::{Harness, config, dataset, loss};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

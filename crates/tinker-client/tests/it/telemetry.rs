@@ -1,8 +1,6 @@
 //! Telemetry end to end (§6.12): what a client sends to `/api/v1/telemetry` of an
 //! in-process tinker-local, read back with `telemetry_events()`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use tinker_testkit::local as common;
 
 use serde_json::Value;

@@ -2,14 +2,13 @@
 //! `forward`, JSON results without `Accept: application/x-protobuf`, `unload_model`, the
 //! checkpoint `archive` route; refusals that still take their `seq_id`; portable tokenizer
 //! ids served hub-style.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Read as _;
 use std::time::Duration;
 
-use common::{Harness, MODEL, config, dataset};
+use crate::common::{Harness, MODEL, config, dataset};
 use hyper::{Method, StatusCode};
 use serde_json::{Value, json};
 

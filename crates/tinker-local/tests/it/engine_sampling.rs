@@ -1,9 +1,6 @@
 //! Sampling features: seeds, temperature, top-k, top-p, stops, max_tokens, num_samples and
 //! the logprob outputs.
 
-// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
-#![allow(clippy::unwrap_used)]
-
 use tinker_local::engine::{ModelSpec, SampleSpec, SamplerModel, StopKind, builtin_models};
 use tokenizers::Tokenizer;
 

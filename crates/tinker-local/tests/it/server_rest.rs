@@ -1,9 +1,8 @@
 //! The REST catalogue and the less common future-protocol paths.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Harness, MODEL, config, dataset};
+use crate::common::{Harness, MODEL, config, dataset};
 use hyper::Method;
 use serde_json::json;
 

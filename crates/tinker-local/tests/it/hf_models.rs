@@ -4,9 +4,8 @@
 //!
 //! `fixtures/hf_reference.json` comes from `scripts/reference/hf_forward.py`, run on the
 //! folders `write_reference_models` writes (see `scripts/reference/README.md`).
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
@@ -16,7 +15,7 @@ use tinker_local::engine::{
     TrainExample, TrainableModel, hf_model,
 };
 
-const REFERENCE: &str = include_str!("fixtures/hf_reference.json");
+const REFERENCE: &str = include_str!("../fixtures/hf_reference.json");
 
 /// Writes the tiny model of `arch` into `dir` and registers it.
 fn tiny(arch: HfArch, dir: &Path) -> ModelSpec {
@@ -54,7 +53,7 @@ fn close(got: f32, want: f32, what: &str) {
 }
 
 /// Regenerates the reference inputs: `TINKER_HF_MODELS_OUT=DIR cargo test -p tinker-local
-/// --test hf_models -- --ignored write_reference_models`.
+/// --test it -- --ignored hf_models::write_reference_models`.
 #[test]
 #[ignore = "writes the model folders the numpy reference reads"]
 fn write_reference_models() {

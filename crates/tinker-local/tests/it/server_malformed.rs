@@ -1,10 +1,9 @@
 //! Nothing a client sends crashes the server: bad input gets the status and `{"detail"}`
 //! body a client expects, and the model's sequence keeps moving.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Harness, config, dataset, fwd_bwd_body};
+use crate::common::{Harness, config, dataset, fwd_bwd_body};
 use hyper::Method;
 use serde_json::json;
 

@@ -2,8 +2,6 @@
 //! in-process hyper server laid out like the hub (`/<repo>/resolve/<rev>/<file>`, a 302 to
 //! a CDN path, `/api/models/<repo>/revision/<rev>`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -2,9 +2,6 @@
 //! without faults, `cancel_future` for abandoned samples (§3.2), and sampler handles /
 //! shadow clients (§6.5), including interop with the Python SDK when its venv is present.
 
-// Not finished (issue 15): non-test helpers (server start, Python interop) still unwrap.
-#![allow(clippy::unwrap_used)]
-
 use tinker_testkit::local as common;
 
 use std::collections::BTreeSet;

@@ -2,8 +2,6 @@
 //! builder's graphs equal real torch.fx graphs, a custom PPO equals the built-in one, a
 //! custom loss trains, and the typed refusals.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use tinker_testkit::local as common;
 
 use std::error::Error as _;

@@ -3,8 +3,6 @@
 //! uploaded with `create_custom_loss`) against an in-process tinker-local over HTTP: the
 //! same reports, and the same weights after one optimizer step.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use tinker_testkit::local as common;
 
 use common::{MODEL, datum, start};

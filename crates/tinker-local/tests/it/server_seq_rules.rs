@@ -1,13 +1,12 @@
 //! The `seq_id` rules of a training model: ids too far ahead are refused at once, a request
 //! stuck behind a missing id fails after the gap wait (and the missing ids are given up), a
 //! reused id with another payload is a 409, and a refused request still uses up its id.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::{Harness, Reply, config, dataset, fwd_bwd_body, is_json};
+use crate::common::{Harness, Reply, config, dataset, fwd_bwd_body, is_json};
 use serde_json::{Value, json};
 
 /// One `retrieve_future` poll (no retry loop): a future stuck behind a gap must not answer

@@ -6,8 +6,6 @@
 //! `d / 100` of real time and never less, so lower bounds on real gaps are exact; upper
 //! bounds are checked by counting what did not happen, which load cannot fake.
 
-#![allow(clippy::unwrap_used)] // test helpers panic on setup failures
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -2,9 +2,6 @@
 //! derivative of `loss:sum` along the accumulated gradient, measured by central finite
 //! differences on perturbed adapters, must equal the gradient's norm.
 
-// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};

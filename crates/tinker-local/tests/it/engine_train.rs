@@ -1,9 +1,6 @@
 //! End to end: micro learns a few sentences with cross-entropy in 20 steps, and greedy
 //! sampling then reproduces one of them.
 
-// Helpers outside #[test] functions unwrap too: a failure there is a test failure.
-#![allow(clippy::unwrap_used)]
-
 use tinker_local::engine::{
     AdamStep, LoraSpec, Loss, LossInputs, SampleSpec, TrainExample, TrainableModel, builtin_models,
 };
