@@ -2,7 +2,6 @@
 //! stuck behind a missing id fails after the gap wait (and the missing ids are given up), a
 //! reused id with another payload is a 409, and a refused request still uses up its id.
 
-use crate::common;
 
 use std::time::Duration;
 
