@@ -844,7 +844,6 @@ impl SamplerHandleOptions {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use std::time::Duration;
 

@@ -1,6 +1,5 @@
 //! The REST catalogue and the less common future-protocol paths.
 
-
 use crate::common::{Harness, MODEL, config, dataset};
 use hyper::Method;
 use serde_json::json;

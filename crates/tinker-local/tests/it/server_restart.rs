@@ -1,6 +1,5 @@
 //! Runs and checkpoints survive a restart on the same data directory, and load_state works.
 
-
 use crate::common::{Harness, config, dataset, loss};
 use serde_json::json;
 

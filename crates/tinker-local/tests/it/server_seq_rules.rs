@@ -2,7 +2,6 @@
 //! stuck behind a missing id fails after the gap wait (and the missing ids are given up), a
 //! reused id with another payload is a 409, and a refused request still uses up its id.
 
-
 use std::time::Duration;
 
 use crate::common::{Harness, Reply, config, dataset, fwd_bwd_body, is_json};

@@ -1,8 +1,6 @@
 //! Admin query inputs: checked before sending, and spelled on the URL as the SDK spells
 //! them (pydantic's `model_dump(mode="json")` of `GetBillingUsageRequest`, `date.isoformat()`).
 
-#![allow(clippy::unwrap_used)]
-
 use tinker_types::chrono::{NaiveDate, TimeDelta, TimeZone, Utc};
 use tinker_types::{
     AuditEventType, AuditLogQuery, BillingUsageQuery, CurrentCheckpointStorageUsageQuery, Error,

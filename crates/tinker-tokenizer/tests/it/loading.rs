@@ -2,9 +2,6 @@
 //! the search path, the Hugging Face cache layout, the hub through a fetcher; the tiktoken
 //! format; and the error listing every place looked at.
 
-// Helpers outside `#[test]` functions unwrap too: a failed set-up should fail the test.
-#![allow(clippy::unwrap_used)]
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

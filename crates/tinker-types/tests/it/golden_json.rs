@@ -7,9 +7,6 @@
 //! * Error paths: missing fields name their JSON path, unknown fields are ignored, unknown
 //!   enum values are kept, NaN is refused, malformed `tinker://` paths are typed errors.
 
-// Test helpers outside `#[test]` functions unwrap too: a failure is a test failure.
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

@@ -2,8 +2,6 @@
 //! `get_console_url` / `get_playground_url` methods, run with the SDK's python on these
 //! same ids; ids chosen for spaces, `/`, `+`, `*`, `~`, `%`, `?`, `#` and non-ASCII).
 
-#![allow(clippy::unwrap_used)]
-
 use tinker_types::console::*;
 use tinker_types::{SaveWeightsForSamplerResponse, SaveWeightsResponse};
 

@@ -2,9 +2,6 @@
 //! `json::from_slice` gives the same value), for tensors of random shapes and dtypes, CSR
 //! tensors, chunk sequences and every request/response body.
 
-// Strategy helpers outside `#[test]` functions unwrap too: a failure is a test failure.
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 

@@ -1,8 +1,6 @@
 //! The chat renderer against transformers' `apply_chat_template` (fixtures generated once
 //! by `scripts/fixtures/chat/generate.py` and committed), and assistant-turn masking.
 
-#![allow(clippy::unwrap_used)]
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -32,7 +30,7 @@ struct Case {
 }
 
 fn fixtures() -> Fixtures {
-    let text = include_str!("fixtures/chat_templates.json");
+    let text = include_str!("../fixtures/chat_templates.json");
     serde_json::from_str(text).unwrap()
 }
 

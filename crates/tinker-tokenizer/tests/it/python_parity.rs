@@ -10,8 +10,6 @@
 //! with its `pre_tokenizer` replaced by `Sequence[Split(<Llama 3 regex>, Isolated),
 //! ByteLevel(use_regex=false)]` and the config flag set.
 
-#![allow(clippy::unwrap_used)]
-
 use std::path::Path;
 
 use tinker_tokenizer::Tokenizer;
