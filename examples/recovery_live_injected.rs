@@ -101,7 +101,7 @@ async fn main() -> Result<(), BoxError> {
                 continue;
             }
         }
-        if step % 3 == 0 && step < steps {
+        if step.is_multiple_of(3) && step < steps {
             match trainer
                 .save_checkpoint(&format!("step-{step}"), step)
                 .await?

@@ -418,7 +418,7 @@ def run_hf_model(url: str) -> dict:
     step("Qwen3 folder: save_state, save weights for the sampler, sample")
     saved = training.save_state("hf-state").result()
     check(saved.path.endswith("/weights/hf-state"), f"save_state path {saved.path}")
-    sampler = training.save_weights_and_get_sampling_client().result()
+    sampler = done(training.save_weights_and_get_sampling_client())
     prompt = types.ModelInput.from_ints(tokenizer.encode(TEXTS[1])[:4])
     params = types.SamplingParams(max_tokens=8, temperature=1.0, seed=7)
     out = sampler.sample(prompt, num_samples=2, sampling_params=params).result()

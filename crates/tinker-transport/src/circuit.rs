@@ -2,7 +2,7 @@
 //!
 //! Each [`EndpointFamily`] has its own state: **closed** (calls pass; consecutive failures
 //! are counted), **open** after [`CircuitBreakerConfig::failure_threshold`] consecutive
-//! failures (calls fail at once with [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen),
+//! failures (calls fail at once with [`ErrorKind::CircuitOpen`],
 //! nothing is sent), and **half-open** once [`CircuitBreakerConfig::open_for`] has passed
 //! (up to [`CircuitBreakerConfig::half_open_calls`] trial calls go through; a success
 //! closes the circuit, a failure opens it again).

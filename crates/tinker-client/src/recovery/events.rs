@@ -65,10 +65,13 @@ pub enum RecoveryEvent {
     },
 }
 
+/// The callback an [`EventSink`] calls with each event.
+pub(crate) type EventCallback = Arc<dyn Fn(&RecoveryEvent) + Send + Sync>;
+
 /// A callback that receives every [`RecoveryEvent`]; keep it quick (forward to a channel
 /// for anything slow).
 #[derive(Clone)]
-pub struct EventSink(Option<Arc<dyn Fn(&RecoveryEvent) + Send + Sync>>);
+pub struct EventSink(Option<EventCallback>);
 
 impl EventSink {
     /// Events go to `f`.

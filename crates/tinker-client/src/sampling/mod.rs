@@ -864,7 +864,6 @@ impl SamplerHandleOptions {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use std::time::Duration;
 

@@ -14,11 +14,14 @@ use tokio::time::Instant;
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::Session;
 
+/// A handler and the configuration it was made for.
+type ConfiguredHandler = (RetryConfig, Weak<RetryHandler>);
+
 /// The handlers of one session, by sampling session id and retry configuration (the SDK
 /// keys its handlers by both). Entries live as long as a client uses them.
 #[derive(Default)]
 pub(crate) struct RetryHandlers {
-    by_session: Mutex<HashMap<String, Vec<(RetryConfig, Weak<RetryHandler>)>>>,
+    by_session: Mutex<HashMap<String, Vec<ConfiguredHandler>>>,
 }
 
 impl RetryHandlers {
@@ -234,7 +237,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use std::time::Duration;
 

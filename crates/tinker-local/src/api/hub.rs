@@ -65,6 +65,9 @@ struct Repo {
     commit: String,
 }
 
+// The error side is the hub-style reply the route sends as is; these run once per request,
+// so its size does not matter.
+#[allow(clippy::result_large_err)]
 impl Repo {
     fn load(state: &AppState, org: &str, repo: &str) -> Result<Self, Response> {
         let name = format!("{org}/{repo}");
