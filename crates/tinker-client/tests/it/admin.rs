@@ -95,6 +95,13 @@ async fn billing_storage_and_audit_match_the_server() {
     bad.ending_before = bad.starting_on + TimeDelta::days(15);
     let err = admin.get_billing_usage(&bad).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // A window that starts in the future, checked against the client's clock.
+    let now = window().unwrap().ending_before;
+    let future =
+        BillingUsageQuery::new(now + TimeDelta::days(2), now + TimeDelta::days(3)).unwrap();
+    let err = admin.get_billing_usage(&future).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("future"), "{err}");
 
     // Storage: the run's checkpoints, counted and sized as the catalogue lists them.
     let listed = env
