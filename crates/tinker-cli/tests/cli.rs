@@ -538,6 +538,7 @@ fn auth_logout_revokes_generated_keys_and_login_refuses_bad_keys() {
 #[test]
 fn billing_in_table_json_and_csv() {
     let h = home();
+    #[allow(clippy::disallowed_methods)] // tinker-local stamps real wall time
     let now = chrono::Utc::now();
     let end = now.format("%Y-%m-%dT%H:00:00Z").to_string();
     let start = (now - chrono::Duration::days(1))

@@ -16,6 +16,7 @@ use tinker_types::{
 
 /// A window around now: the previous, current and next UTC hour.
 fn window() -> Result<BillingUsageQuery, Box<dyn std::error::Error>> {
+    #[allow(clippy::disallowed_methods)] // tinker-local stamps real wall time
     let hour = Utc::now().duration_trunc(TimeDelta::hours(1))?;
     Ok(BillingUsageQuery::new(
         hour - TimeDelta::hours(1),
@@ -174,6 +175,7 @@ async fn billing_storage_and_audit_match_the_server() {
             .iter()
             .all(|e| e.model_id.as_deref() == Some(tc.model_id()))
     );
+    #[allow(clippy::disallowed_methods)] // tinker-local stamps real wall time
     let today = AuditLogQuery::default().on_day(Utc::now().date_naive());
     let today_entries = admin.get_audit_log(&today).await.unwrap().entries;
     // (A run across midnight UTC would split the entries; the test is a second long.)
