@@ -88,9 +88,13 @@ pub(crate) fn run() -> Result<(), String> {
 
 /// Builds `package`'s rustdoc JSON and parses it.
 fn rustdoc_json(root: &Path, package: &str, krate: &str) -> Result<Value, String> {
+    // A target folder of its own: `RUSTC_BOOTSTRAP` changes the fingerprints, so sharing
+    // `target/` would make the next ordinary build recheck every dependency.
+    let target = facade_target(root);
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(root)
         .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", &target)
         .args([
             "rustdoc",
             "-p",
@@ -107,12 +111,16 @@ fn rustdoc_json(root: &Path, package: &str, krate: &str) -> Result<Value, String
     if !status.success() {
         return Err(format!("cargo rustdoc -p {package} failed: {status}"));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
     let path = target.join("doc").join(format!("{krate}.json"));
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `<target>/facade-check`, beside the workspace's build outputs.
+fn facade_target(root: &Path) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from)
+        .join("facade-check")
 }
 
 /// One rustdoc JSON crate: its items and the paths of every item it names.

@@ -76,7 +76,7 @@ pub use tinker_client::custom_loss::{
     ArgValue, CustomLoss, CustomLossBuilder, CustomLossError, CustomLossHandle, DatumEvaluation,
     Expr, IntoArg, Rank,
 };
-pub use tinker_client::rest::{DEFAULT_MAX_FILE_BYTES, DownloadOptions};
+pub use tinker_client::rest::{CheckpointArchiveUrl, DEFAULT_MAX_FILE_BYTES, DownloadOptions};
 pub use tinker_client::service::ServerCapabilities;
 pub use tinker_client::{
     AdminClient, ApiFuture, CloseStatus, CustomLossOutput, DownloadProgress, Error, ErrorKind,
@@ -113,7 +113,7 @@ pub use tinker_types::{
     AccessScope, AdamParams, AuditEventType, AuditLogEntry, AuditLogQuery, AuditLogResponse,
     BillingEventInfo, BillingUsageEvent, BillingUsageQuery, BillingUsageResponse,
     BillingUsageSession, Checkpoint, CheckpointBillingEvent, CheckpointKind, CheckpointType,
-    CheckpointsListResponse, ClientConfig, CrossEntropyInputs, CsrIndices,
+    CheckpointsListResponse, ClientConfig, CredentialSource, CrossEntropyInputs, CsrIndices,
     CurrentCheckpointStorageUsageItem, CurrentCheckpointStorageUsageQuery,
     CurrentCheckpointStorageUsageResponse, Cursor, CustomLossGraph, CustomLossInput,
     CustomLossNode, CustomLossOp, Datum, DimuonParams, DmelChunk, DynamicConfig, EncodedTextChunk,
