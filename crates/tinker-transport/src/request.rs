@@ -85,9 +85,12 @@ impl RequestSpec {
         Self::new(Method::PUT, path)
     }
 
-    /// A `DELETE` request.
+    /// A `DELETE` request. It carries `Content-Type: application/json` and no body, as the
+    /// SDK's do.
     pub fn delete(path: impl Into<String>) -> Self {
-        Self::new(Method::DELETE, path)
+        let mut spec = Self::new(Method::DELETE, path);
+        spec.content_type = Some(HeaderValue::from_static(APPLICATION_JSON));
+        spec
     }
 
     /// Adds a query parameter (the value is percent-encoded on the wire).

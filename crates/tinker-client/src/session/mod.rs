@@ -60,7 +60,6 @@ pub(crate) struct Session {
     pub config: ClientConfig,
     pub dynamic: RwLock<DynamicConfig>,
     pub session_id: Option<String>,
-    pub project_id: Option<String>,
     model_seq: AtomicU64,
     sampling_seq: AtomicU64,
     /// `custom_loss_seq_id` of the session's next `create_custom_loss` (§6.8).
@@ -135,7 +134,6 @@ impl Session {
             .await?;
         apply_client_config(&transport, &config)?;
         let dynamic = fetch_dynamic_config(&transport, true).await?;
-        let project_id = session.as_ref().and_then(|s| s.project_id.clone());
         let header_overrides = session
             .as_ref()
             .map(|s| s.header_overrides.clone())
@@ -162,14 +160,7 @@ impl Session {
                 Some(resp.session_id)
             }
         };
-        let holder = Self::assemble(
-            transport,
-            config,
-            dynamic,
-            session_id,
-            project_id,
-            header_overrides,
-        );
+        let holder = Self::assemble(transport, config, dynamic, session_id, header_overrides);
         if telemetry {
             holder.start_telemetry();
         }
@@ -193,7 +184,6 @@ impl Session {
             config,
             dynamic,
             Some(session_id),
-            None,
             header_overrides,
         );
         // Shadows report under the session they share, as the SDK's do.
@@ -209,7 +199,6 @@ impl Session {
         config: ClientConfig,
         dynamic: DynamicConfig,
         session_id: Option<String>,
-        project_id: Option<String>,
         header_overrides: BTreeMap<String, String>,
     ) -> Arc<Self> {
         let runtime = transport.runtime().clone();
@@ -225,7 +214,6 @@ impl Session {
             config,
             dynamic: RwLock::new(dynamic),
             session_id,
-            project_id,
             model_seq: AtomicU64::new(0),
             sampling_seq: AtomicU64::new(0),
             custom_loss_seq: AtomicU64::new(0),

@@ -171,6 +171,7 @@ impl TrainingClient {
                 .poll(
                     fut.request_id,
                     RequestType::SaveWeightsForSampler,
+                    METHOD,
                     roundtrip,
                 )
                 .await?;
@@ -183,8 +184,15 @@ impl TrainingClient {
                 .model_name
                 .clone()
                 .or_else(|| inner.info.model_name.clone());
-            SamplingClient::for_session(holder, session, base_model, None, inner.observer.clone())
-                .await
+            SamplingClient::for_session(
+                holder,
+                session,
+                base_model,
+                None,
+                inner.observer.clone(),
+                METHOD,
+            )
+            .await
         })
     }
 

@@ -268,7 +268,7 @@ pub(super) async fn run_fwd(
     };
     let results: Vec<ForwardBackwardOutput> =
         try_join_all(submitted.into_iter().map(|(fut, rt)| {
-            inner.poll::<ForwardBackwardOutput>(fut.request_id, request_type, rt)
+            inner.poll::<ForwardBackwardOutput>(fut.request_id, request_type, method, rt)
         }))
         .await?;
     combine_outputs(results)

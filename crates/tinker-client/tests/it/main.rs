@@ -24,3 +24,4 @@ mod seq_order;
 mod telemetry;
 mod tokenizer_hub;
 mod training;
+mod wire_fidelity;
