@@ -51,6 +51,10 @@ pub struct LocalServerConfig {
     /// (as do all requests queued with it) and the missing ids are given up (see the
     /// `worker` module).
     pub seq_gap_wait: Duration,
+    /// Compute nothing: every model answers at once with results of the right shapes
+    /// (uniform logprobs, samples of the requested length, zero optimizer norms), through
+    /// the same protocol. For benchmarks of clients; off by default.
+    pub zero_compute: bool,
 }
 
 impl LocalServerConfig {
@@ -74,6 +78,7 @@ impl LocalServerConfig {
             max_body_bytes: 256 << 20,
             seq_gap_window: 1024,
             seq_gap_wait: Duration::from_secs(60),
+            zero_compute: false,
         }
     }
 }

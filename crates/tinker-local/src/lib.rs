@@ -25,6 +25,7 @@ pub mod engine;
 
 mod api;
 mod auth;
+mod compute;
 mod config;
 mod engine_wire;
 mod faults;

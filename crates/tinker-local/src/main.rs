@@ -53,6 +53,10 @@ enum Command {
         /// the missing ids are given up.
         #[arg(long, default_value_t = 60.0)]
         seq_gap_wait_secs: f64,
+        /// Compute nothing: answer every training and sampling request at once with
+        /// results of the right shapes (for benchmarking clients).
+        #[arg(long)]
+        zero_compute: bool,
     },
 }
 
@@ -76,6 +80,7 @@ async fn main() -> ExitCode {
         no_server_side_custom_loss,
         seq_gap_window,
         seq_gap_wait_secs,
+        zero_compute,
     } = command;
     let mut config = LocalServerConfig::new(data_dir);
     config.addr = addr;
@@ -93,6 +98,7 @@ async fn main() -> ExitCode {
     }
     config.seq_gap_wait = std::time::Duration::from_secs_f64(seq_gap_wait_secs);
     config.seq_gap_window = seq_gap_window;
+    config.zero_compute = zero_compute;
     if let Some(spec) = faults {
         match FaultConfig::parse(&spec) {
             Ok(f) => config.faults = f,

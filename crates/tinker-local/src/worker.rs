@@ -40,9 +40,8 @@ use tinker_types::{
 use chrono::Utc;
 use serde_json::json;
 
-use crate::engine::{
-    AdamStep, EngineError, LoraSpec, Loss, ModelSpec, TrainExample, TrainableModel,
-};
+use crate::compute::{Compute, TrainEngine};
+use crate::engine::{AdamStep, EngineError, LoraSpec, Loss, ModelSpec, TrainExample};
 use crate::engine_wire;
 use crate::persist::{CheckpointRecord, dir_size};
 use crate::promise::{Completer, FutureKind, Outcome};
@@ -390,8 +389,11 @@ fn run(
     rx: mpsc::Receiver<Job>,
 ) {
     let built = catch_unwind(AssertUnwindSafe(
-        || -> Result<TrainableModel, EngineError> {
-            let mut model = TrainableModel::new(&spec, &lora)?;
+        || -> Result<Box<dyn TrainEngine>, EngineError> {
+            let compute = state
+                .upgrade()
+                .map_or(Compute::Candle, |s| Compute::of(&s.config));
+            let mut model = compute.trainer(&spec, &lora)?;
             if let Init::FromCheckpoint { dir, optimizer, .. } = &init {
                 model.load_adapter(dir)?;
                 if *optimizer {
@@ -437,7 +439,7 @@ fn run(
         let op_name = job.op.name();
         let request_type = job.op.request_type();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            execute(&state, &model_id, &mut model, job.op)
+            execute(&state, &model_id, model.as_mut(), job.op)
         }))
         .unwrap_or_else(|_| Outcome::server(format!("{op_name} panicked in the engine")));
         tracing::debug!(model = %model_id, seq_id = job.seq_id, op = op_name,
@@ -480,7 +482,7 @@ struct SaveSpec<'a> {
 fn save_checkpoint(
     state: &AppState,
     model_id: &str,
-    model: &TrainableModel,
+    model: &dyn TrainEngine,
     save: SaveSpec<'_>,
 ) -> Result<(String, u64), Outcome> {
     let SaveSpec {
@@ -544,7 +546,7 @@ fn session_of(state: &AppState, model_id: &str) -> (String, String) {
 fn execute(
     state: &Arc<AppState>,
     model_id: &str,
-    model: &mut TrainableModel,
+    model: &mut dyn TrainEngine,
     op: TrainOp,
 ) -> Outcome {
     match op {
