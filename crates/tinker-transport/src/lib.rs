@@ -76,9 +76,11 @@
 
 pub mod auth;
 mod budget;
+mod builder;
 pub mod clock;
 mod env;
 mod error;
+mod execute;
 pub mod headers;
 pub mod http;
 pub mod limit;
@@ -91,13 +93,14 @@ mod transport;
 
 pub use auth::Credential;
 pub use budget::{ByteBudget, BytePermit};
+pub use builder::{
+    DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRIES,
+    DEFAULT_READ_TIMEOUT, TransportBuilder,
+};
 pub use env::Env;
 pub use error::{ErrorKind, TransportError};
 pub use request::{APPLICATION_JSON, APPLICATION_PROTOBUF, Compression, RequestSpec};
 pub use response::Response;
-pub use transport::{
-    DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRIES,
-    DEFAULT_READ_TIMEOUT, Transport, TransportBuilder,
-};
+pub use transport::Transport;
 
 pub use secrecy::SecretString;

@@ -1,0 +1,153 @@
+//! Executes one call through the stack: idempotency key, zstd body, request span,
+//! operation timeout, then status to error, including the bare-400 pool reset and budget
+//! (§6.1) and deprecation notices.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::error::TransportError;
+use crate::request::{Compression, RequestSpec};
+use crate::response::Response;
+use crate::stack::{AuthUse, Call, CallService};
+use crate::transport::Shared;
+
+/// Pool-wide budget of "bare 400" conversions (§6.1).
+pub(crate) const BARE_400_BUDGET: u32 = 16;
+
+fn new_idempotency_key() -> String {
+    format!("tinker-rs-retry-{}", uuid::Uuid::new_v4())
+}
+
+pub(crate) async fn execute(
+    shared: &Shared,
+    service: &CallService,
+    spec: RequestSpec,
+    auth: AuthUse,
+) -> Result<Response, TransportError> {
+    let clock = &shared.runtime.clock;
+    let start = clock.now();
+    let key = (spec.method != Method::GET).then(|| {
+        spec.idempotency_key
+            .clone()
+            .unwrap_or_else(new_idempotency_key)
+    });
+    let method = spec.method.clone();
+    let path = spec.path.clone();
+    let fail = |e: TransportError, retries: u32| {
+        e.with_request(&method, &path, key.as_deref())
+            .with_attempts(retries, clock.now() - start)
+    };
+    let (body, compressed) = match (&spec.body, spec.compression) {
+        (Some(b), Compression::Zstd) => (
+            Some(crate::http::decode::zstd_compress(b).map_err(|e| fail(e, 0))?),
+            true,
+        ),
+        (b, _) => (b.clone(), false),
+    };
+    let idempotency_key = match &key {
+        Some(k) => Some(
+            HeaderValue::from_str(k)
+                .map_err(|_| fail(TransportError::invalid("invalid idempotency key"), 0))?,
+        ),
+        None => None,
+    };
+    let progress = Arc::new(AtomicU32::new(0));
+    let auth = if spec.authenticate {
+        auth
+    } else {
+        AuthUse::None
+    };
+    let call = Call {
+        max_retries: spec.max_retries.unwrap_or(shared.max_retries),
+        read_timeout: spec.timeout.unwrap_or(shared.read_timeout),
+        spec: Arc::new(spec),
+        body,
+        compressed,
+        idempotency_key,
+        retries: 0,
+        auth,
+        progress: progress.clone(),
+    };
+    let span = tracing::info_span!(
+        "tinker.request",
+        http.method = %method,
+        path = %path,
+        sdk_method = call.spec.sdk_method.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+        status = tracing::field::Empty,
+        retries = tracing::field::Empty,
+    );
+    let fut = service.clone().oneshot(call);
+    let result = async {
+        match shared.operation_timeout {
+            Some(limit) => tokio::time::timeout(limit, fut)
+                .await
+                .unwrap_or_else(|_| Err(TransportError::timeout("the operation", limit))),
+            None => fut.await,
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    let retries = progress.load(Ordering::Relaxed);
+    span.record("retries", retries);
+    let mut resp = result.map_err(|e| fail(e, retries))?;
+    span.record("status", resp.status.as_u16());
+    resp.elapsed = clock.now() - start;
+    log_deprecation(&resp.headers);
+    if resp.status.is_success() {
+        // Each success restores one unit of the bare-400 budget.
+        let _ = shared
+            .bare_400_budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b < BARE_400_BUDGET).then_some(b + 1)
+            });
+        return Ok(resp);
+    }
+    if resp.status == StatusCode::BAD_REQUEST && is_bare(&resp.headers) {
+        // A Cloudflare-style rejection: replace the pool and, within budget, report a
+        // retryable connection error (§6.1).
+        shared.pool.reset();
+        let took = shared
+            .bare_400_budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(1))
+            .is_ok();
+        if took {
+            return Err(fail(
+                TransportError::bare_bad_request(resp.status, resp.headers),
+                retries,
+            ));
+        }
+    }
+    Err(fail(
+        TransportError::from_status(resp.status, resp.headers, resp.body),
+        retries,
+    ))
+}
+
+/// A 400 whose `content-length` is `0` or absent.
+fn is_bare(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .is_none_or(|v| v.as_bytes() == b"0")
+}
+
+fn log_deprecation(headers: &HeaderMap) {
+    let Some(note) = headers
+        .get("x-deprecation-note")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return;
+    };
+    let error = headers
+        .get("x-deprecation-level")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|l| l.trim().eq_ignore_ascii_case("error"));
+    if error {
+        tracing::error!(note, "deprecation notice");
+    } else {
+        tracing::warn!(note, "deprecation notice");
+    }
+}
