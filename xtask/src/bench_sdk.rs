@@ -151,7 +151,9 @@ enum Side {
 /// Throughput, client CPU per op and the Rust side's allocations per op.
 fn fanout_metrics() -> Vec<Metric> {
     vec![
-        Metric::new("throughput (requests/s)", true, |r, _| Some(r.ops / r.wall_s)),
+        Metric::new("throughput (requests/s)", true, |r, _| {
+            Some(r.ops / r.wall_s)
+        }),
         Metric::new("client CPU per request (µs)", false, |r, _| {
             Some(r.cpu_s / r.ops * 1e6)
         }),
@@ -231,9 +233,11 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
                 Metric::new("RSS 200 ms after (MiB)", false, |r, _| {
                     r.extra("rss_after_mib")
                 }),
-                Metric::new("peak live heap per sample in flight (KiB, Rust only)", false, |r, _| {
-                    r.extra("live_peak_kib_per_op")
-                }),
+                Metric::new(
+                    "peak live heap per sample in flight (KiB, Rust only)",
+                    false,
+                    |r, _| r.extra("live_peak_kib_per_op"),
+                ),
                 Metric::new("TCP connections opened (system-wide)", false, |r, _| {
                     Some(r.tcp_opened)
                 }),
@@ -249,7 +253,9 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             ),
             params: vec![("steps", p4_steps), ("batch", 8), ("seq_len", 128)],
             metrics: vec![
-                Metric::new("wall per step (ms)", false, |r, _| Some(r.wall_s / r.ops * 1e3)),
+                Metric::new("wall per step (ms)", false, |r, _| {
+                    Some(r.wall_s / r.ops * 1e3)
+                }),
                 Metric::new("client CPU per step (ms)", false, |r, _| {
                     Some(r.cpu_s / r.ops * 1e3)
                 }),
@@ -281,7 +287,9 @@ fn scenarios(quick: bool) -> Vec<Scenario> {
             ),
             params: vec![("steps", steps), ("batch", 4), ("seq_len", 16)],
             metrics: vec![
-                Metric::new("wall per step (ms)", false, |r, _| Some(r.wall_s / r.ops * 1e3)),
+                Metric::new("wall per step (ms)", false, |r, _| {
+                    Some(r.wall_s / r.ops * 1e3)
+                }),
                 Metric::new("client CPU per step (ms)", false, |r, _| {
                     Some(r.cpu_s / r.ops * 1e3)
                 }),
@@ -365,7 +373,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let ticks = clock_ticks();
 
     let mut report = Report::default();
-    report.line(&format!("Command: `cargo xtask bench-sdk {}`", args.join(" ")));
+    report.line(&format!(
+        "Command: `cargo xtask bench-sdk {}`",
+        args.join(" ")
+    ));
     report.line("");
     report.line(&machine_description());
     report.line("");
@@ -512,7 +523,13 @@ impl Server {
     fn start(binary: &Path) -> Result<Self, String> {
         let data_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let mut child = Command::new(binary)
-            .args(["serve", "--zero-compute", "--addr", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--zero-compute",
+                "--addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir.path())
             .env("TINKER_LOCAL_LOG", "warn")
             .stdout(Stdio::piped())

@@ -27,9 +27,9 @@
 
 #![allow(clippy::print_stdout)]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::error::Error;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -203,7 +203,10 @@ async fn timed<T>(
     let per_op = |v: u64| v as f64 / ops.max(1) as f64;
     let extra = vec![
         ("allocs_per_op", per_op(alloc1.allocs - alloc0.allocs)),
-        ("alloc_kib_per_op", per_op(alloc1.bytes - alloc0.bytes) / 1024.0),
+        (
+            "alloc_kib_per_op",
+            per_op(alloc1.bytes - alloc0.bytes) / 1024.0,
+        ),
         (
             "live_peak_kib_per_op",
             per_op(peak.saturating_sub(alloc0.live)) / 1024.0,

@@ -153,6 +153,17 @@ impl ServiceClientBuilder {
         self
     }
 
+    /// Speaks HTTP/2 with prior knowledge (h2c) on `http://` URLs: every request multiplexes
+    /// over one connection instead of holding one per request in flight. Only for servers
+    /// that serve h2c, such as tinker-local; `https://` negotiates HTTP/2 through ALPN
+    /// without this.
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.transport = self
+            .transport
+            .http_version(tinker_transport::http::HttpVersion::Http2PriorKnowledge);
+        self
+    }
+
     /// The configured transport builder (for settings not mirrored here).
     pub fn transport(mut self, f: impl FnOnce(TransportBuilder) -> TransportBuilder) -> Self {
         self.transport = f(self.transport);

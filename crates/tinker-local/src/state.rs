@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use crate::config::LocalServerConfig;
 use crate::compute::SampleEngine;
+use crate::config::LocalServerConfig;
 use crate::engine::{CustomGraph, ModelSpec, builtin_models};
 use crate::faults::FaultInjector;
 use crate::persist::Store;

@@ -41,7 +41,11 @@ async fn training_answers_with_the_right_shapes_in_seq_order() {
     }
     // Cross-entropy with weight 1 on every token: the sum of −logprob.
     let expected = -f64::from(lps[0][0]) * tokens as f64;
-    assert!((loss(&out) - expected).abs() < 1e-3 * expected, "{}", loss(&out));
+    assert!(
+        (loss(&out) - expected).abs() < 1e-3 * expected,
+        "{}",
+        loss(&out)
+    );
 
     // Training is accounted as with the engine.
     let trained: u64 = h
@@ -149,4 +153,40 @@ async fn checkpoints_and_samples_have_the_requested_sizes() {
         String::from_utf8_lossy(&bad.body).into_owned()
     };
     assert!(text.contains("empty"), "{text}");
+}
+
+/// HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port; many requests over one
+/// HTTP/2 connection open one TCP connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_h2c_and_http1_on_one_port() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(zero_config(dir.path())).await;
+    let url = format!("{}/api/v1/get_server_capabilities", h.server.url());
+    let h2 = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<Bytes>>();
+    let before = h.server.connections_accepted();
+    let replies = futures_util::future::join_all((0..50).map(|_| {
+        let req = hyper::Request::get(&url)
+            .header("x-api-key", common::KEY)
+            .body(Empty::new())
+            .unwrap();
+        h2.request(req)
+    }))
+    .await;
+    for r in replies {
+        let r = r.unwrap();
+        assert_eq!(r.version(), hyper::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        r.into_body().collect().await.unwrap();
+    }
+    assert_eq!(h.server.connections_accepted() - before, 1);
+    // HTTP/1.1 still works on the same port.
+    let caps = h.get("get_server_capabilities").await;
+    assert_eq!(caps.status, 200);
 }

@@ -58,11 +58,10 @@ pub(crate) async fn create_sampling_session(
                 .ok_or_else(|| ApiError::internal("checkpoint of an unknown base model"))?
                 .clone();
             let compute = Compute::of(&state.config);
-            let model =
-                tokio::task::spawn_blocking(move || compute.adapter_sampler(&spec, &dir))
-                    .await
-                    .map_err(|_| ApiError::internal("loading the sampler panicked"))?
-                    .map_err(|e| engine_api_error(&e))?;
+            let model = tokio::task::spawn_blocking(move || compute.adapter_sampler(&spec, &dir))
+                .await
+                .map_err(|_| ApiError::internal("loading the sampler panicked"))?
+                .map_err(|e| engine_api_error(&e))?;
             (run.base_model, model)
         }
         (None, Some(base)) => {

@@ -234,13 +234,15 @@ fn decode_body(headers: &HeaderMap, body: &[u8], limit: usize) -> ApiResult<Vec<
         "" | "identity" => return Ok(body.to_vec()),
         // The shared decoder reuses one zstd context per thread.
         "zstd" => {
-            return tinker_types::proto::zstd_decompress_bounded(body, limit).map_err(|e| match e {
-                tinker_types::proto::ZstdDecodeError::TooLarge { .. } => ApiError::new(
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                    "decompressed body is too large",
-                ),
-                e => ApiError::bad_request(format!("could not decompress the body: {e}")),
-            });
+            return tinker_types::proto::zstd_decompress_bounded(body, limit).map_err(
+                |e| match e {
+                    tinker_types::proto::ZstdDecodeError::TooLarge { .. } => ApiError::new(
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "decompressed body is too large",
+                    ),
+                    e => ApiError::bad_request(format!("could not decompress the body: {e}")),
+                },
+            );
         }
         "gzip" => flate2::read::GzDecoder::new(body)
             .take(bound)

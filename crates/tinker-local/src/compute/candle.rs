@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::{SampleEngine, TrainEngine};
 use crate::engine::{
-    AdamStep, EngineError, ForwardOutput, Loss, SampleOutput, SampleSpec, SamplerModel,
-    StepReport, TrainExample, TrainableModel,
+    AdamStep, EngineError, ForwardOutput, Loss, SampleOutput, SampleSpec, SamplerModel, StepReport,
+    TrainExample, TrainableModel,
 };
 
 impl TrainEngine for TrainableModel {

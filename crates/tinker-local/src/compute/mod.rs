@@ -84,7 +84,10 @@ impl Compute {
     }
 
     /// A sampler of the base model alone.
-    pub(crate) fn base_sampler(self, spec: &ModelSpec) -> Result<Arc<dyn SampleEngine>, EngineError> {
+    pub(crate) fn base_sampler(
+        self,
+        spec: &ModelSpec,
+    ) -> Result<Arc<dyn SampleEngine>, EngineError> {
         Ok(match self {
             Self::Candle => Arc::new(crate::engine::SamplerModel::base(spec)?),
             Self::Zero => Arc::new(zero::ZeroSampler::new(spec)),

@@ -168,12 +168,10 @@ fn empty_safetensors(metadata: &[(&str, &str)]) -> Result<Vec<u8>, EngineError> 
 /// The LoRA rank of the adapter saved in `dir` (by either compute).
 fn saved_rank(spec: &ModelSpec, dir: &Path) -> Result<usize, EngineError> {
     let path = dir.join(ADAPTER_CONFIG);
-    let text = std::fs::read(&path).map_err(|e| {
-        EngineError::user(format!("adapter config {}: {e}", path.display()))
-    })?;
-    let config: serde_json::Value = serde_json::from_slice(&text).map_err(|e| {
-        EngineError::user(format!("adapter config {}: {e}", path.display()))
-    })?;
+    let text = std::fs::read(&path)
+        .map_err(|e| EngineError::user(format!("adapter config {}: {e}", path.display())))?;
+    let config: serde_json::Value = serde_json::from_slice(&text)
+        .map_err(|e| EngineError::user(format!("adapter config {}: {e}", path.display())))?;
     if let Some(base) = config
         .get("base_model_name_or_path")
         .and_then(serde_json::Value::as_str)
@@ -226,7 +224,9 @@ impl SampleEngine for ZeroSampler {
         validate_sample(&self.spec, spec)?;
         let lp = uniform_logprob(self.spec.vocab_size);
         let topk = |k: usize| -> Vec<(u32, f32)> {
-            (0..k.min(self.spec.vocab_size) as u32).map(|t| (t, lp)).collect()
+            (0..k.min(self.spec.vocab_size) as u32)
+                .map(|t| (t, lp))
+                .collect()
         };
         // The engine stops once its cache fills the context: at most context − prompt + 1.
         let room = self.spec.max_context - spec.prompt.len() + 1;

@@ -25,6 +25,6 @@ pub use sampler::{SampleOutput, SampleSpec, SampledSeq, SamplerModel, StopKind};
 pub use spec::{LoraSpec, ModelSpec, builtin_models};
 pub use trainable::TrainableModel;
 
-pub(crate) use loss::{MetricTotals, datum_loss, validate_example};
 pub(crate) use lora::validate_lora;
+pub(crate) use loss::{MetricTotals, datum_loss, validate_example};
 pub(crate) use sampler::validate_sample;

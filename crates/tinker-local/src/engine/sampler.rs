@@ -114,11 +114,7 @@ pub(crate) fn validate_sample(model: &ModelSpec, s: &SampleSpec) -> Result<()> {
             model.max_context
         ));
     }
-    if let Some(t) = s
-        .prompt
-        .iter()
-        .find(|&&t| t as usize >= model.vocab_size)
-    {
+    if let Some(t) = s.prompt.iter().find(|&&t| t as usize >= model.vocab_size) {
         return bad(format!(
             "prompt token id {t} is out of range for vocabulary size {}",
             model.vocab_size

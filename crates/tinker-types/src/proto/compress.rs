@@ -102,9 +102,7 @@ pub fn zstd_decompress_bounded(
         let dctx = match &mut *slot {
             Some(d) => d,
             None => slot.insert(zstd::zstd_safe::DCtx::try_create().ok_or_else(|| {
-                ZstdDecodeError::Corrupt(std::io::Error::other(
-                    "could not allocate a zstd context",
-                ))
+                ZstdDecodeError::Corrupt(std::io::Error::other("could not allocate a zstd context"))
             })?),
         };
         decompress_with(
