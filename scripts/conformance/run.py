@@ -48,8 +48,8 @@ def step(name: str) -> None:
     print(f"[conformance {time.monotonic() - STARTED:6.1f}s] {name}", flush=True)
 
 
-def start_server(binary: str, data_dir: str) -> tuple[subprocess.Popen[str], str]:
-    extra = os.environ.get("TINKER_LOCAL_ARGS", "").split()
+def start_server(binary: str, data_dir: str, args: list[str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    extra = os.environ.get("TINKER_LOCAL_ARGS", "").split() + (args or [])
     proc = subprocess.Popen(
         [binary, "serve", "--addr", "127.0.0.1:0", "--data-dir", data_dir, *extra],
         stdout=subprocess.PIPE,
@@ -302,6 +302,66 @@ def run(url: str) -> dict:
     return summary
 
 
+HF_MODEL = "tiny-qwen3"
+
+
+def run_hf_model(binary: str, data_dir: str) -> dict:
+    """A Hugging Face folder (tiny Qwen3, random weights, written by `tinker-local tiny-model`)
+    served with `--model`: the SDK loads its tokenizer, trains a LoRA, saves, and samples."""
+    import tinker
+    from tinker import types
+
+    step("serve a tiny Qwen3 Hugging Face folder with --model")
+    folder = os.path.join(data_dir, "tiny-qwen3")
+    subprocess.run([binary, "tiny-model", "--arch", "qwen3", "--out", folder], check=True)
+    proc, url = start_server(binary, os.path.join(data_dir, "hf-data"), ["--model", f"{HF_MODEL}={folder}"])
+    try:
+        service = tinker.ServiceClient(base_url=url, api_key=API_KEY)
+        req = urllib.request.Request(f"{url}/api/v1/get_server_capabilities", headers={"X-API-Key": API_KEY})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            names = [m.get("model_name") for m in json.loads(resp.read())["supported_models"]]
+        check(HF_MODEL in names, f"get_server_capabilities does not list {HF_MODEL}: {names}")
+
+        step("Qwen3 folder: tokenizer, 10 LoRA steps, the loss falls")
+        training = service.create_lora_training_client(base_model=HF_MODEL, rank=4, seed=0).result()
+        tokenizer = training.get_tokenizer()
+        data, weight = [], 0.0
+        for text in TEXTS:
+            toks = tokenizer.encode(text)
+            data.append(
+                types.Datum(
+                    model_input=types.ModelInput.from_ints(toks[:-1]),
+                    loss_fn_inputs={"target_tokens": toks[1:], "weights": [1.0] * (len(toks) - 1)},
+                )
+            )
+            weight += len(toks) - 1
+        curve = []
+        for _ in range(10):
+            fb = training.forward_backward(data, "cross_entropy").result()
+            training.optim_step(types.AdamParams(learning_rate=2e-2)).result()
+            curve.append(per_token(fb.metrics, weight))
+        check(curve[-1] < 0.7 * curve[0], f"Qwen3 folder: loss did not fall: {curve}")
+
+        step("Qwen3 folder: save_state, save weights for the sampler, sample")
+        saved = training.save_state("hf-state").result()
+        check(saved.path.endswith("/weights/hf-state"), f"save_state path {saved.path}")
+        sampler = training.save_weights_and_get_sampling_client().result()
+        prompt = types.ModelInput.from_ints(tokenizer.encode(TEXTS[1])[:4])
+        params = types.SamplingParams(max_tokens=8, temperature=1.0, seed=7)
+        out = sampler.sample(prompt, num_samples=2, sampling_params=params).result()
+        check(len(out.sequences) == 2, "two sequences expected")
+        for seq in out.sequences:
+            check(0 < len(seq.tokens) <= 8, f"bad sequence length {len(seq.tokens)}")
+            check(seq.logprobs is not None and len(seq.logprobs) == len(seq.tokens), "missing logprobs")
+        return {"hf_loss_curve": [round(x, 4) for x in curve]}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def main() -> int:
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -318,6 +378,7 @@ def main() -> int:
     try:
         proc, url = start_server(binary, os.path.join(data_dir, "data"))
         summary = run(url)
+        summary.update(run_hf_model(binary, data_dir))
     except Exception:
         traceback.print_exc()
         failed = steps_done[-1] if steps_done else "start-up"
@@ -337,6 +398,7 @@ def main() -> int:
     print("  pipelined steps: " + " ".join(f"{x:.3f}" for x in summary["pipelined"]))
     base_sum, trained_sum = summary["logprob_sum_base_vs_trained"]
     print(f"  prompt logprob sum, base -> trained: {base_sum:.2f} -> {trained_sum:.2f}")
+    print("  tiny Qwen3 folder loss curve: " + " ".join(f"{x:.3f}" for x in summary["hf_loss_curve"]))
     return 0
 
 

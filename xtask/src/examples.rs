@@ -19,6 +19,8 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "sampling_basic",
     "custom_loss_training",
     "forward_inference",
+    "structured_regularizers",
+    "structured_regularizers_live",
     "sessions_management",
     "checkpoints_management",
     "weights_inspection",
@@ -34,11 +36,6 @@ pub(crate) const RUNNABLE: &[&str] = &[
 
 /// tinkex examples not ported yet: (name, what is missing and the issue that brings it).
 pub(crate) const PENDING: &[(&str, &str)] = &[
-    ("structured_regularizers", "regularizer pipeline: issue 13"),
-    (
-        "structured_regularizers_live",
-        "regularizer pipeline: issue 13",
-    ),
     ("cli_run_text", "`tinker run`-style CLI sampling: issue 11"),
     (
         "cli_run_prompt_file",

@@ -10,12 +10,12 @@ use tinker_types::{
 };
 
 use crate::error::Result;
-use crate::holder::Holder;
+use crate::session::Session;
 
 /// Billing and audit queries. Cheap to clone.
 #[derive(Clone)]
 pub struct AdminClient {
-    holder: Arc<Holder>,
+    holder: Arc<Session>,
 }
 
 impl std::fmt::Debug for AdminClient {
@@ -33,11 +33,11 @@ impl AdminClient {
     /// Start-up errors (client config).
     pub async fn connect(transport: Transport) -> Result<Self> {
         Ok(Self {
-            holder: Holder::start(transport, None).await?,
+            holder: Session::start(transport, None).await?,
         })
     }
 
-    pub(crate) fn from_holder(holder: Arc<Holder>) -> Self {
+    pub(crate) fn from_holder(holder: Arc<Session>) -> Self {
         Self { holder }
     }
 

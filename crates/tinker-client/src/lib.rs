@@ -9,13 +9,14 @@
 //! A module may use only modules on its own line or below (never one above):
 //! 1. leaves, using only `error`: `chunk`, `console`, `metrics`, `payload` (result
 //!    decoding), `proto`, `tinker_path`, `tokenizer`, `turn`;
-//! 2. `holder` (the session: transport, config, budgets, background loops, the operation
-//!    retry loop) with `telemetry` (reports, which name the holder) and `future` (polling);
-//!    `holder` and `telemetry` still use each other (not yet split);
+//! 2. `telemetry` (reports; it reaches the session only through its `TelemetryScope`
+//!    trait), then `session` (the SDK's "client holder": transport, config, budgets,
+//!    background loops, the operation retry loop), then `future` (`retrieve_future`
+//!    polling and the [`ApiFuture`] handle);
 //! 3. the clients, `admin`, `rest`, `sampling`, `training`, then `custom_loss` and `service`.
 //!
-//! Higher modules keep per-session state in `holder::Extensions` (sampling's
-//! retry handlers, created custom losses) so that the holder never names them.
+//! Higher modules keep per-session state in `session::Extensions` (sampling's
+//! retry handlers, created custom losses) so that the session never names them.
 //!
 //! Section numbers such as §6.4 refer to `docs/protocol.md`, the wire protocol as tinker-rs
 //! implements it.
@@ -26,13 +27,14 @@ pub mod console;
 pub mod custom_loss;
 pub mod error;
 pub mod future;
-mod holder;
 pub mod metrics;
 mod payload;
 mod proto;
+pub mod regularizers;
 pub mod rest;
 pub mod sampling;
 pub mod service;
+mod session;
 mod telemetry;
 mod tinker_path;
 mod tokenizer;
@@ -42,12 +44,12 @@ mod turn;
 pub use admin::AdminClient;
 pub use error::{Error, ErrorKind, FailureCategory, Result};
 pub use future::{ApiFuture, QueueStateObserver};
-pub use holder::SDK_VERSION;
 pub use rest::{DownloadProgress, Paged, RestClient, WhoamiResponse};
 pub use sampling::{
     FuturesPollerStats, SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource,
 };
 pub use service::{CloseStatus, ServiceClient, ServiceClientBuilder, TrainingClientOptions};
+pub use session::SDK_VERSION;
 pub use tinker_telemetry::{Telemetry, TelemetryStats};
 pub use tokenizer::{TransportHubFetcher, tokenizer_loader};
 pub use training::{CustomLossOutput, LoadStateOptions, SaveOptions, TrainingClient};

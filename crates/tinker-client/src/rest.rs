@@ -18,7 +18,7 @@ use tinker_types::{
 };
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::holder::{Holder, parse_json};
+use crate::session::{Session, parse_json};
 
 mod download;
 
@@ -80,7 +80,7 @@ fn check_search(request: &SessionSearchRequest) -> Result<()> {
 /// Session-less access to runs, checkpoints and sessions. Cheap to clone.
 #[derive(Clone)]
 pub struct RestClient {
-    holder: Arc<Holder>,
+    holder: Arc<Session>,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -101,7 +101,7 @@ fn checkpoint_route(path: &TinkerPath) -> String {
 }
 
 impl RestClient {
-    pub(crate) fn from_holder(holder: Arc<Holder>) -> Self {
+    pub(crate) fn from_holder(holder: Arc<Session>) -> Self {
         Self { holder }
     }
 
@@ -117,7 +117,7 @@ impl RestClient {
     /// As [`ServiceClientBuilder::build`](crate::ServiceClientBuilder::build).
     pub async fn connect(transport: Transport) -> Result<Self> {
         Ok(Self {
-            holder: Holder::start(transport, None).await?,
+            holder: Session::start(transport, None).await?,
         })
     }
 

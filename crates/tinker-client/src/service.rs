@@ -12,10 +12,10 @@ use tinker_types::{
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::future::{PollTarget, QueueStateObserver, retrieve_decoded, submit};
-use crate::holder::{Holder, SessionOptions};
 use crate::payload::RequestType;
 use crate::rest::RestClient;
 use crate::sampling::{SamplingClient, SamplingSource};
+use crate::session::{Session, SessionOptions};
 use crate::tinker_path::check_tinker_path;
 use crate::training::{LoadStateOptions, TrainingClient};
 use tinker_types::{LoadWeightsRequest, LoadWeightsResponse};
@@ -181,7 +181,8 @@ impl ServiceClientBuilder {
         let telemetry = self
             .telemetry
             .unwrap_or_else(|| crate::telemetry::enabled_by_env(transport.env()));
-        let holder = Holder::start_with_telemetry(transport, Some(self.session), telemetry).await?;
+        let holder =
+            Session::start_with_telemetry(transport, Some(self.session), telemetry).await?;
         Ok(ServiceClient {
             holder,
             observer: self.observer,
@@ -232,7 +233,7 @@ impl TrainingClientOptions {
 /// The entry point of the SDK: one session on a Tinker server. Cheap to clone.
 #[derive(Clone)]
 pub struct ServiceClient {
-    holder: Arc<Holder>,
+    holder: Arc<Session>,
     observer: Option<QueueStateObserver>,
 }
 
@@ -275,7 +276,7 @@ impl ServiceClient {
         &self.holder.config
     }
 
-    pub(crate) fn holder(&self) -> &Arc<Holder> {
+    pub(crate) fn holder(&self) -> &Arc<Session> {
         &self.holder
     }
 
@@ -341,8 +342,8 @@ impl ServiceClient {
         let spec = RequestSpec::post("/api/v1/create_model")
             .with_body(body, tinker_transport::APPLICATION_JSON)
             .with_sdk_method("ServiceClient.create_lora_training_client");
-        let fut: tinker_types::UntypedFuture = crate::holder::parse_json(
-            &crate::telemetry::capture(&self.holder, async {
+        let fut: tinker_types::UntypedFuture = crate::session::parse_json(
+            &crate::telemetry::capture(&*self.holder, async {
                 Ok(self.holder.transport.send(spec).await?)
             })
             .await?,

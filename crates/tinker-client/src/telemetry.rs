@@ -1,5 +1,5 @@
-//! Telemetry of the clients (protocol §6.12): one [`Telemetry`] reporter per holder, whose
-//! batches go to `POST /api/v1/telemetry` through the holder's own transport, and the
+//! Telemetry of the clients (protocol §6.12): one [`Telemetry`] reporter per session, whose
+//! batches go to `POST /api/v1/telemetry` through the session's own transport, and the
 //! translation of client [`Error`]s into the reporter's [`ErrorReport`]s and into the
 //! diagnostic `GENERIC_EVENT`s the official SDK emits from its futures engine and its holder
 //! retry loop.
@@ -8,24 +8,35 @@
 //! transport keeps, request headers (which carry the credential) are never recorded, and
 //! response headers are filtered.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use tinker_telemetry::{ErrorReport, SinkFuture, Telemetry, TelemetryOptions, TelemetrySink};
+use tinker_transport::clock::Clock;
 use tinker_transport::{APPLICATION_JSON, Env, RequestSpec, Transport, TransportError};
 use tinker_types::Severity;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, FailureCategory};
-use crate::holder::Holder;
 use crate::payload::{FromPayload, Payload, RequestType};
+
+/// What the events below need from the session they report for: its reporter, when
+/// telemetry is on, and its injected clock. The session implements it; this module never
+/// names the session, which starts its reporter through [`start`].
+pub(crate) trait TelemetryScope: Sync {
+    /// The session's reporter (`None` when telemetry is off).
+    fn reporter(&self) -> Option<&Telemetry>;
+    /// The session's injected clock.
+    fn clock(&self) -> &Arc<dyn Clock>;
+}
 
 /// The telemetry endpoint (§2.8).
 const TELEMETRY_PATH: &str = "/api/v1/telemetry";
 /// Timeout of one batch upload (§6.3).
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Sends batches with the holder's transport: same base URL, credential and TLS settings;
+/// Sends batches with the session's transport: same base URL, credential and TLS settings;
 /// normal HTTP retries, 5 s timeout, no `x-sdk-method`. A failed batch is dropped by the
 /// reporter.
 struct TransportSink {
@@ -49,8 +60,8 @@ pub(crate) fn enabled_by_env(env: &Env) -> bool {
     tinker_telemetry::telemetry_enabled_with(|name| env.get(name))
 }
 
-/// Starts the reporter of a holder: `SESSION_START` is queued at once for a session;
-/// a session-less holder reports as `sessionless-<uuid4>`. `None` outside a runtime.
+/// Starts the reporter of a session: `SESSION_START` is queued at once for a session;
+/// a session-less one reports as `sessionless-<uuid4>`. `None` outside a runtime.
 pub(crate) fn start(transport: &Transport, session_id: Option<&str>) -> Option<Telemetry> {
     let sink = TransportSink {
         transport: transport.clone(),
@@ -145,20 +156,20 @@ pub(crate) fn error_report(err: &Error) -> ErrorReport {
 /// Records an error that ends a public operation (the SDK's `capture_exceptions(fatal=True)`):
 /// `user_error` or `UNHANDLED_EXCEPTION`, then `SESSION_END` for a session; waits (up to
 /// 30 s) until it is sent.
-pub(crate) async fn log_fatal(holder: &Holder, err: &Error) {
-    if let Some(t) = holder.telemetry() {
+pub(crate) async fn log_fatal(scope: &dyn TelemetryScope, err: &Error) {
+    if let Some(t) = scope.reporter() {
         t.log_fatal_error(&error_report(err), Severity::Error).await;
     }
 }
 
 /// Runs `op` and records its error, if any, as fatal ([`log_fatal`]).
 pub(crate) async fn capture<T>(
-    holder: &Holder,
+    scope: &dyn TelemetryScope,
     op: impl std::future::Future<Output = crate::Result<T>>,
 ) -> crate::Result<T> {
     let result = op.await;
     if let Err(e) = &result {
-        log_fatal(holder, e).await;
+        log_fatal(scope, e).await;
     }
     result
 }
@@ -168,7 +179,7 @@ pub(crate) async fn capture<T>(
 /// (protobuf) or `APIFuture.result_async.validation_error` (JSON); the caller re-polls or
 /// reports the operation's final error (see [`crate::future::retrieve_decoded`]).
 pub(crate) fn decode_reported<T: FromPayload>(
-    holder: &Holder,
+    scope: &dyn TelemetryScope,
     request_id: &str,
     request_type: RequestType,
     payload: Payload,
@@ -179,7 +190,7 @@ pub(crate) fn decode_reported<T: FromPayload>(
     };
     let result = T::from_payload(payload);
     if let Err(err) = &result
-        && let Some(t) = holder.telemetry()
+        && let Some(t) = scope.reporter()
     {
         let mut data = object(json!({
             "request_id": request_id,
@@ -217,9 +228,13 @@ pub(crate) struct HandlerAttempt<'a> {
 
 /// `RetryHandler.execute.exception` for a failed attempt of the sampling outer retry
 /// handler: WARNING when it will be retried or is the user's fault, else ERROR.
-pub(crate) fn retry_handler_exception(holder: &Holder, attempt: &HandlerAttempt<'_>, err: &Error) {
-    let Some(t) = holder.telemetry() else { return };
-    let elapsed = holder.transport.runtime().clock.now() - attempt.started;
+pub(crate) fn retry_handler_exception(
+    scope: &dyn TelemetryScope,
+    attempt: &HandlerAttempt<'_>,
+    err: &Error,
+) {
+    let Some(t) = scope.reporter() else { return };
+    let elapsed = scope.clock().now() - attempt.started;
     let user = is_user_error(err);
     let start = attempt.started_unix;
     // A lost future surfaces in the SDK as its `RetryableException`, without a status.
@@ -250,14 +265,14 @@ pub(crate) fn retry_handler_exception(holder: &Holder, attempt: &HandlerAttempt<
 
 /// `APIFuture.result_async.timeout`: the caller's bound on waiting for a result passed.
 pub(crate) fn result_timeout(
-    holder: &Holder,
+    scope: &dyn TelemetryScope,
     request_id: Option<&str>,
     request_type: RequestType,
     timeout: Duration,
     iteration: u64,
     elapsed: Duration,
 ) {
-    let Some(t) = holder.telemetry() else { return };
+    let Some(t) = scope.reporter() else { return };
     let data = json!({
         "request_id": request_id,
         "request_type": request_type.as_str(),
@@ -282,11 +297,11 @@ pub(crate) struct RetryTrace<'a> {
 }
 
 impl<'a> RetryTrace<'a> {
-    pub(crate) fn new(holder: &Holder, name: &'a str) -> Self {
+    pub(crate) fn new(scope: &dyn TelemetryScope, name: &'a str) -> Self {
         Self {
             name,
-            started: holder.transport.runtime().clock.now(),
-            started_unix: holder.transport.runtime().clock.unix_now(),
+            started: scope.clock().now(),
+            started_unix: scope.clock().unix_now(),
             attempts: std::sync::atomic::AtomicU32::new(0),
         }
     }
@@ -294,15 +309,15 @@ impl<'a> RetryTrace<'a> {
     /// `InternalClientHolder.execute_with_retries.exception` for a failed attempt (WARNING
     /// when it will be retried or is the user's fault, else ERROR). 402s are left out:
     /// the SDK logs nothing while it sleeps through a billing pause.
-    pub(crate) fn attempt_failed(&self, holder: &Holder, err: &Error) {
+    pub(crate) fn attempt_failed(&self, scope: &dyn TelemetryScope, err: &Error) {
         let attempt = self
             .attempts
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let Some(t) = holder.telemetry() else { return };
+        let Some(t) = scope.reporter() else { return };
         if err.status() == Some(402) {
             return;
         }
-        let elapsed = holder.transport.runtime().clock.now() - self.started;
+        let elapsed = scope.clock().now() - self.started;
         let retryable = err.is_retryable() && err.kind() != ErrorKind::Expired;
         let user = is_user_error(err);
         let start = self.started_unix;
@@ -401,16 +416,20 @@ pub(crate) struct PollTrace<'a> {
 }
 
 impl<'a> PollTrace<'a> {
-    pub(crate) fn new(holder: &Holder, request_id: &'a str, request_type: &'static str) -> Self {
+    pub(crate) fn new(
+        scope: &dyn TelemetryScope,
+        request_id: &'a str,
+        request_type: &'static str,
+    ) -> Self {
         Self {
             request_id,
             request_type,
-            started: holder.transport.runtime().clock.now(),
+            started: scope.clock().now(),
         }
     }
 
-    fn base(&self, holder: &Holder, iteration: u64) -> Map<String, Value> {
-        let elapsed = holder.transport.runtime().clock.now() - self.started;
+    fn base(&self, scope: &dyn TelemetryScope, iteration: u64) -> Map<String, Value> {
+        let elapsed = scope.clock().now() - self.started;
         object(json!({
             "request_id": self.request_id,
             "request_type": self.request_type,
@@ -424,13 +443,13 @@ impl<'a> PollTrace<'a> {
     /// else WARNING. Callers skip 402s inside the billing pause.
     pub(crate) fn transport_error(
         &self,
-        holder: &Holder,
+        scope: &dyn TelemetryScope,
         err: &TransportError,
         iteration: u64,
         bad_request_retries: u32,
         connection_error_retries: u32,
     ) {
-        let Some(t) = holder.telemetry() else { return };
+        let Some(t) = scope.reporter() else { return };
         let status = err.status().map(|s| s.as_u16());
         let kind = PollErrorKind::of(status);
         // The SDK's `str(e)`: `Error code: <status> - <body>`, or the connection failure.
@@ -441,7 +460,7 @@ impl<'a> PollTrace<'a> {
             ),
             None => err.to_string(),
         };
-        let mut data = self.base(holder, iteration);
+        let mut data = self.base(scope, iteration);
         data.extend(object(json!({
             "status_code": status.unwrap_or(0),
             "detail": detail,
@@ -476,14 +495,14 @@ impl<'a> PollTrace<'a> {
     /// `APIFuture.result_async.application_error`: the request failed on the server.
     pub(crate) fn application_error(
         &self,
-        holder: &Holder,
+        scope: &dyn TelemetryScope,
         error: &str,
         category: FailureCategory,
         iteration: u64,
     ) {
-        let Some(t) = holder.telemetry() else { return };
+        let Some(t) = scope.reporter() else { return };
         let user = category == FailureCategory::User;
-        let mut data = self.base(holder, iteration);
+        let mut data = self.base(scope, iteration);
         data.extend(object(json!({
             "error": error,
             "error_category": match category {
@@ -502,9 +521,9 @@ impl<'a> PollTrace<'a> {
     }
 
     /// `APIFuture.result_async.validation_error`: the answer could not be interpreted.
-    pub(crate) fn validation_error(&self, holder: &Holder, err: &Error, iteration: u64) {
-        let Some(t) = holder.telemetry() else { return };
-        let mut data = self.base(holder, iteration);
+    pub(crate) fn validation_error(&self, scope: &dyn TelemetryScope, err: &Error, iteration: u64) {
+        let Some(t) = scope.reporter() else { return };
+        let mut data = self.base(scope, iteration);
         data.extend(object(json!({
             "exception": err.message(),
             "exception_type": error_type(err),

@@ -1,6 +1,8 @@
-//! Engine benchmark (plain binary): per built-in model, forward_backward and forward-only on
-//! 8×128 tokens, optim_step, sampling ms/token, and peak RSS. Each model runs in its own child
-//! process so `VmHWM` is that model's peak.
+//! Engine benchmark (plain binary): per built-in model and per tiny Hugging Face folder (one
+//! per architecture, written on the fly), forward_backward and forward-only on 8×128 tokens,
+//! optim_step, sampling ms/token, and peak RSS. Each model runs in its own child process so
+//! `VmHWM` is that model's peak. `TINKER_BENCH_HF_DIR=DIR` adds the Hugging Face folder DIR
+//! (e.g. from `tinker-local tiny-model --qwen3-0-6b`), measured on 2×64 tokens.
 //!
 //! `cargo bench -p tinker-local --bench engine` (set `RAYON_NUM_THREADS` to pin threads).
 
@@ -11,7 +13,8 @@
 use std::time::Instant;
 
 use tinker_local::engine::{
-    AdamStep, LoraSpec, Loss, LossInputs, SampleSpec, TrainExample, TrainableModel, builtin_models,
+    AdamStep, HfArch, LoraSpec, Loss, LossInputs, ModelSpec, SampleSpec, TinyHfModel, TrainExample,
+    TrainableModel, builtin_models, hf_model,
 };
 
 /// Median and minimum of `runs` timings of `f`, in milliseconds.
@@ -36,11 +39,8 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-fn run(name: &str) {
-    let spec = builtin_models()
-        .into_iter()
-        .find(|m| m.name == name)
-        .unwrap();
+fn run(spec: &ModelSpec, (b, t): (usize, usize)) {
+    let name = &spec.name;
     let lora = LoraSpec {
         rank: 32,
         seed: Some(0),
@@ -48,8 +48,9 @@ fn run(name: &str) {
         train_mlp: true,
         train_unembed: true,
     };
-    let mut model = TrainableModel::new(&spec, &lora).unwrap();
-    let (b, t) = (8, 128);
+    let loaded = Instant::now();
+    let mut model = TrainableModel::new(spec, &lora).unwrap();
+    let load_s = loaded.elapsed().as_secs_f64();
     let batch: Vec<TrainExample> = (0..b)
         .map(|i| {
             let toks: Vec<u32> = (0..=t)
@@ -65,7 +66,13 @@ fn run(name: &str) {
             }
         })
         .collect();
-    let runs = if spec.vocab_size > 2048 { 5 } else { 10 };
+    let runs = if spec.parameter_count() > 50_000_000 {
+        3
+    } else if spec.vocab_size > 2048 {
+        5
+    } else {
+        10
+    };
     let adam = AdamStep {
         learning_rate: 1e-3,
         ..AdamStep::default()
@@ -88,7 +95,11 @@ fn run(name: &str) {
         model.optim_step(&adam).unwrap();
     });
     let sampler = model.sampler();
-    let tokens = 64;
+    let tokens = if spec.parameter_count() > 50_000_000 {
+        16
+    } else {
+        64
+    };
     let sample = |n: usize| {
         let spec = SampleSpec {
             prompt: vec![5, 6, 7, 8],
@@ -99,21 +110,23 @@ fn run(name: &str) {
             stop_at_eos: false,
             ..SampleSpec::default()
         };
-        let (med, _) = time(5, || {
+        let (med, _) = time(runs.min(5), || {
             sampler.sample(&spec).unwrap();
         });
         med / (n * tokens) as f64
     };
     let (s1, s4) = (sample(1), sample(4));
     println!(
-        "{name}: base {:.2}M / LoRA r32 {:.3}M params | fwd_bwd 8x128 {:.1} ms (min {:.1}) | fwd only {:.1} ms | optim_step {:.2} ms | sample {:.3} ms/token (n=1), {:.3} (n=4) | peak RSS {:.0} MB",
+        "{name}: base {:.2}M / LoRA r32 {:.3}M params | load {load_s:.2} s | fwd_bwd {b}x{t} {:.1} ms (min {:.1}) = {:.0} tok/s | fwd only {:.1} ms | optim_step {:.2} ms | sample {:.3} ms/token (n=1) = {:.0} tok/s, {:.3} (n=4) | peak RSS {:.0} MB",
         spec.parameter_count() as f64 / 1e6,
         model.parameter_count() as f64 / 1e6,
         fb.0,
         fb.1,
+        (b * t) as f64 / fb.0 * 1e3,
         fo.0,
         os.0,
         s1,
+        1e3 / s1,
         s4,
         peak_rss_mb()
     );
@@ -122,17 +135,43 @@ fn run(name: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--model") {
-        run(&args[i + 1]);
+        let spec = builtin_models().into_iter().find(|m| m.name == args[i + 1]);
+        run(&spec.unwrap(), (8, 128));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--hf") {
+        let dir = std::env::temp_dir().join(format!(
+            "tinker-bench-{}-{}",
+            args[i + 1],
+            std::process::id()
+        ));
+        let arch = HfArch::from_model_type(&args[i + 1]).unwrap();
+        TinyHfModel::tiny(arch).write(&dir).unwrap();
+        let spec = hf_model(&format!("tiny-{}", args[i + 1]), dir.to_str().unwrap()).unwrap();
+        run(&spec, (8, 128));
+        std::fs::remove_dir_all(&dir).unwrap();
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--hf-dir") {
+        run(&hf_model("hf-dir", &args[i + 1]).unwrap(), (2, 64));
         return;
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
     println!("engine bench, RAYON_NUM_THREADS={threads}");
     let exe = std::env::current_exe().unwrap();
-    for spec in builtin_models() {
+    let mut runs: Vec<[String; 2]> = builtin_models()
+        .into_iter()
+        .map(|m| ["--model".to_string(), m.name])
+        .collect();
+    runs.extend(HfArch::ALL.map(|a| ["--hf".to_string(), a.model_type().to_string()]));
+    if let Ok(dir) = std::env::var("TINKER_BENCH_HF_DIR") {
+        runs.push(["--hf-dir".to_string(), dir]);
+    }
+    for args in runs {
         let status = std::process::Command::new(&exe)
-            .args(["--model", &spec.name])
+            .args(&args)
             .status()
             .unwrap();
-        assert!(status.success(), "bench for {} failed", spec.name);
+        assert!(status.success(), "bench {args:?} failed");
     }
 }

@@ -55,6 +55,10 @@ pub struct LocalServerConfig {
     /// (uniform logprobs, samples of the requested length, zero optimizer norms), through
     /// the same protocol. For benchmarks of clients; off by default.
     pub zero_compute: bool,
+    /// Hugging Face models served besides the built-in ones, as `(name, source)`: the
+    /// name clients use, and a model folder or a repo id in the local hub cache (see
+    /// [`crate::engine::hf_model`]). Add them with [`LocalServerConfig::with_model`].
+    pub models: Vec<(String, String)>,
 }
 
 impl LocalServerConfig {
@@ -79,7 +83,15 @@ impl LocalServerConfig {
             seq_gap_window: 1024,
             seq_gap_wait: Duration::from_secs(60),
             zero_compute: false,
+            models: Vec::new(),
         }
+    }
+
+    /// Also serves the Hugging Face model in `source` (a folder, or a cached repo id) as
+    /// `name`; the server checks it when it starts.
+    pub fn with_model(mut self, name: impl Into<String>, source: impl Into<String>) -> Self {
+        self.models.push((name.into(), source.into()));
+        self
     }
 }
 

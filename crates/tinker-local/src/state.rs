@@ -166,10 +166,11 @@ impl AppState {
         let secret = load_secret(&config.data_dir).context(DataDirSnafu {
             path: config.data_dir.clone(),
         })?;
+        let specs = served_models(&config.models)?;
         Ok(Arc::new(Self {
             store,
             promises: Arc::new(Promises::default()),
-            specs: builtin_models(),
+            specs,
             sessions: Mutex::default(),
             models: Mutex::default(),
             samplers: Mutex::default(),
@@ -195,6 +196,13 @@ impl AppState {
     /// The spec of a base model by name.
     pub(crate) fn spec(&self, name: &str) -> Option<&ModelSpec> {
         self.specs.iter().find(|s| s.name == name)
+    }
+
+    /// The folder holding `tokenizer.json` and `tokenizer_config.json` of the served model
+    /// `name` (every served model has one).
+    #[allow(dead_code)] // Not finished: the tokenizer file routes (issue 17) will call it.
+    pub(crate) fn tokenizer_dir(&self, name: &str) -> Option<&Path> {
+        self.spec(name).map(|s| s.tokenizer_dir.as_path())
     }
 
     /// A 128-bit keyed hash of `data` (SipHash over the server secret and `data`), hex
@@ -369,6 +377,41 @@ impl AppState {
 }
 
 /// Reads `<data>/secret`, creating it (random, mode 0600) on first use.
+/// A served model name: `/`-separated segments of ASCII letters, digits, `.`, `_`, `-`
+/// (it appears in URLs and file routes), none of them `.` or `..`.
+fn valid_model_name(name: &str) -> bool {
+    name.len() <= 128
+        && name.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        })
+}
+
+/// The built-in models plus the configured Hugging Face ones, each checked.
+fn served_models(models: &[(String, String)]) -> Result<Vec<ModelSpec>, Error> {
+    let mut specs = builtin_models();
+    for (name, source) in models {
+        let fail = |message: String| Err(Error::Config { message });
+        if !valid_model_name(name) {
+            return fail(format!(
+                "model name {name:?}: use letters, digits, '.', '_', '-' and '/' between parts"
+            ));
+        }
+        if specs.iter().any(|s| s.name == *name) {
+            return fail(format!("model name {name:?} is served twice"));
+        }
+        match crate::engine::hf_model(name, source) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    Ok(specs)
+}
+
 fn load_secret(data_dir: &Path) -> std::io::Result<[u8; 32]> {
     let file = data_dir.join("secret");
     if let Ok(text) = std::fs::read_to_string(&file) {

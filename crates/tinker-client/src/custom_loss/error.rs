@@ -89,6 +89,17 @@ pub enum CustomLossError {
         /// The declared rank.
         declared: u8,
     },
+    /// Client-side evaluation ([`CustomLoss::evaluate`]) failed: shapes that do not
+    /// broadcast, a non-scalar result, a non-finite loss or gradient, an unsupported call.
+    Evaluation {
+        /// Why.
+        reason: String,
+    },
+    /// [`CustomLossBuilder::gradient`] cannot differentiate the expression symbolically.
+    GradientUnsupported {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl fmt::Display for CustomLossError {
@@ -149,6 +160,15 @@ impl fmt::Display for CustomLossError {
                 f,
                 "datum[{datum}] loss_fn_inputs[{key:?}] has rank {rank}, but the loss declared rank {declared}"
             ),
+            Self::Evaluation { reason } => {
+                write!(f, "client-side custom-loss evaluation failed: {reason}")
+            }
+            Self::GradientUnsupported { reason } => {
+                write!(
+                    f,
+                    "cannot differentiate the expression symbolically: {reason}"
+                )
+            }
         }
     }
 }

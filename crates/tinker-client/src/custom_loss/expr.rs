@@ -76,6 +76,11 @@ impl IntoArg for &Expr {
         ArgValue(Arg::Expr(self.clone()))
     }
 }
+impl IntoArg for ArgValue {
+    fn into_arg(self) -> ArgValue {
+        self
+    }
+}
 impl IntoArg for f64 {
     fn into_arg(self) -> ArgValue {
         ArgValue(Arg::Float(self))

@@ -26,7 +26,10 @@
 
 mod builder;
 mod error;
+mod eval;
 mod expr;
+mod grad;
+mod local;
 mod names;
 #[cfg(test)]
 mod tests;
@@ -34,6 +37,7 @@ mod upload;
 
 pub use builder::{CustomLoss, CustomLossBuilder};
 pub use error::CustomLossError;
+pub use eval::DatumEvaluation;
 pub use expr::{ArgValue, Expr, IntoArg};
 pub use upload::CustomLossHandle;
 

@@ -1,20 +1,20 @@
 //! Server-side cancellation of abandoned sampling futures (protocol §3.2): a drop guard
-//! that queues the request id; the holder's loop (`holder::cancel_drain_loop`) sends
+//! that queues the request id; the session's loop (`session::background::cancel_drain_loop`) sends
 //! `cancel_future` in batches.
 
 use std::sync::Arc;
 
-use crate::holder::Holder;
+use crate::session::Session;
 
 /// Queues `request_id` for cancellation if dropped while armed: a sample's polling was
 /// abandoned (the caller dropped its future, timed out, or stuck detection fired).
 pub(crate) struct CancelOnDrop {
-    holder: Arc<Holder>,
+    holder: Arc<Session>,
     request_id: Option<String>,
 }
 
 impl CancelOnDrop {
-    pub(crate) fn new(holder: Arc<Holder>, request_id: String) -> Self {
+    pub(crate) fn new(holder: Arc<Session>, request_id: String) -> Self {
         Self {
             holder,
             request_id: Some(request_id),

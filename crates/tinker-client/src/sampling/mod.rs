@@ -32,8 +32,8 @@ use self::poller::SessionPoller;
 use self::retry::RetryHandler;
 use crate::error::{Error, ErrorKind, Result};
 use crate::future::{ApiFuture, PollTarget, QueueStateObserver, poll_until_decoded};
-use crate::holder::{Holder, parse_json};
 use crate::payload::{FromPayload, Payload, RequestType};
+use crate::session::{Session, parse_json};
 
 /// Bytes charged per prompt token against the sample dispatch budget.
 const BYTES_PER_TOKEN: u64 = 10;
@@ -148,7 +148,7 @@ pub struct SamplingClient {
 }
 
 struct Inner {
-    holder: Arc<Holder>,
+    holder: Arc<Session>,
     sampling_session_id: String,
     base_model: Option<String>,
     model_path: Option<String>,
@@ -177,7 +177,7 @@ impl std::fmt::Debug for SamplingClient {
 impl SamplingClient {
     /// Creates a sampling session for `source` (`create_sampling_session`).
     pub(crate) async fn create(
-        holder: Arc<Holder>,
+        holder: Arc<Session>,
         source: SamplingSource,
         observer: Option<QueueStateObserver>,
     ) -> Result<Self> {
@@ -210,7 +210,7 @@ impl SamplingClient {
 
     /// A client for an existing sampling session; looks up the base model if unknown.
     pub(crate) async fn for_session(
-        holder: Arc<Holder>,
+        holder: Arc<Session>,
         sampling_session_id: String,
         base_model: Option<String>,
         model_path: Option<String>,
@@ -239,7 +239,7 @@ impl SamplingClient {
 
     /// Builds the client; `clone_id` `None` defers it to `join_sampling_session`.
     fn assemble(
-        holder: Arc<Holder>,
+        holder: Arc<Session>,
         sampling_session_id: String,
         base_model: Option<String>,
         model_path: Option<String>,
@@ -270,7 +270,7 @@ impl SamplingClient {
     /// Joins an existing sampling session as a clone (`join_sampling_session`): the server
     /// allocates a clone id, so `seq_id`s never collide with the original client's.
     pub(crate) async fn join(
-        holder: Arc<Holder>,
+        holder: Arc<Session>,
         sampling_session_id: String,
         observer: Option<QueueStateObserver>,
     ) -> Result<Self> {
@@ -534,7 +534,7 @@ async fn report_final<T>(inner: &Inner, result: Result<T>) -> Result<T> {
     if let Err(e) = &result
         && e.kind() != ErrorKind::Cancelled
     {
-        crate::telemetry::log_fatal(&inner.holder, e).await;
+        crate::telemetry::log_fatal(&*inner.holder, e).await;
     }
     result
 }
@@ -601,7 +601,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
         let permit = limiter.acquire(estimate).await;
         // One run of the holder retry loop (§6.2), with its per-attempt events; a 429 is
         // backpressure, answered without an exception in the SDK, so it reports nothing.
-        let trace = crate::telemetry::RetryTrace::new(&inner.holder, ASAMPLE_FUNC);
+        let trace = crate::telemetry::RetryTrace::new(&*inner.holder, ASAMPLE_FUNC);
         let res = inner
             .holder
             .transport
@@ -618,7 +618,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
                 inner.holder.transport.send(spec).await.map_err(|e| {
                     let e = Error::from(e);
                     if e.status() != Some(429) {
-                        trace.attempt_failed(&inner.holder, &e);
+                        trace.attempt_failed(&*inner.holder, &e);
                     }
                     Submit(e)
                 })
@@ -815,21 +815,21 @@ mod tests {
     use tinker_types::{ModelInput, SamplingParams};
 
     use super::*;
-    use crate::holder::SessionOptions;
+    use crate::session::SessionOptions;
 
-    async fn holder_for(url: String) -> Arc<Holder> {
+    async fn holder_for(url: String) -> Arc<Session> {
         let transport = Transport::builder()
             .base_url(url)
             .api_key(SecretString::from("tml-test-key".to_owned()))
             .build()
             .unwrap();
-        Holder::start_with_telemetry(transport, Some(SessionOptions::default()), false)
+        Session::start_with_telemetry(transport, Some(SessionOptions::default()), false)
             .await
             .unwrap()
     }
 
     /// Waits until only `expected` strong references to `holder` remain.
-    async fn wait_refs(holder: &Arc<Holder>, expected: usize) {
+    async fn wait_refs(holder: &Arc<Session>, expected: usize) {
         for _ in 0..100 {
             if Arc::strong_count(holder) == expected {
                 return;

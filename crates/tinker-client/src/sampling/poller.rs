@@ -15,7 +15,7 @@ use tinker_types::{
 use tokio::sync::{Notify, oneshot, watch};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::holder::{Holder, parse_json};
+use crate::session::{Session, parse_json};
 
 /// HTTP timeout of a long poll (the server holds it for about 30 s).
 const LONG_POLL_TIMEOUT: Duration = Duration::from_secs(45);
@@ -117,7 +117,7 @@ impl Shared {
 
 impl SessionPoller {
     /// Starts the poll task; it idles until the first waiter registers.
-    pub(crate) fn start(holder: Arc<Holder>, sampling_session_id: String, clone_id: u64) -> Self {
+    pub(crate) fn start(holder: Arc<Session>, sampling_session_id: String, clone_id: u64) -> Self {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Notify::new(),
@@ -223,7 +223,11 @@ impl Drop for WaiterGuard<'_> {
     }
 }
 
-async fn poll_loop(holder: Arc<Holder>, shared: Arc<Shared>, target: SamplingSessionFuturesTarget) {
+async fn poll_loop(
+    holder: Arc<Session>,
+    shared: Arc<Shared>,
+    target: SamplingSessionFuturesTarget,
+) {
     let clock = holder.transport.runtime().clock.clone();
     let mut close_rx = shared.close.subscribe();
     let mut holder_closed = holder.closed_signal();
@@ -351,7 +355,7 @@ fn fail(shared: &Shared, failure: Failure) {
 }
 
 async fn send_poll(
-    holder: &Holder,
+    holder: &Session,
     shared: &Shared,
     request: &FuturesRetrieveRequest,
     ack_only: bool,

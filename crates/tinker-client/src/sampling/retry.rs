@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::holder::Holder;
+use crate::session::Session;
 
 /// No-progress window of the stuck detector.
 pub(crate) const STUCK_AFTER: Duration = Duration::from_secs(7200);
@@ -27,7 +27,7 @@ pub(crate) struct RetryHandlers {
 
 impl RetryHandlers {
     /// The live handler of `sampling_session_id` on `holder`, or a new one.
-    pub(crate) fn get(&self, holder: &Holder, sampling_session_id: &str) -> Arc<RetryHandler> {
+    pub(crate) fn get(&self, holder: &Session, sampling_session_id: &str) -> Arc<RetryHandler> {
         let mut all = self
             .by_session
             .lock()
@@ -60,7 +60,7 @@ struct Progress {
 }
 
 impl RetryHandler {
-    fn new(holder: &Holder) -> Self {
+    fn new(holder: &Session) -> Self {
         let concurrency = (!holder.config.sample_use_retrieve_futures).then(|| {
             Semaphore::new(
                 usize::try_from(holder.config.sample_max_concurrent_requests)
@@ -90,7 +90,7 @@ impl RetryHandler {
     /// [`STUCK_AFTER`] (unless the server disabled stuck detection).
     pub(crate) async fn execute<T, F, Fut>(
         &self,
-        holder: &Holder,
+        holder: &Session,
         sampling_session_id: &str,
         func: &'static str,
         attempt: F,
@@ -134,7 +134,7 @@ impl RetryHandler {
 
     /// Counts a call in; the first of a busy period restarts the no-progress window, so
     /// an idle handler is never stuck on its next call.
-    fn enter(&self, holder: &Holder) -> ActiveCall<'_> {
+    fn enter(&self, holder: &Session) -> ActiveCall<'_> {
         let mut p = self.lock();
         if p.active == 0 {
             p.last = holder.transport.runtime().clock.now();
@@ -144,7 +144,7 @@ impl RetryHandler {
     }
 
     /// Returns once nothing of this handler completed for [`STUCK_AFTER`].
-    async fn wait_stuck(&self, holder: &Holder) {
+    async fn wait_stuck(&self, holder: &Session) {
         let clock = holder.transport.runtime().clock.clone();
         loop {
             let deadline = self.lock().last + STUCK_AFTER;
@@ -169,7 +169,7 @@ impl Drop for ActiveCall<'_> {
     }
 }
 
-async fn retry_loop<T, F, Fut>(holder: &Holder, func: &'static str, mut attempt: F) -> Result<T>
+async fn retry_loop<T, F, Fut>(holder: &Session, func: &'static str, mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
@@ -216,13 +216,13 @@ mod tests {
     use super::*;
 
     /// A session-less holder (no background loops) on a tinker-local server.
-    async fn holder(server: &tinker_local::LocalServerHandle) -> Arc<Holder> {
+    async fn holder(server: &tinker_local::LocalServerHandle) -> Arc<Session> {
         let transport = Transport::builder()
             .base_url(server.url())
             .api_key(SecretString::from("tml-test-key".to_owned()))
             .build()
             .unwrap();
-        Holder::start_with_telemetry(transport, None, false)
+        Session::start_with_telemetry(transport, None, false)
             .await
             .unwrap()
     }

@@ -11,13 +11,13 @@ use tinker_transport::{Env, SecretString, Transport};
 
 use super::handle::ShadowHolderConfig;
 use crate::error::{Error, Result};
-use crate::holder::Holder;
+use crate::session::Session;
 
 /// `(session id, the handle's holder config as JSON, fingerprint of an explicit key)`.
 type ShadowKey = (String, String, Option<u64>);
 
-fn cache() -> &'static Mutex<HashMap<ShadowKey, Weak<Holder>>> {
-    static CACHE: OnceLock<Mutex<HashMap<ShadowKey, Weak<Holder>>>> = OnceLock::new();
+fn cache() -> &'static Mutex<HashMap<ShadowKey, Weak<Session>>> {
+    static CACHE: OnceLock<Mutex<HashMap<ShadowKey, Weak<Session>>>> = OnceLock::new();
     CACHE.get_or_init(Mutex::default)
 }
 
@@ -38,7 +38,7 @@ pub(crate) fn shadow_holder(
     session_id: String,
     cfg: ShadowHolderConfig,
     credentials: Credentials,
-) -> Result<Arc<Holder>> {
+) -> Result<Arc<Session>> {
     // A caller-supplied environment may resolve another credential: never share then.
     let key = match &credentials.env {
         Some(_) => None,
@@ -71,7 +71,7 @@ fn build(
     session_id: String,
     cfg: ShadowHolderConfig,
     credentials: Credentials,
-) -> Result<Arc<Holder>> {
+) -> Result<Arc<Session>> {
     let mut builder = Transport::builder()
         .env(credentials.env.unwrap_or_else(Env::process))
         .base_url(cfg.base_url);
@@ -86,7 +86,7 @@ fn build(
         builder = builder.default_header(name, value);
     }
     let transport = builder.build()?;
-    Holder::start_shadow(
+    Session::start_shadow(
         transport,
         session_id,
         cfg.client_config,

@@ -32,9 +32,9 @@ use tinker_types::{
 
 use crate::error::{Error, Result};
 use crate::future::{ApiFuture, PollTarget, QueueStateObserver, retrieve_decoded, submit};
-use crate::holder::Holder;
 use crate::payload::{FromPayload, RequestType};
 use crate::sampling::SamplingClient;
+use crate::session::Session;
 use crate::turn::{Turn, TurnOrder};
 use tinker_types::{
     LoadWeightsResponse, SaveWeightsExternalResponse, SaveWeightsForSamplerResponse,
@@ -90,7 +90,7 @@ pub struct TrainingClient {
 }
 
 struct Inner {
-    holder: Arc<Holder>,
+    holder: Arc<Session>,
     model_id: String,
     info: GetInfoResponse,
     turns: TurnOrder,
@@ -107,7 +107,7 @@ impl std::fmt::Debug for TrainingClient {
 
 impl TrainingClient {
     pub(crate) async fn attach(
-        holder: Arc<Holder>,
+        holder: Arc<Session>,
         model_id: String,
         observer: Option<QueueStateObserver>,
     ) -> Result<Self> {
@@ -128,7 +128,7 @@ impl TrainingClient {
         })
     }
 
-    pub(crate) fn holder(&self) -> &Arc<Holder> {
+    pub(crate) fn holder(&self) -> &Arc<Session> {
         &self.inner.holder
     }
 
@@ -257,7 +257,7 @@ impl Inner {
     }
 }
 
-async fn fetch_info(holder: &Holder, model_id: &str, method: &str) -> Result<GetInfoResponse> {
+async fn fetch_info(holder: &Session, model_id: &str, method: &str) -> Result<GetInfoResponse> {
     let req = GetInfoRequest {
         model_id: model_id.to_owned(),
     };

@@ -4,10 +4,11 @@
 //! B `[out, r]`), so saved adapters load in Python too. A starts kaiming-uniform (bound
 //! 1/√in, as PEFT), B at zero, so a fresh adapter leaves the base model unchanged.
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Tensor, Var};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::device::device;
 use super::error::{EngineError, Result};
 use super::model::{Adapters, LoraPair};
 use super::spec::{LoraSpec, ModelSpec};
@@ -106,12 +107,12 @@ impl LoraParams {
             vars.push(Var::from_tensor(&Tensor::from_vec(
                 a,
                 (lora.rank, inp),
-                &Device::Cpu,
+                device(),
             )?)?);
             vars.push(Var::zeros(
                 (out, lora.rank),
                 candle_core::DType::F32,
-                &Device::Cpu,
+                device(),
             )?);
         }
         Ok(Self {

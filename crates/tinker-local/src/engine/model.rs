@@ -1,18 +1,18 @@
 //! The decoder forward pass: embedding, RMSNorm, RoPE, grouped-query attention, SwiGLU,
-//! lm_head, each projection optionally carrying a LoRA adapter.
+//! lm_head, each projection optionally carrying a LoRA adapter. Per-architecture extras: q/k/v
+//! biases (Qwen2), per-head q/k RMSNorm (Qwen3), a tied lm_head.
 //!
 //! `Mode::Train` uses only ops with a backward (`rms_norm_slow`, `rope_slow`, `ops::softmax`),
 //! because candle's fused versions silently stop gradients. `Mode::Infer` uses the fused ops
 //! and supports a KV cache.
 
-use candle_core::{D, Device, Tensor};
+use candle_core::{D, Tensor};
 use candle_nn::{ops, rotary_emb};
 
+use super::device::device;
 use super::error::Result;
 use super::frozen::FrozenMatmul;
 use super::weights::{BaseWeights, DOWN, GATE, K, O, Q, UP, V};
-
-const NORM_EPS: f32 = 1e-6;
 
 /// Which kernels the forward uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,8 +72,9 @@ fn linear(
     mode: Mode,
 ) -> Result<Tensor> {
     let base = match mode {
-        Mode::Train => x.apply_op1(FrozenMatmul { w: w.clone() })?,
-        Mode::Infer => x.matmul(&w.t()?)?,
+        // FrozenMatmul has a CPU kernel only.
+        Mode::Train if x.device().is_cpu() => x.apply_op1(FrozenMatmul { w: w.clone() })?,
+        _ => x.matmul(&w.t()?)?,
     };
     Ok(match lora {
         None => base,
@@ -81,10 +82,10 @@ fn linear(
     })
 }
 
-fn norm(x: &Tensor, w: &Tensor, mode: Mode) -> Result<Tensor> {
+fn norm(x: &Tensor, w: &Tensor, eps: f32, mode: Mode) -> Result<Tensor> {
     Ok(match mode {
-        Mode::Train => ops::rms_norm_slow(x, w, NORM_EPS)?,
-        Mode::Infer => ops::rms_norm(x, w, NORM_EPS)?,
+        Mode::Train => ops::rms_norm_slow(x, w, eps)?,
+        Mode::Infer => ops::rms_norm(x, w, eps)?,
     })
 }
 
@@ -103,6 +104,7 @@ pub(crate) fn forward(
     let offset = cache.as_ref().map_or(0, |c| c.len);
     let (heads, kvh, d) = (spec.heads, spec.kv_heads, spec.head_dim());
     let s = adapters.scale;
+    let eps = spec.norm_eps as f32;
     let cos = base.cos.narrow(0, offset, t)?;
     let sin = base.sin.narrow(0, offset, t)?;
     let total = offset + t;
@@ -112,7 +114,7 @@ pub(crate) fn forward(
             let m: Vec<f32> = (0..t)
                 .flat_map(|i| (0..total).map(move |j| if j <= offset + i { 0.0 } else { -1e9 }))
                 .collect();
-            Tensor::from_vec(m, (t, total), &Device::Cpu)
+            Tensor::from_vec(m, (t, total), device())
         })
         .transpose()?;
     if let Some(c) = cache.as_deref_mut() {
@@ -121,13 +123,24 @@ pub(crate) fn forward(
     let mut x = base.embed.index_select(&ids.flatten_all()?, 0)?; // [b·t, h]
     for (li, (layer, lora)) in base.layers.iter().zip(&adapters.layers).enumerate() {
         let lin = |x: &Tensor, m: usize| linear(x, &layer.linears[m], lora[m].as_ref(), s, mode);
-        let h = norm(&x, &layer.attn_norm, mode)?;
+        let h = norm(&x, &layer.attn_norm, eps, mode)?;
         let heads_of = |y: Tensor, n: usize| -> Result<Tensor> {
             Ok(y.reshape((b, t, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = heads_of(lin(&h, Q)?, heads)?;
-        let k = heads_of(lin(&h, K)?, kvh)?;
-        let v = heads_of(lin(&h, V)?, kvh)?;
+        let biased = |m: usize| -> Result<Tensor> {
+            let y = lin(&h, m)?;
+            Ok(match &layer.qkv_bias {
+                Some(bias) => y.broadcast_add(&bias[m - Q])?,
+                None => y,
+            })
+        };
+        let mut q = heads_of(biased(Q)?, heads)?;
+        let mut k = heads_of(biased(K)?, kvh)?;
+        let v = heads_of(biased(V)?, kvh)?;
+        if let Some([qn, kn]) = &layer.qk_norm {
+            q = norm(&q, qn, eps, mode)?;
+            k = norm(&k, kn, eps, mode)?;
+        }
         let (q, k) = match mode {
             Mode::Train => (
                 rotary_emb::rope_slow(&q, &cos, &sin)?,
@@ -173,13 +186,13 @@ pub(crate) fn forward(
             .transpose(1, 2)?
             .reshape((b * t, heads * d))?;
         x = (x + lin(&att, O)?)?;
-        let h = norm(&x, &layer.mlp_norm, mode)?;
+        let h = norm(&x, &layer.mlp_norm, eps, mode)?;
         let act = (lin(&h, GATE)?.silu()? * lin(&h, UP)?)?;
         x = (x + lin(&act, DOWN)?)?;
     }
     if let Some(c) = cache {
         c.len = total;
     }
-    let x = norm(&x, &base.final_norm, mode)?;
+    let x = norm(&x, &base.final_norm, eps, mode)?;
     linear(&x, &base.lm_head, adapters.lm_head.as_ref(), s, mode)
 }

@@ -3,10 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::device::device;
 use super::error::{EngineError, Result};
 use super::lora;
 use super::model::{self, Adapters, KvCache, Mode};
@@ -232,7 +233,7 @@ impl SamplerModel {
         let tensors = saved
             .tensors
             .into_iter()
-            .map(|(shape, data)| Tensor::from_vec(data, shape, &Device::Cpu))
+            .map(|(shape, data)| Tensor::from_vec(data, shape, device()))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let adapters = lora::adapters_from(
             spec.layers,
@@ -251,7 +252,7 @@ impl SamplerModel {
 
     /// Logits of the last position after `ids`, advancing `cache`.
     fn step(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
-        let ids = Tensor::from_slice(ids, (1, ids.len()), &Device::Cpu)?;
+        let ids = Tensor::from_slice(ids, (1, ids.len()), device())?;
         model::forward(&self.base, &self.adapters, &ids, Some(cache), Mode::Infer)
     }
 

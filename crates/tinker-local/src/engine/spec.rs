@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 /// The architecture and identity of a base model: a Llama/Qwen-style decoder
-/// (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP, untied lm_head).
+/// (RMSNorm, RoPE, grouped-query attention, SwiGLU MLP), either built in with seeded weights
+/// or read from a Hugging Face model folder (see [`hf_model`](super::hf_model)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSpec {
     /// Model name as clients see it, e.g. `"tinker-local/micro"`.
@@ -14,28 +15,74 @@ pub struct ModelSpec {
     pub hidden: usize,
     /// Number of decoder layers.
     pub layers: usize,
-    /// Attention (query) heads; `hidden` must be divisible by it.
+    /// Attention (query) heads.
     pub heads: usize,
     /// Key/value heads (grouped-query attention); divides `heads`.
     pub kv_heads: usize,
+    /// Width of one attention head (Qwen3 sets it apart from `hidden / heads`).
+    pub head_dim: usize,
     /// Width of the SwiGLU MLP.
     pub intermediate: usize,
     /// Longest sequence (prompt + generation, or training datum) the model accepts.
     pub max_context: usize,
     /// RoPE base frequency.
     pub rope_theta: f32,
-    /// Seed of the deterministic base weights.
-    pub seed: u64,
+    /// How RoPE frequencies are rescaled for long contexts.
+    pub rope_scaling: RopeScaling,
+    /// Epsilon of every RMSNorm.
+    pub norm_eps: f64,
+    /// q/k/v projections carry a bias (Qwen2).
+    pub qkv_bias: bool,
+    /// Queries and keys get a per-head RMSNorm before RoPE (Qwen3).
+    pub qk_norm: bool,
+    /// The lm_head shares the embedding matrix.
+    pub tied_embeddings: bool,
+    /// Where the base weights come from.
+    pub weights: WeightSource,
     /// Absolute directory holding `tokenizer.json` and `tokenizer_config.json`.
     pub tokenizer_dir: PathBuf,
     /// Token that ends a generation when `stop_at_eos` is set.
     pub eos_token_id: u32,
 }
 
+/// Where a model's base weights come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WeightSource {
+    /// Generated from this seed (the built-in models).
+    Seeded(u64),
+    /// Read from the safetensors files of this Hugging Face model folder.
+    HfDir(PathBuf),
+}
+
+/// RoPE frequency scaling, as a model's `config.json` `rope_scaling` says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum RopeScaling {
+    /// Plain RoPE.
+    None,
+    /// Positions divided by `factor` (`"linear"`).
+    Linear {
+        /// The divisor.
+        factor: f32,
+    },
+    /// Llama 3.1's frequency-dependent scaling (`"llama3"`).
+    Llama3 {
+        /// Scale of the low frequencies.
+        factor: f32,
+        /// Wavelength bound (as a fraction of the original context) of the scaled band.
+        low_freq_factor: f32,
+        /// Wavelength bound of the unscaled band.
+        high_freq_factor: f32,
+        /// The context the model was pre-trained with.
+        original_max_position: f32,
+    },
+}
+
 impl ModelSpec {
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.hidden / self.heads.max(1)
+        self.head_dim
     }
 
     /// Number of base (frozen) parameters.
@@ -44,11 +91,47 @@ impl ModelSpec {
             self.hidden,
             self.vocab_size,
             self.intermediate,
-            self.head_dim(),
+            self.head_dim,
         );
-        let attn = h * h * 2 + 2 * h * self.kv_heads * d;
-        let layer = attn + 3 * h * i + 2 * h;
-        2 * v * h + self.layers * layer + h
+        let (q, kv) = (self.heads * d, self.kv_heads * d);
+        let bias = if self.qkv_bias { q + 2 * kv } else { 0 };
+        let qk_norm = if self.qk_norm { 2 * d } else { 0 };
+        let layer = 2 * h * q + 2 * h * kv + bias + qk_norm + 3 * h * i + 2 * h;
+        let heads = if self.tied_embeddings { 1 } else { 2 };
+        heads * v * h + self.layers * layer + h
+    }
+
+    /// The RoPE inverse frequencies (`head_dim / 2` of them), scaling applied.
+    pub(crate) fn rope_inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim as f32;
+        (0..self.head_dim / 2)
+            .map(|i| {
+                let f = 1.0 / self.rope_theta.powf(2.0 * i as f32 / d);
+                match self.rope_scaling {
+                    RopeScaling::None => f,
+                    RopeScaling::Linear { factor } => f / factor,
+                    RopeScaling::Llama3 {
+                        factor,
+                        low_freq_factor,
+                        high_freq_factor,
+                        original_max_position,
+                    } => {
+                        let wavelen = std::f32::consts::TAU / f;
+                        let low_wavelen = original_max_position / low_freq_factor;
+                        let high_wavelen = original_max_position / high_freq_factor;
+                        if wavelen < high_wavelen {
+                            f
+                        } else if wavelen > low_wavelen {
+                            f / factor
+                        } else {
+                            let smooth = (original_max_position / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            (1.0 - smooth) * f / factor + smooth * f
+                        }
+                    }
+                }
+            })
+            .collect()
     }
 }
 
@@ -86,6 +169,9 @@ fn model_dir(short: &str) -> PathBuf {
         .join(short)
 }
 
+/// RMSNorm epsilon of the built-in models.
+const BUILTIN_NORM_EPS: f64 = 1e-6;
+
 /// `<|im_end|>` in the shipped tokenizers (specials are ids 0, 1, 2).
 const IM_END: u32 = 2;
 
@@ -100,10 +186,16 @@ pub fn builtin_models() -> Vec<ModelSpec> {
             layers: 2,
             heads: 4,
             kv_heads: 2,
+            head_dim: 16,
             intermediate: 176,
             max_context: 1024,
             rope_theta: 10_000.0,
-            seed: 0x6d69_6372_6f00,
+            rope_scaling: RopeScaling::None,
+            norm_eps: BUILTIN_NORM_EPS,
+            qkv_bias: false,
+            qk_norm: false,
+            tied_embeddings: false,
+            weights: WeightSource::Seeded(0x6d69_6372_6f00),
             tokenizer_dir: model_dir("micro"),
             eos_token_id: IM_END,
         },
@@ -114,10 +206,16 @@ pub fn builtin_models() -> Vec<ModelSpec> {
             layers: 4,
             heads: 8,
             kv_heads: 4,
+            head_dim: 32,
             intermediate: 704,
             max_context: 2048,
             rope_theta: 10_000.0,
-            seed: 0x736d_616c_6c00,
+            rope_scaling: RopeScaling::None,
+            norm_eps: BUILTIN_NORM_EPS,
+            qkv_bias: false,
+            qk_norm: false,
+            tied_embeddings: false,
+            weights: WeightSource::Seeded(0x736d_616c_6c00),
             tokenizer_dir: model_dir("small"),
             eos_token_id: IM_END,
         },

@@ -6,17 +6,18 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{D, Device, Tensor, Var};
+use candle_core::{D, Tensor, Var};
 use serde_json::json;
 
 use super::adam::{AdamState, AdamStep, StepReport};
 use super::checkpoint::{self, ADAPTER_CONFIG, ADAPTER_WEIGHTS, NamedTensor, OPTIMIZER_STATE};
+use super::device::device;
 use super::error::{EngineError, Result};
 use super::lora::{self, LORA_ALPHA, LoraParams};
 use super::loss::{self, ForwardOutput, Loss, TrainExample};
 use super::model::{self, Adapters, Mode};
 use super::sampler::SamplerModel;
-use super::spec::{LoraSpec, ModelSpec};
+use super::spec::{LoraSpec, ModelSpec, WeightSource};
 use super::weights::{self, BaseWeights};
 
 /// A model with trainable LoRA adapters, accumulated gradients and Adam state.
@@ -35,6 +36,15 @@ pub struct TrainableModel {
 
 fn flat(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// What PEFT's `base_model_name_or_path` names: the Hugging Face folder the weights came
+/// from, else the model's name.
+fn base_model_path(spec: &ModelSpec) -> String {
+    match &spec.weights {
+        WeightSource::HfDir(dir) => dir.to_string_lossy().into_owned(),
+        _ => spec.name.clone(),
+    }
 }
 
 impl TrainableModel {
@@ -131,7 +141,7 @@ impl TrainableModel {
                 targets[i * t + j] = tg as u32;
             }
         }
-        let dev = &Device::Cpu;
+        let dev = device();
         let ids = Tensor::from_vec(ids, (b, t), dev)?;
         let logits = model::forward(&self.base, &self.adapters, &ids, None, Mode::Train)?;
         let logsm = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
@@ -183,7 +193,7 @@ impl TrainableModel {
             vars.push(Var::from_tensor(&Tensor::from_vec(
                 data,
                 old.shape(),
-                &Device::Cpu,
+                device(),
             )?)?);
         }
         self.params.vars = vars;
@@ -232,7 +242,7 @@ impl TrainableModel {
         let config = json!({
             "peft_type": "LORA",
             "task_type": "CAUSAL_LM",
-            "base_model_name_or_path": self.spec.name,
+            "base_model_name_or_path": base_model_path(&self.spec),
             "r": self.lora.rank,
             "lora_alpha": LORA_ALPHA,
             "lora_dropout": 0.0,

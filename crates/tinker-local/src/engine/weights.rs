@@ -1,4 +1,5 @@
-//! Deterministic base weights, generated from the spec's seed and shared between models.
+//! Base weights, shared between models of one spec: generated from the spec's seed for the
+//! built-in models, read from safetensors for Hugging Face folders (see `hf_weights`).
 //!
 //! A seeded `StdRng` (not `Tensor::randn`) makes the weights identical on every machine and
 //! candle version. The lm_head uses std 1/√H: with the usual 0.02 the logits after RMSNorm
@@ -10,8 +11,10 @@ use candle_core::{Device, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::device::device;
 use super::error::{EngineError, Result};
-use super::spec::ModelSpec;
+use super::hf_weights;
+use super::spec::{ModelSpec, WeightSource};
 
 /// The seven adapted projections of a decoder layer, in PEFT module-path form.
 pub(crate) const LAYER_MODULES: [&str; 7] = [
@@ -39,6 +42,10 @@ pub(crate) struct LayerWeights {
     pub attn_norm: Tensor,
     pub mlp_norm: Tensor,
     pub linears: [Tensor; 7],
+    /// Biases of the q, k and v projections (Qwen2).
+    pub qkv_bias: Option<[Tensor; 3]>,
+    /// Per-head RMSNorm weights of queries and keys (Qwen3), `[head_dim]` each.
+    pub qk_norm: Option<[Tensor; 2]>,
 }
 
 /// All frozen weights of a base model, plus the RoPE tables.
@@ -48,6 +55,7 @@ pub(crate) struct BaseWeights {
     pub embed: Tensor,
     pub layers: Vec<LayerWeights>,
     pub final_norm: Tensor,
+    /// `[vocab, hidden]`; the same tensor as `embed` when the embeddings are tied.
     pub lm_head: Tensor,
     /// `[max_context, head_dim / 2]` cosines and sines for RoPE.
     pub cos: Tensor,
@@ -55,15 +63,61 @@ pub(crate) struct BaseWeights {
 }
 
 impl BaseWeights {
+    /// The same weights on the compute device (a no-op on the CPU).
+    fn on_device(self) -> Result<Self> {
+        let dev = device();
+        if dev.is_cpu() {
+            return Ok(self);
+        }
+        let mv = |t: &Tensor| t.to_device(dev);
+        let all = |ts: &[Tensor]| ts.iter().map(mv).collect::<candle_core::Result<Vec<_>>>();
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let linears: [Tensor; 7] = all(&l.linears)?
+                .try_into()
+                .map_err(|_| EngineError::internal("layer has 7 projections"))?;
+            layers.push(LayerWeights {
+                attn_norm: mv(&l.attn_norm)?,
+                mlp_norm: mv(&l.mlp_norm)?,
+                linears,
+                qkv_bias: match &l.qkv_bias {
+                    Some([q, k, v]) => Some([mv(q)?, mv(k)?, mv(v)?]),
+                    None => None,
+                },
+                qk_norm: match &l.qk_norm {
+                    Some([q, k]) => Some([mv(q)?, mv(k)?]),
+                    None => None,
+                },
+            });
+        }
+        let embed = mv(&self.embed)?;
+        let lm_head = if self.spec.tied_embeddings {
+            embed.clone()
+        } else {
+            mv(&self.lm_head)?
+        };
+        Ok(Self {
+            embed,
+            layers,
+            final_norm: mv(&self.final_norm)?,
+            lm_head,
+            cos: mv(&self.cos)?,
+            sin: mv(&self.sin)?,
+            spec: self.spec,
+        })
+    }
+
     /// `(out, in)` of a layer projection.
     pub(crate) fn linear_shape(spec: &ModelSpec, module: usize) -> (usize, usize) {
-        let (h, kv, i) = (
+        let (h, q, kv, i) = (
             spec.hidden,
+            spec.heads * spec.head_dim(),
             spec.kv_heads * spec.head_dim(),
             spec.intermediate,
         );
         match module {
-            Q | O => (h, h),
+            Q => (q, h),
+            O => (h, q),
             K | V => (kv, h),
             GATE | UP => (i, h),
             _ => (h, i),
@@ -105,12 +159,12 @@ impl Normal {
     }
 }
 
-fn check_spec(spec: &ModelSpec) -> Result<()> {
+pub(crate) fn check_spec(spec: &ModelSpec) -> Result<()> {
     let ok = spec.vocab_size > 0
         && spec.hidden > 0
         && spec.heads > 0
         && spec.kv_heads > 0
-        && spec.hidden.is_multiple_of(spec.heads)
+        && spec.head_dim() > 0
         && spec.heads.is_multiple_of(spec.kv_heads)
         && spec.head_dim().is_multiple_of(2)
         && spec.intermediate > 0
@@ -125,10 +179,30 @@ fn check_spec(spec: &ModelSpec) -> Result<()> {
     }
 }
 
-fn generate(spec: &ModelSpec) -> Result<BaseWeights> {
+/// `[max_context, head_dim / 2]` RoPE cosines and sines (scaling applied).
+pub(crate) fn rope_tables(spec: &ModelSpec) -> Result<(Tensor, Tensor)> {
+    let half = spec.head_dim() / 2;
+    let inv = spec.rope_inv_freq();
+    let mut cos = Vec::with_capacity(spec.max_context * half);
+    let mut sin = Vec::with_capacity(spec.max_context * half);
+    for pos in 0..spec.max_context {
+        for f in &inv {
+            let angle = pos as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    let dev = &Device::Cpu;
+    Ok((
+        Tensor::from_vec(cos, (spec.max_context, half), dev)?,
+        Tensor::from_vec(sin, (spec.max_context, half), dev)?,
+    ))
+}
+
+fn generate(spec: &ModelSpec, seed: u64) -> Result<BaseWeights> {
     check_spec(spec)?;
     let dev = &Device::Cpu;
-    let mut rng = Normal::new(spec.seed);
+    let mut rng = Normal::new(seed);
     let h = spec.hidden;
     // Residual branches are scaled down so the stream stays O(1) through the layers.
     let branch = 1.0 / ((2 * spec.layers.max(1)) as f32).sqrt();
@@ -153,34 +227,20 @@ fn generate(spec: &ModelSpec) -> Result<BaseWeights> {
             attn_norm: Tensor::ones(h, candle_core::DType::F32, dev)?,
             mlp_norm: Tensor::ones(h, candle_core::DType::F32, dev)?,
             linears,
+            qkv_bias: None,
+            qk_norm: None,
         });
     }
     let lm_head = rng.tensor(spec.vocab_size, h, (h as f32).sqrt().recip())?;
-    let half = spec.head_dim() / 2;
-    let inv: Vec<f32> = (0..half)
-        .map(|i| {
-            1.0 / spec
-                .rope_theta
-                .powf(2.0 * i as f32 / spec.head_dim() as f32)
-        })
-        .collect();
-    let mut cos = Vec::with_capacity(spec.max_context * half);
-    let mut sin = Vec::with_capacity(spec.max_context * half);
-    for pos in 0..spec.max_context {
-        for f in &inv {
-            let angle = pos as f32 * f;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
-        }
-    }
+    let (cos, sin) = rope_tables(spec)?;
     Ok(BaseWeights {
         spec: spec.clone(),
         embed,
         layers,
         final_norm: Tensor::ones(h, candle_core::DType::F32, dev)?,
         lm_head,
-        cos: Tensor::from_vec(cos, (spec.max_context, half), dev)?,
-        sin: Tensor::from_vec(sin, (spec.max_context, half), dev)?,
+        cos,
+        sin,
     })
 }
 
@@ -200,7 +260,13 @@ pub(crate) fn base_weights(spec: &ModelSpec) -> Result<Arc<BaseWeights>> {
     {
         return Ok(found);
     }
-    let fresh = Arc::new(generate(spec)?);
+    let fresh = Arc::new(
+        match &spec.weights {
+            WeightSource::Seeded(seed) => generate(spec, *seed)?,
+            WeightSource::HfDir(dir) => hf_weights::load(spec, dir)?,
+        }
+        .on_device()?,
+    );
     cache.push(Arc::downgrade(&fresh));
     Ok(fresh)
 }
