@@ -239,15 +239,16 @@ impl ChunkBody {
         if !compress {
             return Self::Ready(Ok(body));
         }
+        let large = body.len() >= OFF_EXECUTOR_BYTES;
         let zstd = move || {
             tinker_types::proto::zstd_compress(&body)
                 .map(bytes::Bytes::from)
                 .map_err(|e| Error::invalid(format!("compressing a forward_backward chunk: {e}")))
         };
-        if body.len() < OFF_EXECUTOR_BYTES {
-            Self::Ready(zstd())
-        } else {
+        if large {
             Self::Compressing(tokio::task::spawn_blocking(zstd))
+        } else {
+            Self::Ready(zstd())
         }
     }
 
