@@ -9,6 +9,9 @@ use tinker::prelude::*;
 use tinker::tokenizer::Tokenizer;
 use tinker::transport::Env;
 
+/// The API key the examples use with the embedded server (any `tml-` key works there).
+pub(crate) const LOCAL_API_KEY: &str = "tml-local-example";
+
 /// The error type of the examples' `main`.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -30,6 +33,15 @@ impl Connection {
     /// Connects as `training_loop` does: the service given by `TINKER_API_KEY` (and
     /// `TINKER_BASE_URL`) when the key is set, else a fresh embedded `tinker-local`.
     pub(crate) async fn open(env: Env) -> Result<Self, BoxError> {
+        Self::open_with(env, |_| {}).await
+    }
+
+    /// Like [`Connection::open`], with `tweak` applied to the embedded server's config
+    /// (e.g. a fault plan); unused against a remote server.
+    pub(crate) async fn open_with(
+        env: Env,
+        tweak: impl FnOnce(&mut tinker::local::LocalServerConfig),
+    ) -> Result<Self, BoxError> {
         let remote = env.get("TINKER_API_KEY").is_some_and(|k| !k.is_empty());
         let data_dir = tempfile::tempdir()?;
         let (service, server) = if remote {
@@ -39,7 +51,8 @@ impl Connection {
             println!("Using the Tinker service at {}", service.base_url());
             (service, None)
         } else {
-            let config = tinker::local::LocalServerConfig::new(data_dir.path());
+            let mut config = tinker::local::LocalServerConfig::new(data_dir.path());
+            tweak(&mut config);
             let server = tinker::local::LocalServer::start(config).await?;
             println!(
                 "No TINKER_API_KEY set: started an embedded tinker-local server at {} (CPU, offline)",
@@ -47,7 +60,7 @@ impl Connection {
             );
             let service = ServiceClient::builder()
                 .base_url(server.url())
-                .api_key("tml-local-example")
+                .api_key(LOCAL_API_KEY)
                 .build()
                 .await?;
             (service, Some(server))
@@ -109,28 +122,14 @@ impl Connection {
 }
 
 impl Connection {
-    /// The tokenizer of a sampler's base model. Against a remote server this is the SDK's
-    /// [`SamplingClient::get_tokenizer`].
-    ///
-    /// Not finished: `SamplingClient::get_tokenizer` resolves the model name on the
-    /// Hugging Face Hub, where tinker-local's models are not (portable tokenizer ids for
-    /// tinker-local come with issue 17). Until then, on the embedded server, the example
-    /// loads that server's own tokenizer files, as its `get_info` names them.
+    /// The tokenizer of a sampler's base model: the SDK's
+    /// [`SamplingClient::get_tokenizer`], which finds tinker-local's models on the server's
+    /// own hub routes (protocol §10.3) and other models on the Hugging Face Hub.
     pub(crate) async fn sampler_tokenizer(
         &self,
         sampler: &SamplingClient,
     ) -> Result<Tokenizer, BoxError> {
-        if self.remote {
-            return Ok(sampler.get_tokenizer().await?);
-        }
-        let model = sampler
-            .base_model()
-            .ok_or("the sampler's base model is unknown")?;
-        let spec = tinker::local::engine::builtin_models()
-            .into_iter()
-            .find(|m| m.name == model)
-            .ok_or_else(|| format!("tinker-local has no model {model:?}"))?;
-        Ok(Tokenizer::from_path(&spec.tokenizer_dir)?)
+        Ok(sampler.get_tokenizer().await?)
     }
 }
 

@@ -14,6 +14,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     let root = workspace_root();
     let skip_lint = args.iter().any(|a| a == "--skip-lint");
     let started = Instant::now();
+    disk_report(&root);
     if !skip_lint {
         step("rustfmt", || {
             cargo(&root, &["fmt", "--all", "--", "--check"])
@@ -43,18 +44,42 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         step("codegen --check", || crate::codegen::run(true))?;
         step("cargo deny", || cargo_deny(&root))?;
     }
+    // `--tests` is every target with tests (libs, bins, integration tests, the one example
+    // with unit tests) but not the other examples: `cargo xtask examples` builds those in
+    // release, and a debug copy of each would cost ~1.6 GB of CI's disk for nothing.
     step("cargo test", || {
         cargo(
             &root,
-            &["test", "--workspace", "--locked", "--no-fail-fast"],
+            &[
+                "test",
+                "--workspace",
+                "--locked",
+                "--no-fail-fast",
+                "--tests",
+            ],
+        )?;
+        cargo(
+            &root,
+            &["test", "--workspace", "--locked", "--no-fail-fast", "--doc"],
         )
     })?;
+    disk_report(&root);
     step("examples", || crate::examples::run(&[]))?;
-    step("conformance (official SDK vs tinker-local)", || {
-        conformance(&root)
-    })?;
+    disk_report(&root);
+    step(
+        "conformance matrix (official SDKs 0.15.0, 0.25.0, 0.38.0 vs tinker-local)",
+        || conformance_matrix(&root),
+    )?;
     println!("xtask test: all checks passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// Prints the free space where the build writes (best effort: `df` may be missing), so a
+/// CI log shows how close a run came to filling its disk.
+fn disk_report(root: &Path) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let _ = Command::new("df").arg("-h").arg(&target).status();
 }
 
 fn step(name: &str, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
@@ -77,6 +102,9 @@ fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()
         .current_dir(root)
         // Tiny CPU models are fastest single-threaded on a shared 2-core machine.
         .env("RAYON_NUM_THREADS", "1")
+        // A one-shot gate gains nothing from incremental caches; they were a third of the
+        // target folder (3.4 GB) and CI's disk is finite (a link died of SIGBUS on a full disk).
+        .env("CARGO_INCREMENTAL", "0")
         .envs(env.iter().copied())
         .status()
         .map_err(|e| format!("could not run cargo: {e}"))?;
@@ -87,12 +115,29 @@ fn cargo_with_env(root: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<()
     }
 }
 
-/// Drives a freshly built `tinker-local` with the unchanged official Python SDK.
+/// The conformance run once per official SDK version of [`crate::venv::MATRIX`] (the
+/// pinned one last); each run lists the steps its version lacks as skipped. Prints the
+/// time of each run. Also `cargo xtask conformance` (uses the built `tinker-local`).
+pub(crate) fn conformance_matrix(root: &Path) -> Result<(), String> {
+    let mut times = Vec::new();
+    for version in crate::venv::MATRIX {
+        println!("--- conformance with tinker {version}");
+        let started = Instant::now();
+        let python = crate::venv::sdk_python_for(version)?;
+        conformance(root, &python).map_err(|e| format!("tinker {version}: {e}"))?;
+        times.push(format!("{version} {:.1?}", started.elapsed()));
+    }
+    println!("conformance matrix: {}", times.join(", "));
+    Ok(())
+}
+
+/// Drives a freshly built `tinker-local` with an unchanged official Python SDK (the
+/// interpreter of its venv).
 ///
 /// `cargo test` builds the `tinker-local` binary for that crate's integration tests, so
 /// right after it the binary is current; building it again with the plain (non-test)
 /// feature set would recompile much of the dependency graph for nothing (~4 min on CI).
-fn conformance(root: &Path) -> Result<(), String> {
+fn conformance(root: &Path, python: &Path) -> Result<(), String> {
     let server = root.join("target").join("debug").join("tinker-local");
     if !server.exists() {
         cargo(
@@ -107,7 +152,6 @@ fn conformance(root: &Path) -> Result<(), String> {
             ],
         )?;
     }
-    let python = crate::venv::sdk_python()?;
     let status = Command::new(python)
         .arg(root.join("scripts").join("conformance").join("run.py"))
         .arg(&server)

@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Some("codegen") => codegen::run(args.iter().any(|a| a == "--check")),
         Some("fixtures") => fixtures::run(),
         Some("test") => ci::run(&args[1..]),
+        Some("conformance") => ci::conformance_matrix(&workspace_root()),
         Some("examples") => examples::run(&args[1..]),
         Some("bench-sdk") => bench_sdk::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
@@ -39,7 +40,7 @@ fn main() -> ExitCode {
         Some("sdk-python") => venv::sdk_python().map(|p| println!("{}", p.display())),
         _ => {
             eprintln!(
-                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask examples [--no-build] [NAME...] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build] | cargo xtask fuzz [--seconds N] [--only LIST] | cargo xtask soak [--steps N] [--release]"
+                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask conformance | cargo xtask examples [--no-build] [NAME...] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build] | cargo xtask fuzz [--seconds N] [--only LIST] | cargo xtask soak [--steps N] [--release]"
             );
             return ExitCode::from(2);
         }

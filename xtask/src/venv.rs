@@ -1,6 +1,7 @@
-//! The cached Python venv holding the pinned official SDK (`tinker==0.38.0`).
+//! The cached Python venvs holding official SDKs: the pinned one (`tinker==0.38.0`) and the
+//! older versions of the compatibility matrix ([`MATRIX`]).
 //!
-//! It lives outside the clone (`~/.cache/tinker-rs/venv-<version>`, or under
+//! Each lives outside the clone (`~/.cache/tinker-rs/venv-<version>`, or under
 //! `$TINKER_RS_CACHE`) so CI creates it once and reuses it.
 
 use std::path::PathBuf;
@@ -11,9 +12,20 @@ use crate::cache_dir;
 /// The official SDK version whose wire behaviour we reproduce.
 pub(crate) const SDK_VERSION: &str = "0.38.0";
 
-/// Returns the venv's `python`, creating the venv and installing the SDK on first use.
+/// The official SDK versions the conformance run is repeated with (`cargo xtask test`):
+/// the wire of SDK ≤ 0.24 and tinkex (JSON training requests), 0.25 (the last with the
+/// checkpoint archive), and the pinned version.
+pub(crate) const MATRIX: &[&str] = &["0.15.0", "0.25.0", SDK_VERSION];
+
+/// Returns the pinned SDK venv's `python`, creating it on first use.
 pub(crate) fn sdk_python() -> Result<PathBuf, String> {
-    let venv = cache_dir().join(format!("venv-{SDK_VERSION}"));
+    sdk_python_for(SDK_VERSION)
+}
+
+/// Returns the `python` of the venv of SDK `version`, creating the venv and installing
+/// that SDK on first use.
+pub(crate) fn sdk_python_for(version: &str) -> Result<PathBuf, String> {
+    let venv = cache_dir().join(format!("venv-{version}"));
     let python = venv.join("bin").join("python");
     let marker = venv.join(".tinker-installed");
     if python.exists() && marker.exists() {
@@ -27,10 +39,9 @@ pub(crate) fn sdk_python() -> Result<PathBuf, String> {
         "pip",
         "install",
         "--quiet",
-        &format!("tinker=={SDK_VERSION}"),
+        &format!("tinker=={version}"),
     ]))?;
-    std::fs::write(&marker, SDK_VERSION)
-        .map_err(|e| format!("writing {}: {e}", marker.display()))?;
+    std::fs::write(&marker, version).map_err(|e| format!("writing {}: {e}", marker.display()))?;
     Ok(python)
 }
 

@@ -52,6 +52,9 @@ enum Command {
     /// List available models.
     #[command(subcommand)]
     Model(commands::model::Cmd),
+    /// Sample from a base model or saved sampler weights (beyond the SDK's CLI: tinkex's
+    /// sampling command).
+    Sample(commands::sample::Args),
     /// Print the version of this tool.
     Version,
     /// Print a shell completion script (e.g. `tinker completions bash > /etc/bash_completion.d/tinker`).
@@ -70,6 +73,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Auth(c) => commands::auth::run(c, f).await,
         Command::Billing(c) => commands::billing::run(c, f).await,
         Command::Model(c) => commands::model::run(c, f).await,
+        Command::Sample(a) => commands::sample::run(a, f).await,
         Command::Version => {
             println!("tinker {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -57,6 +57,13 @@ pub enum ErrorKind {
     DownloadRefused,
     /// The feature is not available (not implemented, or not offered by the server).
     Unsupported,
+    /// Automatic recovery of a broken training run gave up: every restore attempt failed
+    /// (the source is the last attempt's error), or there was no checkpoint to restore
+    /// from (see [`crate::recovery`]).
+    RecoveryFailed,
+    /// The transport's circuit breaker for this endpoint family is open after repeated
+    /// server failures; nothing was sent. Not retried.
+    CircuitOpen,
 }
 
 /// Who the server blames for a failed asynchronous request.
@@ -273,6 +280,7 @@ impl From<TransportError> for Error {
                 K::InvalidRequest => ErrorKind::InvalidInput,
                 K::Decode => ErrorKind::Protocol,
                 K::ResponseTooLarge => ErrorKind::ResponseTooLarge,
+                K::CircuitOpen => ErrorKind::CircuitOpen,
                 _ => ErrorKind::Connection,
             };
             Error::new(k, e.to_string())

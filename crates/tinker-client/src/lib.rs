@@ -13,7 +13,8 @@
 //!    trait), then `session` (the SDK's "client holder": transport, config, budgets,
 //!    background loops, the operation retry loop), then `future` (`retrieve_future`
 //!    polling and the [`ApiFuture`] handle);
-//! 3. the clients, `admin`, `rest`, `sampling`, `training`, then `custom_loss` and `service`.
+//! 3. the clients, `admin`, `rest`, `sampling`, `training`, then `custom_loss` and `service`;
+//! 4. `recovery`, which uses only the public API of the clients.
 //!
 //! Higher modules keep per-session state in `session::Extensions` (sampling's
 //! retry handlers, created custom losses) so that the session never names them.
@@ -25,11 +26,14 @@ pub mod admin;
 pub mod chunk;
 pub mod console;
 pub mod custom_loss;
+pub mod data;
 pub mod error;
 pub mod future;
 pub mod metrics;
 mod payload;
 mod proto;
+mod queue_log;
+pub mod recovery;
 pub mod regularizers;
 pub mod rest;
 pub mod sampling;
@@ -51,6 +55,8 @@ pub use sampling::{
 pub use service::{CloseStatus, ServiceClient, ServiceClientBuilder, TrainingClientOptions};
 pub use session::SDK_VERSION;
 pub use tinker_telemetry::{Telemetry, TelemetryStats};
+pub use tinker_transport::circuit::{CircuitBreakerConfig, CircuitState, EndpointFamily};
+pub use tinker_transport::retry::RetryConfig;
 pub use tokenizer::{TransportHubFetcher, tokenizer_loader};
 pub use training::{CustomLossOutput, LoadStateOptions, SaveOptions, TrainingClient};
 

@@ -20,8 +20,10 @@ use tinker_types::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::{Session, parse_json};
 
+mod archive;
 mod download;
 
+pub use archive::CheckpointArchiveUrl;
 pub use download::{DEFAULT_MAX_FILE_BYTES, DownloadOptions};
 
 pub use tinker_types::auth::WhoamiResponse;

@@ -30,6 +30,8 @@ pub struct ServiceClientBuilder {
     observer: Option<QueueStateObserver>,
     /// `None`: as `TINKER_TELEMETRY` says.
     telemetry: Option<bool>,
+    /// The default queue-state warning (on unless turned off).
+    queue_state_warnings: bool,
 }
 
 impl std::fmt::Debug for ServiceClientBuilder {
@@ -70,6 +72,7 @@ impl ServiceClientBuilder {
             session,
             observer: None,
             telemetry: None,
+            queue_state_warnings: true,
         }
     }
 
@@ -137,6 +140,17 @@ impl ServiceClientBuilder {
 
     /// Called with every queue state (`active`, `paused_capacity`, …) the server reports
     /// while a request of any client of this service waits.
+    /// Whether to warn (through `tracing`, target `tinker::queue`) when the server
+    /// reports a paused queue, as the SDK does (default on): sampling at once, training and
+    /// model creation after 15 minutes in one paused state; at most once a minute per
+    /// model or sampler, with the server's reason.
+    pub fn queue_state_warnings(mut self, enabled: bool) -> Self {
+        self.queue_state_warnings = enabled;
+        self
+    }
+
+    /// Called with every queue state the server reports while a request waits (in
+    /// addition to the default warning).
     pub fn queue_state_observer(
         mut self,
         observer: impl Fn(&tinker_types::QueueState, Option<&str>) + Send + Sync + 'static,
@@ -183,6 +197,9 @@ impl ServiceClientBuilder {
             .unwrap_or_else(|| crate::telemetry::enabled_by_env(transport.env()));
         let holder =
             Session::start_with_telemetry(transport, Some(self.session), telemetry).await?;
+        if !self.queue_state_warnings {
+            crate::queue_log::silence(&holder);
+        }
         Ok(ServiceClient {
             holder,
             observer: self.observer,
@@ -357,7 +374,13 @@ impl ServiceClient {
                 roundtrip,
                 reserved: None,
             },
-            self.observer.as_ref(),
+            crate::queue_log::observer_for(
+                &self.holder,
+                self.observer.clone(),
+                crate::queue_log::Queued::ModelCreation,
+                base_model,
+            )
+            .as_ref(),
         )
         .await?;
         TrainingClient::attach(self.holder.clone(), created.model_id, self.observer.clone()).await

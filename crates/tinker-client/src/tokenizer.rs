@@ -1,7 +1,8 @@
 //! Tokenizer loading for `get_tokenizer` (protocol §6.9), through `tinker-tokenizer`, with
 //! hub downloads going through the SDK's own transport ([`TransportHubFetcher`]).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 
 use http::{HeaderName, HeaderValue};
 use tinker_tokenizer::{
@@ -128,10 +129,48 @@ fn loader() -> &'static TokenizerLoader {
     })
 }
 
-/// Resolves and loads the tokenizer of `model_name` (cached per id for the process).
-pub(crate) async fn load(model_name: &str, tokenizer_id: Option<&str>) -> Result<Tokenizer> {
-    loader()
-        .load_for_model(model_name, tokenizer_id)
+/// A loader that downloads from the hub routes of the Tinker server at `api_base`
+/// (tinker-local serves its models' tokenizers there, protocol §6.9), one per server for
+/// the process. The Hugging Face token is never sent there.
+fn server_loader(api_base: &str) -> Option<TokenizerLoader> {
+    static LOADERS: OnceLock<Mutex<HashMap<String, TokenizerLoader>>> = OnceLock::new();
+    let loaders = LOADERS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut loaders = loaders
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(loader) = loaders.get(api_base) {
+        return Some(loader.clone());
+    }
+    let mut settings = LoaderSettings::from_env();
+    settings.hf_endpoint = api_base.trim_end_matches('/').to_owned();
+    settings.hf_token = None;
+    let fetcher = TransportHubFetcher::new(&settings.hf_endpoint).ok()?;
+    let loader = TokenizerLoader::new(settings).with_hub_fetcher(fetcher);
+    loaders.insert(api_base.to_owned(), loader.clone());
+    Some(loader)
+}
+
+/// Resolves and loads the tokenizer of `model_name` (cached per id for the process), for a
+/// client of the Tinker server at `api_base`: first from that server's hub routes (where
+/// tinker-local serves `tinker-local/micro` and the like; a server without them answers
+/// 404 and costs one request), then from the hub (`HF_ENDPOINT`, default huggingface.co).
+pub(crate) async fn load(
+    api_base: &str,
+    model_name: &str,
+    tokenizer_id: Option<&str>,
+) -> Result<Tokenizer> {
+    let hub = loader();
+    if hub.settings().hf_endpoint.trim_end_matches('/') != api_base.trim_end_matches('/')
+        && let Some(server) = server_loader(api_base)
+    {
+        match server.load_for_model(model_name, tokenizer_id).await {
+            Ok(tokenizer) => return Ok(tokenizer),
+            Err(error) => {
+                tracing::debug!(%error, model_name, "the Tinker server does not serve this tokenizer");
+            }
+        }
+    }
+    hub.load_for_model(model_name, tokenizer_id)
         .await
         .map_err(|e| {
             Error::new(

@@ -163,6 +163,12 @@ pub struct FaultConfig {
     pub routes: Vec<String>,
     /// Deterministic faults, applied before random ones.
     pub script: Vec<ScriptedFault>,
+    /// `corrupt_after=N`: the first training model (once per server) to finish its `N`-th
+    /// optimizer step (counted from its creation or load) gets a corrupted run: its REST
+    /// record says `corrupted: true`, and every later training request to it fails with a
+    /// `server` error (the session stays usable, so a new model can be loaded from a
+    /// checkpoint). `N` is at least 1.
+    pub corrupt_after: Option<u64>,
 }
 
 impl FaultConfig {
@@ -176,6 +182,7 @@ impl FaultConfig {
             || self.latency_ms.1 > 0
             || self.p_stall > 0.0
             || !self.script.is_empty()
+            || self.corrupt_after.is_some()
     }
 
     /// Parses the `--faults` text form (see the type docs).
@@ -211,6 +218,10 @@ impl FaultConfig {
                 "pdrop" => cfg.p_drop = prob(value)?,
                 "pstall" => cfg.p_stall = prob(value)?,
                 "stall_ms" => cfg.stall_ms = int(value)?,
+                "corrupt_after" => match int(value)? {
+                    0 => return Err("corrupt_after: the step count starts at 1".to_owned()),
+                    n => cfg.corrupt_after = Some(n),
+                },
                 "latency_ms" => {
                     let (lo, hi) = value.split_once('-').unwrap_or((value, value));
                     let (lo, hi) = (int(lo)?, int(hi)?);

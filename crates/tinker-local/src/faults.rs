@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -37,6 +38,8 @@ struct Inner {
 pub(crate) struct FaultInjector {
     config: FaultConfig,
     inner: Mutex<Inner>,
+    /// Whether the run-corrupting fault (`corrupt_after`) has fired; it fires once.
+    corrupted_a_run: AtomicBool,
 }
 
 impl FaultInjector {
@@ -50,6 +53,7 @@ impl FaultInjector {
         Self {
             config,
             inner: Mutex::new(inner),
+            corrupted_a_run: AtomicBool::new(false),
         }
     }
 
@@ -136,6 +140,13 @@ impl FaultInjector {
             return None;
         }
         lock(&self.inner).armed.pop_front()
+    }
+
+    /// After a training model's `optim_steps`-th successful optimizer step: whether its run
+    /// is corrupted now (`corrupt_after`; true for one model per server at most).
+    pub(crate) fn corrupts_run(&self, optim_steps: u64) -> bool {
+        self.config.corrupt_after == Some(optim_steps)
+            && !self.corrupted_a_run.swap(true, Ordering::SeqCst)
     }
 
     /// For a `retrieve_future` poll: `Some(408)` or `Some(410)` (sampling futures only).
@@ -240,6 +251,17 @@ mod tests {
             ]
         );
         assert_eq!(f.decide("/api/v1/create_session").1, FaultAction::Pass);
+    }
+
+    #[test]
+    fn corrupt_after_fires_once_at_the_nth_step() {
+        let f = FaultInjector::new(FaultConfig::parse("corrupt_after=2").unwrap());
+        assert!(!f.corrupts_run(1));
+        assert!(f.corrupts_run(2));
+        // Another model reaching its second step later is left alone.
+        assert!(!f.corrupts_run(2));
+        assert!(!FaultInjector::new(FaultConfig::default()).corrupts_run(1));
+        assert!(FaultConfig::parse("corrupt_after=0").is_err());
     }
 
     #[test]

@@ -198,13 +198,6 @@ impl AppState {
         self.specs.iter().find(|s| s.name == name)
     }
 
-    /// The folder holding `tokenizer.json` and `tokenizer_config.json` of the served model
-    /// `name` (every served model has one).
-    #[allow(dead_code)] // Not finished: the tokenizer file routes (issue 17) will call it.
-    pub(crate) fn tokenizer_dir(&self, name: &str) -> Option<&Path> {
-        self.spec(name).map(|s| s.tokenizer_dir.as_path())
-    }
-
     /// A 128-bit keyed hash of `data` (SipHash over the server secret and `data`), hex
     /// encoded: signs URLs and tokens, and derives owner labels.
     pub(crate) fn sign(&self, data: &str) -> String {

@@ -432,16 +432,40 @@ fn run(
             return;
         }
     };
+    // Successful optimizer steps of this model, for the `corrupt_after` fault.
+    let mut optim_steps = 0u64;
+    let mut corrupted = false;
     while let Ok(job) = rx.recv() {
         let Some(state) = state.upgrade() else { break };
         state.record_execution(&model_id, job.seq_id);
+        if corrupted {
+            // A corrupted run refuses all work (saving it would keep bad state) but leaves
+            // the session alone: the client restores a new model from a checkpoint.
+            job.done.complete(Outcome::server(format!(
+                "training run {model_id} is corrupted; create a new training client from its \
+                 last checkpoint"
+            )));
+            continue;
+        }
         let started = std::time::Instant::now();
         let op_name = job.op.name();
         let request_type = job.op.request_type();
+        let is_optim_step = matches!(job.op, TrainOp::OptimStep(_));
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             execute(&state, &model_id, model.as_mut(), job.op)
         }))
         .unwrap_or_else(|_| Outcome::server(format!("{op_name} panicked in the engine")));
+        if is_optim_step && !matches!(outcome, Outcome::Failed { .. }) {
+            optim_steps += 1;
+            if state.faults.corrupts_run(optim_steps) {
+                corrupted = true;
+                tracing::warn!(model = %model_id, optim_steps, "fault: training run corrupted");
+                let _ = state.store.update_run(&model_id, |run| {
+                    run.corrupted = true;
+                    Ok(())
+                });
+            }
+        }
         tracing::debug!(model = %model_id, seq_id = job.seq_id, op = op_name,
             elapsed_ms = started.elapsed().as_millis() as u64, "executed");
         let _ = state.store.update_run(&model_id, |run| {

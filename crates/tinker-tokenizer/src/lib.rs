@@ -25,6 +25,7 @@
 //! Encoding and decoding are synchronous CPU work; async callers with large inputs should
 //! run them under `tokio::task::spawn_blocking` (the [`Tokenizer`] is an `Arc` clone).
 
+pub mod chat;
 mod error;
 mod files;
 mod hub;

@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use tower::util::BoxCloneSyncService;
 
 use crate::auth::Credential;
+use crate::circuit::{CircuitBreaker, CircuitBreakerConfig, CircuitObserver};
 use crate::clock::Runtime;
 use crate::env::Env;
 use crate::error::TransportError;
@@ -63,6 +64,8 @@ pub struct TransportBuilder {
     max_retries: u32,
     concurrency_limit: Option<usize>,
     rate_limit: Option<RateLimit>,
+    circuit_breaker: Option<CircuitBreakerConfig>,
+    circuit_observer: Option<CircuitObserver>,
     runtime: Runtime,
     http: HttpConfig,
     layers: Vec<LayerFn>,
@@ -92,6 +95,8 @@ impl Default for TransportBuilder {
             max_retries: DEFAULT_MAX_RETRIES,
             concurrency_limit: None,
             rate_limit: None,
+            circuit_breaker: None,
+            circuit_observer: None,
             runtime: Runtime::default(),
             http: HttpConfig {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -183,6 +188,21 @@ impl TransportBuilder {
     /// A request-rate limit shared by all clones (each attempt takes one cell).
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Turns on a circuit breaker per endpoint family (off by default): after
+    /// `failure_threshold` consecutive server failures of one family, its calls fail at
+    /// once with [`ErrorKind::CircuitOpen`](crate::ErrorKind::CircuitOpen) until trial
+    /// calls succeed again (module [`circuit`](crate::circuit)).
+    pub fn circuit_breaker(mut self, config: CircuitBreakerConfig) -> Self {
+        self.circuit_breaker = Some(config);
+        self
+    }
+
+    /// Called on every circuit state change (with [`circuit_breaker`](Self::circuit_breaker)).
+    pub fn circuit_observer(mut self, observer: CircuitObserver) -> Self {
+        self.circuit_observer = Some(observer);
         self
     }
 
@@ -303,12 +323,16 @@ impl TransportBuilder {
             auth: auth.clone(),
             runtime: self.runtime.clone(),
         });
+        let breaker = self.circuit_breaker.map(|config| {
+            CircuitBreaker::new(config, self.runtime.clone(), self.circuit_observer.clone())
+        });
         let service = build_stack(
             http.clone(),
             ctx.clone(),
             self.runtime.clone(),
             self.rate_limit.clone(),
             self.concurrency_limit,
+            breaker.clone(),
         );
         Ok(Transport::from_shared(Shared {
             base_url,
@@ -325,6 +349,7 @@ impl TransportBuilder {
             env: self.env.clone(),
             api_key,
             billing: Arc::new(BillingPause::new(self.billing_max_pause)),
+            breaker,
         }))
     }
 }

@@ -53,6 +53,10 @@ pub enum ErrorKind {
     /// [`TransportError::size_limit`] tells the limit. Never retried: the same request
     /// would get the same answer.
     ResponseTooLarge,
+    /// The endpoint family's circuit breaker is open: nothing was sent
+    /// ([`TransportBuilder::circuit_breaker`](crate::TransportBuilder::circuit_breaker)).
+    /// Not retried; [`TransportError::circuit_retry_in`] tells when trial calls resume.
+    CircuitOpen,
 }
 
 impl ErrorKind {
@@ -108,6 +112,14 @@ pub(crate) enum Cause {
     TooLarge { what: &'static str, limit: u64 },
     #[snafu(display("too many redirects (more than {max})"))]
     TooManyRedirects { max: usize },
+    #[snafu(display(
+        "the {family} circuit breaker is open after repeated failures; trial calls resume in {:.1} s",
+        retry_in.as_secs_f64()
+    ))]
+    CircuitOpen {
+        family: crate::circuit::EndpointFamily,
+        retry_in: Duration,
+    },
 }
 
 /// A boxed future of a transport result (the futures of the stack's services).
@@ -208,6 +220,14 @@ impl TransportError {
     /// or `decoded response body`).
     pub(crate) fn too_large(what: &'static str, limit: u64) -> Self {
         Self::new(ErrorKind::ResponseTooLarge, Cause::TooLarge { what, limit })
+    }
+
+    /// A call refused by an open circuit breaker.
+    pub(crate) fn circuit_open(family: crate::circuit::EndpointFamily, retry_in: Duration) -> Self {
+        Self::new(
+            ErrorKind::CircuitOpen,
+            Cause::CircuitOpen { family, retry_in },
+        )
     }
 
     pub(crate) fn decode_json(source: serde_json::Error) -> Self {
@@ -317,6 +337,15 @@ impl TransportError {
     pub fn size_limit(&self) -> Option<u64> {
         match self.inner.cause {
             Cause::TooLarge { limit, .. } => Some(limit),
+            _ => None,
+        }
+    }
+
+    /// How long until an open circuit lets trial calls through, for
+    /// [`ErrorKind::CircuitOpen`] (zero while trial calls are in flight).
+    pub fn circuit_retry_in(&self) -> Option<Duration> {
+        match self.inner.cause {
+            Cause::CircuitOpen { retry_in, .. } => Some(retry_in),
             _ => None,
         }
     }

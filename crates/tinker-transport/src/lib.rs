@@ -77,6 +77,7 @@
 pub mod auth;
 mod budget;
 mod builder;
+pub mod circuit;
 pub mod clock;
 mod env;
 mod error;

@@ -1,5 +1,7 @@
 //! The tower stack behind [`Transport`](crate::Transport), outermost first:
 //!
+//! 0. optional circuit breaker per endpoint family (module `circuit`; one call, retries
+//!    included, is one outcome);
 //! 1. HTTP-layer retry (`tower::retry` with [`HttpRetryPolicy`]; idempotency key fixed
 //!    per call, retry count bumped per attempt);
 //! 2. optional governor rate limit (each attempt pays; shared by clones);
@@ -25,6 +27,7 @@ use tracing::Instrument;
 
 use crate::auth::Credential;
 use crate::auth::jwt::JwtAuth;
+use crate::circuit::{CircuitBreaker, CircuitService};
 use crate::clock::Runtime;
 use crate::error::TransportError;
 use crate::headers::{
@@ -274,13 +277,14 @@ where
     }
 }
 
-/// Assembles steps 1–4 over an HTTP service.
+/// Assembles steps 0–4 over an HTTP service.
 pub(crate) fn build_stack(
     http: HttpService,
     ctx: Arc<AttemptContext>,
     runtime: Runtime,
     rate_limit: Option<RateLimit>,
     concurrency: Option<usize>,
+    breaker: Option<CircuitBreaker>,
 ) -> CallService {
     let attempt = AttemptService { ctx, http };
     let admitted: CallService = if rate_limit.is_none() && concurrency.is_none() {
@@ -292,11 +296,18 @@ pub(crate) fn build_stack(
             slots: concurrency.map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         })
     };
-    BoxCloneSyncService::new(
+    let retried = BoxCloneSyncService::new(
         ServiceBuilder::new()
             .layer(tower::retry::RetryLayer::new(HttpRetryPolicy { runtime }))
             .service(admitted),
-    )
+    );
+    match breaker {
+        Some(breaker) => BoxCloneSyncService::new(CircuitService {
+            inner: retried,
+            breaker,
+        }),
+        None => retried,
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::jwt::{Exchange, JwtAuth};
 use crate::auth::{Credential, JwtClaims, jwt_claims};
 use crate::builder::TransportBuilder;
+use crate::circuit::{CircuitBreaker, CircuitState, EndpointFamily};
 use crate::clock::Runtime;
 use crate::env::Env;
 use crate::error::TransportError;
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     pub(crate) env: Env,
     pub(crate) api_key: Option<SecretString>,
     pub(crate) billing: Arc<BillingPause>,
+    /// The circuit breaker, when turned on (used by the stack; kept for its states).
+    pub(crate) breaker: Option<CircuitBreaker>,
 }
 
 impl fmt::Debug for Transport {
@@ -172,6 +175,7 @@ impl Transport {
             self.inner.runtime.clone(),
             None,
             None,
+            None,
         );
         // The exchange shares the pool and budgets but not this transport's JWT state.
         let weak = Arc::downgrade(&self.inner);
@@ -197,6 +201,16 @@ impl Transport {
         // A concurrent call may have won; either JWT state is equivalent.
         let _ = self.inner.auth.jwt.set(jwt);
         Ok(())
+    }
+
+    /// The state of each endpoint family's circuit that has seen a call, in family order
+    /// (empty without [`TransportBuilder::circuit_breaker`](crate::TransportBuilder::circuit_breaker)).
+    pub fn circuit_states(&self) -> Vec<(EndpointFamily, CircuitState)> {
+        self.inner
+            .breaker
+            .as_ref()
+            .map(CircuitBreaker::states)
+            .unwrap_or_default()
     }
 
     /// Whether JWT auth is on.

@@ -168,3 +168,13 @@ pub(crate) fn non_finite_error<E: serde::ser::Error>() -> E {
 pub(crate) fn is_none<T>(value: &&Option<T>) -> bool {
     value.is_none()
 }
+
+/// Reads `null` as the type's default (for fields that older clients send as `null`, e.g.
+/// tinkex's `"user_metadata": null`); use with `#[serde(default, deserialize_with = …)]`.
+pub fn null_as_default<'de, D, T>(deserializer: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    Ok(<Option<T> as serde::Deserialize>::deserialize(deserializer)?.unwrap_or_default())
+}

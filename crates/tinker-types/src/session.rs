@@ -12,8 +12,8 @@ type_last_struct! {
         /// Session tags (`TINKER_TAGS`).
         #[serde(default)]
         pub tags: Vec<String>,
-        /// Free-form metadata (`{}` when none).
-        #[serde(default)]
+        /// Free-form metadata (`{}` when none; `null`, as tinkex sends it, reads as `{}`).
+        #[serde(default, deserialize_with = "crate::json::null_as_default")]
         pub user_metadata: Map<String, Value>,
         /// SDK version string.
         #[serde(default)]
@@ -107,5 +107,30 @@ impl FinishSessionRequest {
             reason: FinishReasonObject { kind: reason },
             detail,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tinkex sends `"user_metadata": null`; it reads as no metadata, not as an error.
+    #[test]
+    fn null_user_metadata_reads_as_empty() {
+        let req: CreateSessionRequest = crate::json::from_str(
+            r#"{"tags":[],"user_metadata":null,"sdk_version":"0.15.0","type":"create_session"}"#,
+        )
+        .expect("null metadata is accepted");
+        assert!(req.user_metadata.is_empty());
+        let req: CreateSessionRequest =
+            crate::json::from_str(r#"{"tags":[],"sdk_version":"x","type":"create_session"}"#)
+                .expect("missing metadata is accepted");
+        assert!(req.user_metadata.is_empty());
+        assert!(
+            crate::json::from_str::<CreateSessionRequest>(
+                r#"{"tags":[],"user_metadata":[1],"sdk_version":"x","type":"create_session"}"#
+            )
+            .is_err()
+        );
     }
 }

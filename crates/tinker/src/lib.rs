@@ -79,6 +79,10 @@ pub use tinker_transport as transport;
 /// Tokenizers (re-export of `tinker-tokenizer`).
 pub use tinker_tokenizer as tokenizer;
 
+/// Chat rendering: conversations to tokens and per-token training weights (re-export of
+/// `tinker_tokenizer::chat`; the `Datum` builders are in [`data`]).
+pub use tinker_tokenizer::chat;
+
 /// Tracing and telemetry (re-export of `tinker-telemetry`).
 pub use tinker_telemetry as telemetry;
 
@@ -102,4 +106,9 @@ pub mod prelude {
         AdamParams, CrossEntropyInputs, Datum, ForwardBackwardOutput, LossFn, ModelInput,
         SamplingParams, TensorData,
     };
+
+    pub use tinker_client::data::{
+        DatumOptions, datum_from_conversation, datum_from_prompt_completion,
+    };
+    pub use tinker_tokenizer::chat::{ChatRenderer, TrainOn};
 }

@@ -7,4 +7,5 @@ pub(crate) mod fetch;
 pub(crate) mod model;
 pub(crate) mod push_hf;
 pub(crate) mod run;
+pub(crate) mod sample;
 pub(crate) mod session;

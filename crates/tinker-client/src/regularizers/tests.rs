@@ -1,8 +1,6 @@
 //! The pipeline against tinkex's golden numbers, its gradients against finite differences
 //! and the symbolic gradient norms against reverse-mode autodiff.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::collections::BTreeMap;
 
 use tinker_types::{Datum, ModelInput, TensorData};

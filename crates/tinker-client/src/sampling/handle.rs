@@ -116,7 +116,6 @@ impl HandleState {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::{HeaderName, HeaderValue};
 use tinker_transport::RequestSpec;
-use tinker_transport::retry::{RetryClass, Retryable};
+use tinker_transport::retry::{RetryClass, RetryConfig, Retryable};
 use tinker_transport::{Env, SecretString};
 use tinker_types::CompletionState;
 use tinker_types::{
@@ -145,6 +145,8 @@ pub enum SamplingSource {
 #[derive(Clone)]
 pub struct SamplingClient {
     inner: Arc<Inner>,
+    /// The outer retry handler, shared per (session, sampling session, retry config).
+    retry: Arc<RetryHandler>,
 }
 
 struct Inner {
@@ -158,11 +160,12 @@ struct Inner {
     clone_id: OnceCell<u64>,
     /// The session futures poller, started by the first sample when flagged (§3.3).
     poller: OnceLock<SessionPoller>,
-    /// The outer retry handler, shared per (holder, sampling session).
-    retry: Arc<RetryHandler>,
     /// Record stability information on every sample (carried by sampler handles).
     record_stability_info: bool,
+    /// The caller's observer plus the default queue-state warning.
     observer: Option<QueueStateObserver>,
+    /// The caller's observer alone (what a rebuilt client composes again).
+    user_observer: Option<QueueStateObserver>,
 }
 
 impl std::fmt::Debug for SamplingClient {
@@ -247,22 +250,31 @@ impl SamplingClient {
         clone_id: Option<u64>,
         record_stability_info: bool,
     ) -> Self {
-        let retry = holder
-            .extensions
-            .get_or_default::<RetryHandlers>()
-            .get(&holder, &sampling_session_id);
+        let retry = holder.extensions.get_or_default::<RetryHandlers>().get(
+            &holder,
+            &sampling_session_id,
+            RetryConfig::default(),
+        );
+        let user_observer = observer;
+        let observer = crate::queue_log::observer_for(
+            &holder,
+            user_observer.clone(),
+            crate::queue_log::Queued::Sampling,
+            &sampling_session_id,
+        );
         Self {
+            retry,
             inner: Arc::new(Inner {
                 next_seq: AtomicU64::new(clone_id.unwrap_or(0).saturating_mul(CLONE_STRIDE)),
                 clone_id: OnceCell::new_with(clone_id),
                 poller: OnceLock::new(),
-                retry,
                 record_stability_info,
                 holder,
                 sampling_session_id,
                 base_model,
                 model_path,
                 observer,
+                user_observer,
             }),
         }
     }
@@ -281,7 +293,7 @@ impl SamplingClient {
             .post_json("/api/v1/join_sampling_session", &req, "SamplingClient.join")
             .await?;
         let client = Self::for_session(holder, sampling_session_id, None, None, observer).await?;
-        let Self { inner } = client;
+        let Self { inner, .. } = client;
         let inner = Arc::into_inner(inner)
             .ok_or_else(|| Error::protocol("sampling client shared before it was built"))?;
         Ok(Self::assemble(
@@ -289,7 +301,7 @@ impl SamplingClient {
             inner.sampling_session_id,
             inner.base_model,
             inner.model_path,
-            inner.observer,
+            inner.user_observer,
             Some(resp.client_counter),
             false,
         ))
@@ -413,7 +425,7 @@ impl SamplingClient {
                 "the base model of this sampler is unknown",
             )
         })?;
-        crate::tokenizer::load(name, None).await
+        crate::tokenizer::load(self.inner.holder.transport.base_url(), name, None).await
     }
 
     /// Samples `num_samples` continuations of `prompt`.
@@ -439,6 +451,7 @@ impl SamplingClient {
         options: SampleOptions,
     ) -> ApiFuture<SampleResponse> {
         let inner = self.inner.clone();
+        let retry = self.retry.clone();
         let no_retries = inner.holder.config.sample_no_retries;
         match build_request(&inner, prompt, params, options) {
             Err(e) => ApiFuture::failed(e),
@@ -447,7 +460,7 @@ impl SamplingClient {
                     let result = if no_retries {
                         sample_once(&inner, template).await
                     } else {
-                        sample_retrying(&inner, template, SAMPLE_FUNC).await
+                        sample_retrying(&inner, &retry, template, SAMPLE_FUNC).await
                     };
                     report_final(&inner, result).await
                 })
@@ -455,15 +468,39 @@ impl SamplingClient {
         }
     }
 
+    /// This client with another retry configuration (the SDK's `retry_config`): same
+    /// sampling session and `seq_id` counter, with the outer retry handler of that
+    /// configuration (shared by every client of the session that uses an equal one). As
+    /// in the SDK, the concurrency limit and the server's stuck-detection switch still
+    /// come from the server's client config.
+    pub fn with_retry_config(&self, config: RetryConfig) -> Self {
+        let retry = self
+            .inner
+            .holder
+            .extensions
+            .get_or_default::<RetryHandlers>()
+            .get(&self.inner.holder, &self.inner.sampling_session_id, config);
+        Self {
+            inner: self.inner.clone(),
+            retry,
+        }
+    }
+
+    /// The retry configuration of this client's outer retry handler.
+    pub fn retry_config(&self) -> RetryConfig {
+        self.retry.config()
+    }
+
     /// The logprob of every prompt token (the first is `None`).
     pub fn compute_logprobs(&self, prompt: ModelInput) -> ApiFuture<Vec<Option<f32>>> {
         let inner = self.inner.clone();
+        let retry = self.retry.clone();
         let options = SampleOptions::samples(1).with_prompt_logprobs();
         match build_request(&inner, prompt, SamplingParams::with_max_tokens(1), options) {
             Err(e) => ApiFuture::failed(e),
             Ok(template) => {
                 ApiFuture::spawn_abortable(&self.inner.holder, RequestType::Sample, async move {
-                    let result = sample_retrying(&inner, template, LOGPROBS_FUNC)
+                    let result = sample_retrying(&inner, &retry, template, LOGPROBS_FUNC)
                         .await
                         .and_then(|resp| {
                             resp.prompt_logprobs.ok_or_else(|| {
@@ -544,11 +581,11 @@ async fn report_final<T>(inner: &Inner, result: Result<T>) -> Result<T> {
 /// backoff; if nothing of the handler completes for 7200 s the call fails as stuck.
 async fn sample_retrying(
     inner: &Inner,
+    retry: &RetryHandler,
     template: SampleRequest,
     func: &'static str,
 ) -> Result<SampleResponse> {
-    inner
-        .retry
+    retry
         .execute(&inner.holder, &inner.sampling_session_id, func, || {
             sample_once(inner, template.clone())
         })
@@ -807,7 +844,6 @@ impl SamplerHandleOptions {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use std::time::Duration;
 
@@ -945,11 +981,11 @@ mod tests {
         assert!(!Arc::ptr_eq(&a.inner.holder, &original.inner.holder));
         // One outer retry handler per (holder, sampling session), not per client nor per
         // process.
-        assert!(Arc::ptr_eq(&a.inner.retry, &b.inner.retry));
-        assert!(!Arc::ptr_eq(&a.inner.retry, &c.inner.retry));
-        assert!(!Arc::ptr_eq(&a.inner.retry, &original.inner.retry));
+        assert!(Arc::ptr_eq(&a.retry, &b.retry));
+        assert!(!Arc::ptr_eq(&a.retry, &c.retry));
+        assert!(!Arc::ptr_eq(&a.retry, &original.retry));
         let slots = usize::try_from(a.inner.holder.config.sample_max_concurrent_requests).unwrap();
-        assert_eq!(a.inner.retry.available_slots(), Some(slots));
+        assert_eq!(a.retry.available_slots(), Some(slots));
         let another = SamplingClient::create(
             original.inner.holder.clone(),
             SamplingSource::BaseModel("tinker-local/micro".into()),
@@ -957,7 +993,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(!Arc::ptr_eq(&another.inner.retry, &original.inner.retry));
+        assert!(!Arc::ptr_eq(&another.retry, &original.retry));
         let same_session = SamplingClient::for_session(
             original.inner.holder.clone(),
             original.sampling_session_id().to_owned(),
@@ -967,10 +1003,7 @@ mod tests {
         )
         .await
         .unwrap();
-        assert!(Arc::ptr_eq(
-            &same_session.inner.retry,
-            &original.inner.retry
-        ));
+        assert!(Arc::ptr_eq(&same_session.retry, &original.retry));
         for client in [&a, &b, &c] {
             client
                 .sample(

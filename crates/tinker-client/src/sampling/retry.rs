@@ -6,44 +6,57 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
 
-use tinker_transport::retry::backoff::sampling_backoff;
+use tinker_transport::retry::RetryConfig;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::session::Session;
 
-/// No-progress window of the stuck detector.
-pub(crate) const STUCK_AFTER: Duration = Duration::from_secs(7200);
+/// A handler and the configuration it was made for.
+type ConfiguredHandler = (RetryConfig, Weak<RetryHandler>);
 
-/// The handlers of one holder, by sampling session id. Entries live as long as a client
-/// uses them.
+/// The handlers of one session, by sampling session id and retry configuration (the SDK
+/// keys its handlers by both). Entries live as long as a client uses them.
 #[derive(Default)]
 pub(crate) struct RetryHandlers {
-    by_session: Mutex<HashMap<String, Weak<RetryHandler>>>,
+    by_session: Mutex<HashMap<String, Vec<ConfiguredHandler>>>,
 }
 
 impl RetryHandlers {
-    /// The live handler of `sampling_session_id` on `holder`, or a new one.
-    pub(crate) fn get(&self, holder: &Session, sampling_session_id: &str) -> Arc<RetryHandler> {
+    /// The live handler of (`sampling_session_id`, `config`) on `holder`, or a new one.
+    pub(crate) fn get(
+        &self,
+        holder: &Session,
+        sampling_session_id: &str,
+        config: RetryConfig,
+    ) -> Arc<RetryHandler> {
         let mut all = self
             .by_session
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        all.retain(|_, h| h.strong_count() > 0);
-        if let Some(handler) = all.get(sampling_session_id).and_then(Weak::upgrade) {
+        all.retain(|_, handlers| {
+            handlers.retain(|(_, h)| h.strong_count() > 0);
+            !handlers.is_empty()
+        });
+        let handlers = all.entry(sampling_session_id.to_owned()).or_default();
+        if let Some(handler) = handlers
+            .iter()
+            .find(|(c, _)| *c == config)
+            .and_then(|(_, h)| h.upgrade())
+        {
             return handler;
         }
-        let handler = Arc::new(RetryHandler::new(holder));
-        all.insert(sampling_session_id.to_owned(), Arc::downgrade(&handler));
+        let handler = Arc::new(RetryHandler::new(holder, config));
+        handlers.push((config, Arc::downgrade(&handler)));
         handler
     }
 }
 
 /// One sampling session's outer retry handler.
 pub(crate) struct RetryHandler {
+    config: RetryConfig,
     /// `sample_max_concurrent_requests` slots; absent with the session poller, where a
     /// waiting sample holds no connection.
     concurrency: Option<Semaphore>,
@@ -60,7 +73,7 @@ struct Progress {
 }
 
 impl RetryHandler {
-    fn new(holder: &Session) -> Self {
+    fn new(holder: &Session, config: RetryConfig) -> Self {
         let concurrency = (!holder.config.sample_use_retrieve_futures).then(|| {
             Semaphore::new(
                 usize::try_from(holder.config.sample_max_concurrent_requests)
@@ -69,12 +82,18 @@ impl RetryHandler {
             )
         });
         Self {
+            config,
             concurrency,
             progress: Mutex::new(Progress {
                 last: holder.transport.runtime().clock.now(),
                 active: 0,
             }),
         }
+    }
+
+    /// The configuration this handler retries with.
+    pub(crate) fn config(&self) -> RetryConfig {
+        self.config
     }
 
     /// Free slots of the concurrency limit (`None` without a limit).
@@ -86,8 +105,9 @@ impl RetryHandler {
     /// Runs `attempt` until it succeeds or fails for good: timeouts, connection errors,
     /// 410 and 408/409/429/5xx are retried without limit, each failure reported as
     /// `RetryHandler.execute.exception` with `func` as its function name. Fails as
-    /// [`ErrorKind::Stuck`] when no call of this handler completes for
-    /// [`STUCK_AFTER`] (unless the server disabled stuck detection).
+    /// [`ErrorKind::Stuck`] when no call of this handler completes for the configured
+    /// progress timeout (unless the configuration or the server disabled stuck
+    /// detection). Without `enable_retry_logic`, one attempt.
     pub(crate) async fn execute<T, F, Fut>(
         &self,
         holder: &Session,
@@ -107,15 +127,17 @@ impl RetryHandler {
                 None => None,
             };
         let _active = self.enter(holder);
-        let retries = retry_loop(holder, func, attempt);
-        let result = if holder.config.sample_enable_stuck_detection {
+        let retries = retry_loop(holder, self.config, func, attempt);
+        let result = if holder.config.sample_enable_stuck_detection
+            && self.config.enable_stuck_detection
+        {
             tokio::select! {
                 r = retries => r,
                 () = self.wait_stuck(holder) => Err(Error::new(
                     ErrorKind::Stuck,
                     format!(
                         "No progress made in {}s on sampling session {sampling_session_id}. Requests appear to be stuck.",
-                        STUCK_AFTER.as_secs()
+                        self.config.progress_timeout.as_secs()
                     ),
                 )),
             }
@@ -143,11 +165,11 @@ impl RetryHandler {
         ActiveCall { handler: self }
     }
 
-    /// Returns once nothing of this handler completed for [`STUCK_AFTER`].
+    /// Returns once nothing of this handler completed for its progress timeout.
     async fn wait_stuck(&self, holder: &Session) {
         let clock = holder.transport.runtime().clock.clone();
         loop {
-            let deadline = self.lock().last + STUCK_AFTER;
+            let deadline = self.lock().last + self.config.progress_timeout;
             let now = clock.now();
             if now >= deadline {
                 return;
@@ -169,11 +191,19 @@ impl Drop for ActiveCall<'_> {
     }
 }
 
-async fn retry_loop<T, F, Fut>(holder: &Session, func: &'static str, mut attempt: F) -> Result<T>
+async fn retry_loop<T, F, Fut>(
+    holder: &Session,
+    config: RetryConfig,
+    func: &'static str,
+    mut attempt: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    if !config.enable_retry_logic {
+        return attempt().await;
+    }
     let runtime = holder.transport.runtime();
     let started = runtime.clock.now();
     let started_unix = runtime.clock.unix_now();
@@ -199,7 +229,7 @@ where
         if !should_retry {
             return Err(err);
         }
-        let delay = sampling_backoff(attempt_count, runtime.jitter.unit());
+        let delay = config.backoff(attempt_count, runtime.jitter.unit());
         tracing::debug!(attempt_count, error = %err, ?delay, "retrying sample");
         runtime.clock.sleep(delay).await;
     }
@@ -207,7 +237,6 @@ where
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use std::time::Duration;
 
@@ -240,9 +269,9 @@ mod tests {
         tokio::time::pause();
         let start = tokio::time::Instant::now();
         let handlers = holder.extensions.get_or_default::<RetryHandlers>();
-        let first = handlers.get(&holder, "s:sample:0");
-        let second = handlers.get(&holder, "s:sample:0");
-        let other = handlers.get(&holder, "s:sample:1");
+        let first = handlers.get(&holder, "s:sample:0", RetryConfig::default());
+        let second = handlers.get(&holder, "s:sample:0", RetryConfig::default());
+        let other = handlers.get(&holder, "s:sample:1", RetryConfig::default());
         assert!(Arc::ptr_eq(&first, &second));
         assert!(!Arc::ptr_eq(&first, &other));
 
@@ -259,7 +288,10 @@ mod tests {
         let err = err.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Stuck, "{err:?}");
         // 7200 s after the other client's completion at 5000 s, not after its own start.
-        assert_eq!(start.elapsed().as_secs(), 5000 + STUCK_AFTER.as_secs());
+        assert_eq!(
+            start.elapsed().as_secs(),
+            5000 + RetryConfig::default().progress_timeout.as_secs()
+        );
 
         // Idle for longer than the window: the next call starts a fresh one.
         tokio::time::sleep(Duration::from_secs(10_000)).await;
@@ -269,7 +301,10 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Stuck);
-        assert_eq!(again.elapsed().as_secs(), STUCK_AFTER.as_secs());
+        assert_eq!(
+            again.elapsed().as_secs(),
+            RetryConfig::default().progress_timeout.as_secs()
+        );
         drop(server);
     }
 }

@@ -117,6 +117,12 @@ impl TrainingClient {
             "ServiceClient.create_lora_training_client",
         )
         .await?;
+        let observer = crate::queue_log::observer_for(
+            &holder,
+            observer,
+            crate::queue_log::Queued::Training,
+            &model_id,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 holder,
@@ -188,7 +194,8 @@ impl TrainingClient {
             .clone()
             .or_else(|| info.model_name.clone())
             .unwrap_or_default();
-        crate::tokenizer::load(&name, info.tokenizer_id()).await
+        let api_base = self.inner.holder.transport.base_url();
+        crate::tokenizer::load(api_base, &name, info.tokenizer_id()).await
     }
 
     /// One optimizer step with the accumulated gradients.

@@ -109,6 +109,13 @@ pub(crate) fn of_json<T: Serialize>(kind: &str, request: &T, raw: &[u8]) -> Payl
     d.finish()
 }
 
+/// The digest of a body as received (a request refused before it could be parsed).
+pub(crate) fn of_bytes(kind: &str, raw: &[u8]) -> PayloadDigest {
+    let mut d = Digester::new(kind);
+    d.bytes(raw);
+    d.finish()
+}
+
 /// The digest of a (decompressed) `ForwardBackwardRequest` protobuf body.
 pub(crate) fn of_forward_backward(raw: &[u8]) -> PayloadDigest {
     let mut d = Digester::new("forward_backward");

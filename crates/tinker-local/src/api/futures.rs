@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -15,7 +15,7 @@ use tinker_types::{
     RequestErrorCategory, RequestFailedResponse, TryAgainResponse,
 };
 
-use super::{ApiError, ApiResult, AppStateRef, ok, owned, parse, reply};
+use super::{ApiError, ApiResult, AppStateRef, legacy, ok, owned, parse, reply};
 use crate::auth::Caller;
 use crate::config::PayloadFault;
 use crate::faults;
@@ -24,6 +24,7 @@ use crate::promise::{FutureKind, Outcome};
 pub(crate) async fn retrieve_future(
     State(state): AppStateRef,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
     let req: FutureRetrieveRequest = parse(&body)?;
@@ -74,6 +75,9 @@ pub(crate) async fn retrieve_future(
                 return reply(&CompleteMetadataResponse {
                     response_payload_size: bytes.len() as u64,
                 });
+            }
+            if !legacy::accepts_proto(&headers) {
+                return legacy::proto_result_as_json(waiter.kind, bytes);
             }
             let mut response = Response::new(axum::body::Body::from(bytes.clone()));
             response.headers_mut().insert(

@@ -2,6 +2,8 @@
 
 mod digest;
 mod futures;
+mod hub;
+mod legacy;
 mod owned;
 mod rest;
 mod sampling;
@@ -90,8 +92,9 @@ impl From<crate::worker::SubmitError> for ApiError {
 /// Parses a JSON body into a `tinker-types` request: 400 (category user) for invalid JSON
 /// or JSON of the wrong shape, naming the offending field's path.
 pub(crate) fn parse<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let value: serde_json::Value = serde_json::from_slice(body)
+    let mut value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    legacy::tag_chunks(&mut value);
     tinker_types::json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
@@ -150,6 +153,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/create_model", post(training::create_model))
         .route("/get_info", post(training::get_info))
         .route("/forward_backward", post(training::forward_backward))
+        .route("/forward", post(training::forward))
+        .route("/unload_model", post(legacy::unload_model))
         .route("/optim_step", post(training::optim_step))
         .route("/save_weights", post(training::save_weights))
         .route(
@@ -183,6 +188,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api/v1", v1)
         .merge(rest::signed_routes())
+        .merge(hub::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::map_response(json_errors))

@@ -14,7 +14,7 @@ use serde_json::json;
 use tinker_types::UntypedFuture;
 
 use super::owned::{self, Access};
-use super::{ApiError, ApiResult, AppStateRef, digest, ok, parse, reply};
+use super::{ApiError, ApiResult, AppStateRef, digest, legacy, ok, parse, reply};
 use crate::auth::Caller;
 use crate::engine::{AdamStep, CustomGraph, LoraSpec};
 use crate::engine_wire;
@@ -210,7 +210,8 @@ pub(crate) async fn get_info(
         model_data: tinker_types::ModelData {
             arch: Some("llama".to_owned()),
             model_name: Some(worker.spec.name.clone()),
-            tokenizer_id: Some(worker.spec.tokenizer_dir.to_string_lossy().into_owned()),
+            // A portable id: the model name, served hub-style by `hub` (never a server path).
+            tokenizer_id: Some(worker.spec.name.clone()),
         },
         model_id: req.model_id,
         optimizer_config: tinker_types::OptimizerConfig::AdamW,
@@ -273,25 +274,48 @@ pub(crate) async fn forward_backward(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult {
+    run_forward_backward(&state, &caller, &headers, &body, false)
+}
+
+/// `POST /api/v1/forward` (JSON, SDK ≤ 0.24 and tinkex): a forward-only `forward_backward`.
+pub(crate) async fn forward(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    run_forward_backward(&state, &caller, &headers, &body, true)
+}
+
+/// A `forward_backward` as protobuf (SDK ≥ 0.22.3) or JSON (older clients, see
+/// [`legacy::forward_backward_proto`]); `forward_only` for the JSON `forward` route.
+fn run_forward_backward(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &[u8],
+    forward_only: bool,
+) -> ApiResult {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_type.contains("json") {
-        return Err(ApiError::bad_request(
-            "forward_backward takes a protobuf ForwardBackwardRequest (Content-Type: application/x-protobuf)",
-        ));
-    }
-    let raw = decode_body(&headers, &body, state.config.max_body_bytes)?;
+    let raw = decode_body(headers, body, state.config.max_body_bytes)?;
+    let raw = if forward_only || content_type.contains("json") {
+        legacy::forward_backward_proto(&raw, forward_only)
+            .map_err(|r| refuse_addressed(state, caller, &raw, r))?
+    } else {
+        raw
+    };
     let resolve =
-        |model_id: &str, loss_id: &str| owned::custom_loss(&state, &caller, model_id, loss_id);
+        |model_id: &str, loss_id: &str| owned::custom_loss(state, caller, model_id, loss_id);
     let req =
         engine_wire::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
     let ids = (req.seq_id, digest::of_forward_backward(&raw));
-    let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
+    let worker = model_for_request(state, caller, &req.model_id, ids)?;
     let (batch, forward_only, tokens) = (req.batch, req.forward_only, req.tokens);
     let check = batch.as_ref().map(|_| ()).map_err(Clone::clone);
-    submit_checked(&state, &worker, ids, check, || match batch {
+    submit_checked(state, &worker, ids, check, || match batch {
         Ok((batch, loss)) => TrainOp::ForwardBackward {
             batch,
             loss,
@@ -300,6 +324,38 @@ pub(crate) async fn forward_backward(
         },
         Err(message) => TrainOp::Reject(message),
     })
+}
+
+/// Parses a JSON training request; one that names its model and `seq_id` but is otherwise
+/// malformed is refused through that `seq_id` (see [`refuse_addressed`]).
+fn parse_training<T: serde::de::DeserializeOwned>(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    body: &[u8],
+) -> ApiResult<T> {
+    parse(body).map_err(|error| {
+        let address = legacy::address_of(body);
+        refuse_addressed(state, caller, body, legacy::Refusal { address, error })
+    })
+}
+
+/// Answers a refused training request. When it named the caller's live model and a
+/// `seq_id`, that id is taken by a failed request carrying the refusal, so the requests
+/// queued behind it (an `optim_step` after a refused `forward_backward`) do not wait for it.
+fn refuse_addressed(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    raw: &[u8],
+    refusal: legacy::Refusal,
+) -> ApiError {
+    let Some((model_id, seq_id)) = refusal.address else {
+        return refusal.error;
+    };
+    let Ok(worker) = owned::model(state, caller, &model_id) else {
+        return refusal.error;
+    };
+    let digest = digest::of_bytes("refused", raw);
+    refuse(state, &worker, (seq_id, digest), refusal.error)
 }
 
 /// The caller's live model named by a training request with `ids` (404 otherwise, and the
@@ -360,7 +416,7 @@ pub(crate) async fn optim_step(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: tinker_types::OptimStepRequest = parse(&body)?;
+    let req: tinker_types::OptimStepRequest = parse_training(&state, &caller, &body)?;
     let seq_id = required_seq_id(req.seq_id)?;
     let ids = (seq_id, digest::of_json("optim_step", &req, &body));
     let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
@@ -448,7 +504,7 @@ pub(crate) async fn save_weights(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: tinker_types::SaveWeightsRequest = parse(&body)?;
+    let req: tinker_types::SaveWeightsRequest = parse_training(&state, &caller, &body)?;
     let seq_id = required_seq_id(req.seq_id)?;
     let ids = (seq_id, digest::of_json("save_weights", &req, &body));
     let worker = model_for_request(&state, &caller, &req.model_id, ids)?;
@@ -468,7 +524,7 @@ pub(crate) async fn save_weights_for_sampler(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: tinker_types::SaveWeightsForSamplerRequest = parse(&body)?;
+    let req: tinker_types::SaveWeightsForSamplerRequest = parse_training(&state, &caller, &body)?;
     let seq_id = required_seq_id(req.seq_id)?;
     let ids = (
         seq_id,
@@ -504,7 +560,7 @@ pub(crate) async fn save_weights_external(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: tinker_types::SaveWeightsExternalRequest = parse(&body)?;
+    let req: tinker_types::SaveWeightsExternalRequest = parse_training(&state, &caller, &body)?;
     let seq_id = required_seq_id(req.seq_id)?;
     let ids = (
         seq_id,
@@ -531,7 +587,7 @@ pub(crate) async fn load_weights(
     Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> ApiResult {
-    let req: tinker_types::LoadWeightsRequest = parse(&body)?;
+    let req: tinker_types::LoadWeightsRequest = parse_training(&state, &caller, &body)?;
     let token = req.weights_access_token.as_ref().map(|t| t.expose());
     let access = Access::WithToken(token);
     let optimizer_problem = |has_optimizer: bool| {

@@ -255,7 +255,6 @@ pub(crate) fn spec_from_config(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
 
     use super::*;
 

@@ -86,11 +86,11 @@ pub fn operation_backoff(attempt: u32, remaining: Duration) -> Duration {
 }
 
 /// First delay of the sampling retry handler (seconds), doubled for each further one.
-const SAMPLING_FIRST_DELAY: f64 = 0.5;
+pub(super) const SAMPLING_FIRST_DELAY: f64 = 0.5;
 /// Cap of the sampling retry handler's delay (seconds), jitter included.
-const SAMPLING_MAX_DELAY: f64 = 10.0;
+pub(super) const SAMPLING_MAX_DELAY: f64 = 10.0;
 /// Uniform jitter of a sampling delay, as a fraction of it (±).
-const SAMPLING_JITTER: f64 = 0.25;
+pub(super) const SAMPLING_JITTER: f64 = 0.25;
 
 /// The sampling retry handler's delay after failed attempt `attempt_count` (1-based,
 /// protocol §6.5): `min(0.5·2^(n−1), 10)` seconds ± 25 % (`unit_jitter` uniform in

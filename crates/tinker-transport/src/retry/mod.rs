@@ -8,17 +8,20 @@
 //! * [`backoff`] holds every schedule (HTTP layer: jittered `min(0.5·2^r, 10)` s or the
 //!   server's `Retry-After`; operation loop and future polling: `min(2^a, 30)` s; the
 //!   sampling retry handler: `min(0.5·2^a, 10)` s ± 25 %) and the `Retry-After` parser.
+//! * [`RetryConfig`] holds the sampling retry handler's knobs (the SDK's `RetryConfig`).
 //! * [`OperationRetry`] is the holder-level loop (§6.2) the client wraps around whole
 //!   operations, including the 402 billing-pause window.
 //! * The HTTP-layer retry itself runs as a `tower::retry::Policy` inside the transport
 //!   stack (module `http_policy`).
 
 pub mod backoff;
+mod config;
 pub(crate) mod http_policy;
 mod operation;
 
 use http::HeaderMap;
 
+pub use config::RetryConfig;
 pub use operation::{BillingPause, OperationRetry, OperationRetryConfig, RetryClass, Retryable};
 
 /// Statuses worth another attempt (protocol §6.1), for every retry layer: 408 (request

@@ -2,6 +2,7 @@
 //! copies, external-weights downloads), sessions and their search, trace exports, billing
 //! and the audit log. This module holds their routes and the helpers they share.
 
+mod archive;
 mod audit;
 mod billing;
 mod checkpoints;
@@ -48,6 +49,10 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/training_runs/{run}/checkpoints/{kind}/{name}/external_weights_urls",
             get(weights::external_weights_urls),
         )
+        .route(
+            "/training_runs/{run}/checkpoints/{kind}/{name}/archive",
+            get(archive::archive_url),
+        )
         .route("/checkpoints", get(checkpoints::list_checkpoints))
         .route("/weights_info", post(weights::weights_info))
         .route("/sessions", get(sessions::list_sessions))
@@ -74,6 +79,10 @@ pub(super) fn signed_routes() -> Router<Arc<AppState>> {
             get(weights::download_file),
         )
         .route("/traces/{session_id}", get(traces::download_trace))
+        .route(
+            "/archives/{run}/{kind}/{name}",
+            get(archive::download_archive),
+        )
 }
 
 /// The paging and scope query of the catalogue's list routes.
