@@ -25,7 +25,9 @@
 //! `wall_s` and `cpu_s` (user+sys of this whole process, `getrusage(RUSAGE_SELF)`) cover
 //! the timed section only; set-up (session, clients, a warm-up call) is excluded.
 
-#![allow(clippy::print_stdout)]
+// The counting global allocator below implements `GlobalAlloc`, which is unsafe to
+// implement; it only forwards to `System` (as `tinker-types/tests/allocation_bounds.rs`).
+#![allow(clippy::print_stdout, unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;

@@ -1,10 +1,8 @@
 //! Zero-compute mode over HTTP: the same protocol (`seq_id` order, futures, typed errors,
 //! checkpoints, sampling) with instant results of the right shapes.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{Harness, config, dataset, fwd_bwd_body, logprobs, loss};
+use crate::common;
+use crate::common::{Harness, config, dataset, fwd_bwd_body, logprobs, loss};
 use prost::Message;
 use serde_json::json;
 use tinker_types::proto::wire;
