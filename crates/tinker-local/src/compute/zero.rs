@@ -213,7 +213,7 @@ impl ZeroSampler {
         let vocab = u32::try_from(self.spec.vocab_size).unwrap_or(u32::MAX);
         (0..vocab)
             .find(|t| {
-                !spec.stop_tokens.contains(t) && !(spec.stop_at_eos && *t == self.spec.eos_token_id)
+                !spec.stop_tokens.contains(t) && (!spec.stop_at_eos || *t != self.spec.eos_token_id)
             })
             .unwrap_or(0)
     }
