@@ -22,6 +22,9 @@ work with the same parameters (keep the two in step). Scenarios:
   before the burst, `rss_peak_mib` during it (peak reset through `/proc/self/clear_refs`)
   and `rss_after_mib` 200 ms after the last result.
 
+`h2c=1` is for the Rust side (HTTP/2 with prior knowledge) and ignored here: the SDK
+keeps its default transport.
+
 `wall_s` and `cpu_s` (user+sys of this whole process, all threads, via
 `getrusage(RUSAGE_SELF)`) cover the timed section only; set-up (session, clients, a
 warm-up call) is excluded.

@@ -383,7 +383,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     report.line(&format!(
         "Each scenario: one fresh `tinker-local serve --zero-compute` (release; instant \
          results of the right shapes, so the numbers are the clients' and the protocol's), \
-         {} A/B runs per side in alternating order, each a fresh client process; median \
+         one unrecorded Rust run to warm it, then {} A/B runs per side in alternating order, each a fresh client process; median \
          with min–max in brackets. Rust/Python < 1 means Rust is lower (better for times \
          and memory, worse for throughputs).",
         options.reps
@@ -397,6 +397,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         }
         let load_before = load_average();
         let server = Server::start(&server_bin)?;
+        // The first run on a fresh server is slower (lazy set-up, cold caches): one
+        // unrecorded run first, so that neither side's first run pays for it.
+        let mut warm_up = Command::new(&rust_bin);
+        warm_up.arg(scenario.client).arg(&server.url);
+        for (key, value) in &scenario.params {
+            warm_up.arg(format!("{key}={value}"));
+        }
+        run_client(&mut warm_up, &server, ticks)
+            .map_err(|e| format!("{} warm-up run: {e}", scenario.name))?;
         let mut rust_runs = Vec::new();
         let mut python_runs = Vec::new();
         for rep in 0..options.reps {

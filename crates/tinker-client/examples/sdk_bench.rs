@@ -17,6 +17,10 @@
 //!   `rss_idle_mib` before the burst, `rss_peak_mib` during it (the peak is reset first
 //!   through `/proc/self/clear_refs`) and `rss_after_mib` 200 ms after the last result.
 //!
+//! Every scenario takes `h2c=1`: the client speaks HTTP/2 with prior knowledge
+//! ([`tinker_client::ServiceClientBuilder::http2_prior_knowledge`]) instead of HTTP/1.1 (the
+//! Python side ignores it and uses its default).
+//!
 //! Every scenario also reports, from a counting global allocator, `allocs_per_op` and
 //! `alloc_kib_per_op` (allocations and bytes allocated in the timed section, per op) and
 //! `live_peak_kib_per_op` (the peak of live heap bytes above the start of the section, per
@@ -119,6 +123,7 @@ async fn main() -> BoxResult<()> {
         return Err("usage: sdk_bench <sample|train|forward|startup> <url> [key=value ...]".into());
     };
     let params = Params::parse(rest)?;
+    H2C.get_or_init(|| params.get("h2c", 0) != 0);
     let result = match scenario.as_str() {
         "sample" => sample(url, &params).await?,
         "train" => train(url, &params).await?,
@@ -200,8 +205,10 @@ async fn timed<T>(
     let out = section.await?;
     let wall = t0.elapsed();
     let cpu = cpu_now()?.saturating_sub(cpu0);
+    // Read before the snapshot: taking one restarts the peak.
+    let peak = LIVE_PEAK.load(Ordering::Relaxed);
     let alloc1 = AllocSnapshot::take();
-    let peak = LIVE_PEAK.load(Ordering::Relaxed).max(alloc1.live);
+    let peak = peak.max(alloc1.live);
     let per_op = |v: u64| v as f64 / ops.max(1) as f64;
     let extra = vec![
         ("allocs_per_op", per_op(alloc1.allocs - alloc0.allocs)),
@@ -225,12 +232,15 @@ async fn timed<T>(
     ))
 }
 
+/// Whether to speak HTTP/2 with prior knowledge (`h2c=1`; tinker-local serves h2c).
+static H2C: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 async fn connect(url: &str) -> BoxResult<ServiceClient> {
-    Ok(ServiceClient::builder()
-        .base_url(url)
-        .api_key(API_KEY)
-        .build()
-        .await?)
+    let mut builder = ServiceClient::builder().base_url(url).api_key(API_KEY);
+    if H2C.get().copied().unwrap_or(false) {
+        builder = builder.http2_prior_knowledge();
+    }
+    Ok(builder.build().await?)
 }
 
 /// Deterministic token ids in the micro vocabulary, avoiding the specials 0..3
