@@ -46,6 +46,7 @@ pub(crate) async fn execute(
             Some(crate::http::decode::zstd_compress(b).map_err(|e| fail(e, 0))?),
             true,
         ),
+        (b, Compression::ZstdEncoded) => (b.clone(), true),
         (b, _) => (b.clone(), false),
     };
     let idempotency_key = match &key {

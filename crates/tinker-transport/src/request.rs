@@ -26,6 +26,9 @@ pub enum Compression {
     /// zstd-compress the body and send `Content-Encoding: zstd` (flag
     /// `proto_compress_fwdbwd`).
     Zstd,
+    /// The body is already one zstd frame (compressed by the caller, e.g. off the async
+    /// executor and in parallel): send it as is with `Content-Encoding: zstd`.
+    ZstdEncoded,
 }
 
 /// One API call, described so it can be sent any number of times.
