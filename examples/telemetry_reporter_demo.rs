@@ -34,6 +34,8 @@ async fn main() -> Result<(), BoxError> {
     let model = conn.base_model("meta-llama/Llama-3.1-8B");
     let prompt = "Explain telemetry in one sentence.";
     let service = &conn.service;
+    // The session (and its reporter) starts on first use, as in SDK 0.38: open it now.
+    service.open_session().await?;
     let reporter = service
         .get_telemetry()
         .ok_or("telemetry is disabled (TINKER_TELEMETRY=0); this example needs it")?;
