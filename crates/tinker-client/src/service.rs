@@ -332,6 +332,17 @@ impl ServiceClient {
         base_model: &str,
         options: TrainingClientOptions,
     ) -> Result<TrainingClient> {
+        let create = self.create_model(base_model, options);
+        let session_id = self.holder.session_id.as_deref();
+        let op = crate::observe::Operation::CreateModel;
+        self.holder.metrics.instrument(op, session_id, create).await
+    }
+
+    async fn create_model(
+        &self,
+        base_model: &str,
+        options: TrainingClientOptions,
+    ) -> Result<TrainingClient> {
         options.lora.validate()?;
         if base_model.is_empty() {
             return Err(Error::invalid("base_model is empty"));

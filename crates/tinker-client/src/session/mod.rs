@@ -81,6 +81,8 @@ pub(crate) struct Session {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The telemetry reporter (§6.12), when enabled; set once, right after start-up.
     telemetry: std::sync::OnceLock<tinker_telemetry::Telemetry>,
+    /// Client metrics of the session (its transport reports every request to it).
+    pub metrics: Arc<crate::observe::Registry>,
 }
 
 impl std::fmt::Debug for Session {
@@ -213,6 +215,8 @@ impl Session {
         header_overrides: BTreeMap<String, String>,
     ) -> Arc<Self> {
         let runtime = transport.runtime().clone();
+        let metrics = crate::observe::Registry::new(runtime.clock.clone());
+        let transport = transport.with_request_observer(metrics.request_observer());
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
         let holder = Arc::new(Self {
             fwdbwd_budget: ByteBudget::new(config.fwdbwd_dispatch_bytes_semaphore_size),
@@ -236,6 +240,7 @@ impl Session {
             header_overrides,
             tasks: Mutex::new(Vec::new()),
             telemetry: std::sync::OnceLock::new(),
+            metrics,
         });
         if holder.session_id.is_some() {
             let hb = tokio::spawn(heartbeat_loop(Arc::downgrade(&holder)));

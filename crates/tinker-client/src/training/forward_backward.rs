@@ -206,6 +206,9 @@ pub(super) async fn run_fwd(
     request_type: RequestType,
     method: &'static str,
 ) -> Result<ForwardBackwardOutput> {
+    // The first chunk's seq_id (the others follow it).
+    crate::observe::spans::record_model_id(&inner.model_id);
+    crate::observe::spans::record_seq_id(turn.first() + 1);
     turn.wait().await?;
     let compress = inner.holder.config.proto_compress_fwdbwd;
     let submit_one = |body: bytes::Bytes, bytes: u64| {
