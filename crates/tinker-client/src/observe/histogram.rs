@@ -131,7 +131,7 @@ mod tests {
         for idx in 0..BUCKETS - 1 {
             let high = bucket_high(idx);
             if let Some(p) = prev_high {
-                assert_eq!(high > p, true, "bucket {idx}");
+                assert!(high > p, "bucket {idx}");
                 assert_eq!(bucket_of(p + 1), idx, "low edge of bucket {idx}");
             }
             assert_eq!(bucket_of(high), idx, "high edge of bucket {idx}");
