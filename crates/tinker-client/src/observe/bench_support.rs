@@ -1,5 +1,5 @@
 //! Entry points for the `metrics_overhead` bench only (not part of the API): the
-//! recording paths of a session's [`Registry`] without a server.
+//! recording paths of a session's metrics registry without a server.
 
 use std::sync::Arc;
 use std::time::Duration;
