@@ -17,6 +17,7 @@
 
 mod common;
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use common::{BoxError, Connection};
@@ -36,6 +37,7 @@ async fn main() -> Result<(), BoxError> {
     let retries = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_filter(
             Targets::new().with_target("tinker_client::sampling::retry", tracing::Level::DEBUG),
         );

@@ -17,6 +17,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use common::{BoxError, Connection};
@@ -111,6 +112,7 @@ async fn main() -> Result<(), BoxError> {
     let logger = tracing_subscriber::fmt::layer()
         .with_span_events(FmtSpan::CLOSE)
         .with_target(false)
+        .with_ansi(std::io::stdout().is_terminal())
         .with_filter(client_spans());
     let otel = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("telemetry_live"))
