@@ -12,7 +12,6 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use tinker_client::observe::bench_support::RecordBench;
-use tinker_testkit::server::{Reply, Server};
 use tinker_transport::http::connect::ProxyConfig;
 use tinker_transport::{RequestSpec, Transport};
 
@@ -41,9 +40,9 @@ fn loopback(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let server = rt.block_on(Server::start(|_, _| Reply::json(200, r#"{"ok":true}"#)));
+    let url = rt.block_on(serve());
     let plain = Transport::builder()
-        .base_url(&server.url)
+        .base_url(&url)
         .no_credential()
         .proxy(ProxyConfig::None)
         .build()
@@ -63,6 +62,31 @@ fn loopback(c: &mut Criterion) {
     }
     group.finish();
     assert!(bench.requests() > 0);
+}
+
+/// A loopback HTTP/1 server answering every request with a small JSON body and keeping
+/// nothing (a recording test server would slow down as the bench goes on).
+async fn serve() -> String {
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            stream.set_nodelay(true).ok();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(br#"{"ok":true}"#)),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    url
 }
 
 criterion_group!(benches, records, loopback);
