@@ -5,10 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use tinker_client::ServiceClient;
 use tinker_local::{LocalServer, LocalServerConfig};
+use tinker_testkit::{Reply, Seen, Server};
 
 const KEY: &str = "tml-cli-test-key-0123456789";
 const MODEL: &str = "tinker-local/micro";
@@ -538,6 +539,7 @@ fn auth_logout_revokes_generated_keys_and_login_refuses_bad_keys() {
 #[test]
 fn billing_in_table_json_and_csv() {
     let h = home();
+    #[allow(clippy::disallowed_methods)] // tinker-local stamps real wall time
     let now = chrono::Utc::now();
     let end = now.format("%Y-%m-%dT%H:00:00Z").to_string();
     let start = (now - chrono::Duration::days(1))
@@ -679,95 +681,87 @@ fn checkpoint_download_refuses_bad_paths() {
     no_leftovers(h.path());
 }
 
-/// One request the fake Hub saw.
-#[derive(Debug, Clone)]
-struct HubRequest {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// An in-process Hugging Face Hub (the testkit's scripted server, on a runtime of its own
+/// since these tests are synchronous) that checks the token, answers the calls `push-hf`
+/// makes, verifies LFS uploads against their SHA-256, and records every request.
+struct FakeHub {
+    server: Server,
+    // Drives the server; dropped after it.
+    _runtime: tokio::runtime::Runtime,
 }
 
-/// An in-process Hugging Face Hub that checks the token, answers the calls `push-hf`
-/// makes, verifies LFS uploads against their SHA-256, and records every request.
-fn fake_hub() -> (String, std::sync::Arc<std::sync::Mutex<Vec<HubRequest>>>) {
-    use http_body_util::BodyExt as _;
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<HubRequest>::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            tx.send(base.clone()).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let log = log.clone();
-                let base = base.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        let base = base.clone();
-                        async move {
-                            let method = req.method().to_string();
-                            let path = req.uri().path().to_owned();
-                            let query = req.uri().query().unwrap_or("").to_owned();
-                            let headers: Vec<(String, String)> = req
-                                .headers()
-                                .iter()
-                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                                .collect();
-                            let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
-                            log.lock().unwrap().push(HubRequest { method: method.clone(), path: path.clone(), headers: headers.clone(), body: body.clone() });
-                            let authed = headers.iter().any(|(k, v)| k == "authorization" && v == "Bearer hf_test_token");
-                            let (status, answer) = if path.starts_with("/lfs-upload/") {
-                                let oid = path.trim_start_matches("/lfs-upload/");
-                                let digest: String = ring_hex(&body);
-                                if digest == oid { (200, String::new()) } else { (400, "{\"error\":\"bad sha\"}".into()) }
-                            } else if !authed {
-                                (401, "{\"error\":\"bad token\"}".into())
-                            } else if path == "/api/whoami-v2" {
-                                (200, "{\"name\":\"alice\"}".into())
-                            } else if path == "/api/repos/create" {
-                                (200, "{\"url\":\"x\"}".into())
-                            } else if path.ends_with("/README.md") {
-                                (404, "{\"error\":\"no\"}".into())
-                            } else if path.contains("/branch/") {
-                                (200, "{}".into())
-                            } else if path.contains("/preupload/") {
-                                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                                let files: Vec<serde_json::Value> = v["files"].as_array().unwrap().iter().map(|f| {
-                                    let p = f["path"].as_str().unwrap();
-                                    serde_json::json!({"path": p, "uploadMode": if p.ends_with(".safetensors") {"lfs"} else {"regular"}})
-                                }).collect();
-                                (200, serde_json::json!({"files": files}).to_string())
-                            } else if path.ends_with(".git/info/lfs/objects/batch") {
-                                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-                                let oid = v["objects"][0]["oid"].as_str().unwrap().to_owned();
-                                (200, serde_json::json!({"objects": [{"oid": oid, "actions": {"upload": {
-                                    "href": format!("{base}/lfs-upload/{oid}"), "header": {"x-signed": "1"}}}}]}).to_string())
-                            } else if path.contains("/commit/") {
-                                (200, serde_json::json!({"commitUrl": format!("{base}/commit?{query}")}).to_string())
-                            } else {
-                                (404, "{\"error\":\"unknown\"}".into())
-                            };
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder().status(status).body(http_body_util::Full::new(bytes::Bytes::from(answer))).unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-    });
-    (rx.recv().unwrap(), seen)
+fn fake_hub() -> FakeHub {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = Arc::new(OnceLock::<String>::new());
+    let url = base.clone();
+    let server = runtime.block_on(Server::start(move |req, _| {
+        hub_answer(req, url.get().map_or("", String::as_str))
+    }));
+    base.set(server.url.clone()).unwrap();
+    FakeHub {
+        server,
+        _runtime: runtime,
+    }
+}
+
+/// The Hub's answer to one request (`base`: the hub's own URL, for LFS upload links).
+fn hub_answer(req: &Seen, base: &str) -> Reply {
+    let path = req.uri.path();
+    let query = req.uri.query().unwrap_or("");
+    let authed = req.header("authorization") == Some("Bearer hf_test_token");
+    let (status, answer) = if let Some(oid) = path.strip_prefix("/lfs-upload/") {
+        if ring_hex(&req.body) == oid {
+            (200, String::new())
+        } else {
+            (400, "{\"error\":\"bad sha\"}".into())
+        }
+    } else if !authed {
+        (401, "{\"error\":\"bad token\"}".into())
+    } else if path == "/api/whoami-v2" {
+        (200, "{\"name\":\"alice\"}".into())
+    } else if path == "/api/repos/create" {
+        (200, "{\"url\":\"x\"}".into())
+    } else if path.ends_with("/README.md") {
+        (404, "{\"error\":\"no\"}".into())
+    } else if path.contains("/branch/") {
+        (200, "{}".into())
+    } else if path.contains("/preupload/") {
+        let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let files: Vec<serde_json::Value> = v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let p = f["path"].as_str().unwrap();
+                let mode = if p.ends_with(".safetensors") {
+                    "lfs"
+                } else {
+                    "regular"
+                };
+                serde_json::json!({"path": p, "uploadMode": mode})
+            })
+            .collect();
+        (200, serde_json::json!({"files": files}).to_string())
+    } else if path.ends_with(".git/info/lfs/objects/batch") {
+        let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        let oid = v["objects"][0]["oid"].as_str().unwrap().to_owned();
+        let upload = serde_json::json!({
+            "href": format!("{base}/lfs-upload/{oid}"), "header": {"x-signed": "1"}});
+        let objects = serde_json::json!({"objects": [{"oid": oid, "actions": {"upload": upload}}]});
+        (200, objects.to_string())
+    } else if path.contains("/commit/") {
+        (
+            200,
+            serde_json::json!({"commitUrl": format!("{base}/commit?{query}")}).to_string(),
+        )
+    } else {
+        (404, "{\"error\":\"unknown\"}".into())
+    };
+    Reply::bytes(status, answer)
 }
 
 fn ring_hex(data: &[u8]) -> String {
@@ -782,32 +776,33 @@ fn ring_hex(data: &[u8]) -> String {
 fn push_hf_uploads_through_the_hub_api_without_tinker_credentials() {
     let f = fixture();
     let h = home();
-    let (hub, seen) = fake_hub();
+    let fake = fake_hub();
+    let hub = fake.server.url.clone();
     let doc = json(
         tinker(h.path())
             .env("HF_ENDPOINT", &hub)
             .env("HF_TOKEN", "hf_test_token")
             .args(["checkpoint", "push-hf", &f.external, "--create-pr"]),
     );
-    let requests = seen.lock().unwrap().clone();
+    let requests = fake.server.seen();
     // No Tinker credential ever reaches the Hub.
     for r in &requests {
         assert!(
             !r.headers
                 .iter()
-                .any(|(k, v)| k == "x-api-key" || v.contains(KEY)),
+                .any(|(k, v)| k == "x-api-key" || v.to_str().unwrap_or("").contains(KEY)),
             "{r:?}"
         );
         assert!(!String::from_utf8_lossy(&r.body).contains(KEY));
     }
     let lfs_put = requests
         .iter()
-        .find(|r| r.path.starts_with("/lfs-upload/"))
+        .find(|r| r.uri.path().starts_with("/lfs-upload/"))
         .expect("an LFS upload");
     assert_eq!(lfs_put.method, "PUT");
-    assert!(lfs_put.headers.iter().any(|(k, _)| k == "x-signed"));
+    assert!(lfs_put.headers.contains_key("x-signed"));
     assert!(
-        !lfs_put.headers.iter().any(|(k, _)| k == "authorization"),
+        !lfs_put.headers.contains_key("authorization"),
         "the HF token went to the LFS URL"
     );
     let repo = doc["repo_id"].as_str().unwrap();
@@ -815,9 +810,9 @@ fn push_hf_uploads_through_the_hub_api_without_tinker_credentials() {
     assert_eq!(doc["revision"], "external_weights-hf");
     let commit = requests
         .iter()
-        .find(|r| r.path.contains("/commit/"))
+        .find(|r| r.uri.path().contains("/commit/"))
         .unwrap();
-    assert!(commit.path.ends_with("/commit/external_weights-hf"));
+    assert!(commit.uri.path().ends_with("/commit/external_weights-hf"));
     let ops: Vec<serde_json::Value> = String::from_utf8_lossy(&commit.body)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -60,7 +60,10 @@ impl AdminClient {
         &self,
         query: &BillingUsageQuery,
     ) -> Result<BillingUsageResponse> {
-        query.validate()?;
+        let clock = &self.holder.transport.runtime().clock;
+        let now = tinker_types::time::from_unix_seconds(clock.unix_now())
+            .unwrap_or(tinker_types::chrono::DateTime::UNIX_EPOCH);
+        query.validate_at(now)?;
         self.holder
             .get_json(
                 "/api/v1/billing/usage/events",

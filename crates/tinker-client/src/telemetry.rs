@@ -66,10 +66,11 @@ pub(crate) fn start(transport: &Transport, session_id: Option<&str>) -> Option<T
     let sink = TransportSink {
         transport: transport.clone(),
     };
-    Telemetry::start(
+    Telemetry::start_with_clock(
         session_id.map(str::to_owned),
         sink,
         TelemetryOptions::default(),
+        transport.runtime().clock.clone(),
     )
     .inspect_err(|e| tracing::debug!(error = %e, "telemetry not started"))
     .ok()

@@ -1,8 +1,9 @@
 //! Building the events of one telemetry holder: ids, per-holder indices, timestamps.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chrono::{SubsecRound as _, Utc};
+use chrono::SubsecRound as _;
 use serde_json::{Map, Value};
 use tinker_types::{
     GenericEvent, SessionEndEvent, SessionStartEvent, Severity, TelemetryEvent, Timestamp,
@@ -15,24 +16,29 @@ use crate::timedelta::format_timedelta;
 /// The name of the generic event recording a user error.
 pub const USER_ERROR_EVENT: &str = "user_error";
 
-/// Now, at the microsecond precision of Python's `datetime`.
-pub(crate) fn now() -> Timestamp {
-    Utc::now().trunc_subsecs(6)
-}
+use tinker_transport::clock::Clock;
 
 /// Makes the events of one holder (one session, or one session-less client).
 #[derive(Debug)]
 pub(crate) struct EventFactory {
     next_index: AtomicU64,
     session_start: Timestamp,
+    clock: Arc<dyn Clock>,
 }
 
 impl EventFactory {
-    pub(crate) fn new() -> Self {
+    /// Timestamps come from `clock` (the transport's, so tests can pause time).
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+        let session_start = now(clock.as_ref());
         Self {
             next_index: AtomicU64::new(0),
-            session_start: now(),
+            session_start,
+            clock,
         }
+    }
+
+    fn now(&self) -> Timestamp {
+        now(self.clock.as_ref())
     }
 
     /// A fresh uuid4 `event_id` and the next `event_session_index`.
@@ -58,7 +64,7 @@ impl EventFactory {
     /// `SESSION_END` with the session's duration as Python `timedelta` text.
     pub(crate) fn session_end(&self) -> TelemetryEvent {
         let (event_id, event_session_index) = self.next_id();
-        let end = now();
+        let end = self.now();
         SessionEndEvent {
             duration: format_timedelta(end - self.session_start),
             event_id,
@@ -82,7 +88,7 @@ impl EventFactory {
             event_name: name.to_owned(),
             event_session_index,
             severity,
-            timestamp: now(),
+            timestamp: self.now(),
             event_data: data,
         }
         .into()
@@ -101,11 +107,19 @@ impl EventFactory {
             event_id,
             event_session_index,
             severity,
-            timestamp: now(),
+            timestamp: self.now(),
             traceback: report.traceback.clone(),
         }
         .into()
     }
+}
+
+/// The clock's wall time at the microsecond precision of Python's `datetime` (the epoch if
+/// the clock reads before it).
+fn now(clock: &dyn Clock) -> Timestamp {
+    tinker_types::time::from_unix_seconds(clock.unix_now())
+        .unwrap_or(chrono::DateTime::UNIX_EPOCH)
+        .trunc_subsecs(6)
 }
 
 /// `{"error_type", "message"?, "status_code"?, "body"?}`; empty values are left out, as
@@ -139,7 +153,7 @@ mod tests {
 
     #[test]
     fn indices_increment_and_ids_are_uuid4() {
-        let f = EventFactory::new();
+        let f = EventFactory::new(Arc::new(tinker_transport::clock::SystemClock));
         let a = serde_json::to_value(f.session_start()).unwrap();
         let b = serde_json::to_value(f.generic("x", Map::new(), Severity::Debug)).unwrap();
         assert_eq!(a["event_session_index"], 0);
@@ -155,7 +169,7 @@ mod tests {
 
     #[test]
     fn user_errors_become_generic_warnings() {
-        let f = EventFactory::new();
+        let f = EventFactory::new(Arc::new(tinker_transport::clock::SystemClock));
         let report = ErrorReport::new("BadRequestError", "bad input")
             .with_status(400)
             .with_body(serde_json::json!({"detail": "no"}));
@@ -177,7 +191,7 @@ mod tests {
 
     #[test]
     fn other_errors_are_unhandled_exceptions_without_null_fields() {
-        let f = EventFactory::new();
+        let f = EventFactory::new(Arc::new(tinker_transport::clock::SystemClock));
         let report = ErrorReport::new("InternalServerError", "boom").with_status(500);
         let v = serde_json::to_value(f.for_error(&report, Severity::Critical)).unwrap();
         assert_eq!(v["event"], "UNHANDLED_EXCEPTION");
@@ -189,7 +203,7 @@ mod tests {
 
     #[test]
     fn session_end_carries_timedelta_duration() {
-        let f = EventFactory::new();
+        let f = EventFactory::new(Arc::new(tinker_transport::clock::SystemClock));
         let v = serde_json::to_value(f.session_end()).unwrap();
         assert_eq!(v["event"], "SESSION_END");
         let duration = v["duration"].as_str().unwrap();

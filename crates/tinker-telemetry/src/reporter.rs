@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use snafu::Snafu;
+use tinker_transport::clock::{Clock, SystemClock};
 use tinker_types::{Severity, TelemetryEvent, TelemetrySendRequest};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -163,6 +164,20 @@ impl Telemetry {
         sink: impl TelemetrySink,
         options: TelemetryOptions,
     ) -> Result<Self, TelemetryError> {
+        Self::start_with_clock(session_id, sink, options, Arc::new(SystemClock))
+    }
+
+    /// [`Self::start`] with events stamped by `clock` (a client passes its transport's
+    /// injected clock).
+    ///
+    /// # Errors
+    /// Must be called inside a tokio runtime (it spawns the flush task).
+    pub fn start_with_clock(
+        session_id: Option<String>,
+        sink: impl TelemetrySink,
+        options: TelemetryOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, TelemetryError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| TelemetryError::NoRuntime)?;
         let sessionless = session_id.is_none();
@@ -172,7 +187,7 @@ impl Telemetry {
             session_id,
             sessionless,
             options,
-            factory: EventFactory::new(),
+            factory: EventFactory::new(clock),
             sink: Box::new(sink),
             queue: Mutex::new(VecDeque::new()),
             pushed: AtomicU64::new(0),

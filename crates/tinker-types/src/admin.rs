@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use chrono::{NaiveDate, Timelike, Utc};
+use chrono::{NaiveDate, Timelike};
 
 use crate::error::{Error, Result};
 use crate::macros::{open_enum, open_union};
@@ -33,8 +33,10 @@ pub struct BillingUsageQuery {
 
 impl BillingUsageQuery {
     /// A checked window: both bounds on a UTC hour, `ending_before` after `starting_on` and
-    /// at most [`MAX_BILLING_WINDOW`] later, `starting_on` not in the future (the rules the
-    /// service enforces, checked here so bad input fails before anything is sent).
+    /// at most [`MAX_BILLING_WINDOW`] later (rules the service enforces, checked here so bad
+    /// input fails before anything is sent). The service's last rule, `starting_on` not in
+    /// the future, needs the time: [`Self::validate_at`] (the admin client checks it against
+    /// its injected clock; this crate never reads the clock).
     ///
     /// # Errors
     /// [`Error::InvalidValue`] naming the rule broken.
@@ -90,8 +92,20 @@ impl BillingUsageQuery {
                 "must be at most 14 days after starting_on",
             ));
         }
-        if self.starting_on > Utc::now() {
-            return Err(invalid("starting_on", "must not be in the future"));
+        Ok(())
+    }
+
+    /// [`Self::validate`], and `starting_on` not after `now`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidValue`] naming the rule broken.
+    pub fn validate_at(&self, now: Timestamp) -> Result<()> {
+        self.validate()?;
+        if self.starting_on > now {
+            return Err(Error::InvalidValue {
+                field: "starting_on".to_owned(),
+                reason: "must not be in the future".to_owned(),
+            });
         }
         Ok(())
     }

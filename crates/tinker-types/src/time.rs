@@ -6,6 +6,14 @@ use serde::{Deserialize, Deserializer, Serializer};
 /// A point in time as the API carries it.
 pub type Timestamp = DateTime<Utc>;
 
+/// The timestamp `seconds` after the Unix epoch (as an injected clock's `unix_now` reads
+/// it), to the microsecond; `None` before the epoch or out of range.
+pub fn from_unix_seconds(seconds: f64) -> Option<Timestamp> {
+    let since = std::time::Duration::try_from_secs_f64(seconds).ok()?;
+    let micros = i64::try_from(since.as_micros()).ok()?;
+    DateTime::from_timestamp_micros(micros)
+}
+
 /// Parses an ISO-8601 timestamp; one without an offset is taken as UTC (as the SDK's
 /// pydantic models accept naive datetimes).
 pub(crate) fn parse(text: &str) -> Option<Timestamp> {

@@ -16,6 +16,7 @@ use tinker_types::{
 
 /// A window around now: the previous, current and next UTC hour.
 fn window() -> Result<BillingUsageQuery, Box<dyn std::error::Error>> {
+    #[allow(clippy::disallowed_methods)] // tinker-local stamps real wall time
     let hour = Utc::now().duration_trunc(TimeDelta::hours(1))?;
     Ok(BillingUsageQuery::new(
         hour - TimeDelta::hours(1),
@@ -95,6 +96,13 @@ async fn billing_storage_and_audit_match_the_server() {
     bad.ending_before = bad.starting_on + TimeDelta::days(15);
     let err = admin.get_billing_usage(&bad).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    // A window that starts in the future, checked against the client's clock.
+    let now = window().unwrap().ending_before;
+    let future =
+        BillingUsageQuery::new(now + TimeDelta::days(2), now + TimeDelta::days(3)).unwrap();
+    let err = admin.get_billing_usage(&future).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("future"), "{err}");
 
     // Storage: the run's checkpoints, counted and sized as the catalogue lists them.
     let listed = env
@@ -167,6 +175,7 @@ async fn billing_storage_and_audit_match_the_server() {
             .iter()
             .all(|e| e.model_id.as_deref() == Some(tc.model_id()))
     );
+    #[allow(clippy::disallowed_methods)] // tinker-local stamps real wall time
     let today = AuditLogQuery::default().on_day(Utc::now().date_naive());
     let today_entries = admin.get_audit_log(&today).await.unwrap().entries;
     // (A run across midnight UTC would split the entries; the test is a second long.)

@@ -2,19 +2,10 @@
 //! in-process hyper server laid out like the hub (`/<repo>/resolve/<rev>/<file>`, a 302 to
 //! a CDN path, `/api/models/<repo>/revision/<rev>`).
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use tinker_client::{TransportHubFetcher, tokenizer_loader};
+use tinker_testkit::{Reply, Server};
 use tinker_tokenizer::{Error as TokenizerError, LoaderSettings, TokenizerLoader};
 use tinker_transport::Env;
 
@@ -28,92 +19,31 @@ fn model_file(name: &str) -> Vec<u8> {
     std::fs::read(dir.join(name)).unwrap()
 }
 
-/// A request the fake hub saw.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    headers: HeaderMap,
-}
-
-#[derive(Clone)]
-struct FakeHub {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl FakeHub {
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn respond(path: &str) -> Response<Full<Bytes>> {
+/// The hub's answer to `path`.
+fn respond(path: &str) -> Reply {
     let resolve = format!("/{REPO}/resolve/main/");
-    let reply = |status: StatusCode, body: Vec<u8>| {
-        Response::builder()
-            .status(status)
-            .header("x-repo-commit", COMMIT)
-            .body(Full::new(Bytes::from(body)))
-            .unwrap()
+    let reply = |status: u16, body: Vec<u8>| {
+        Reply::bytes(status, body).with_header("x-repo-commit", COMMIT)
     };
     match path.strip_prefix(resolve.as_str()) {
         // Large files live on the CDN: the hub redirects there.
-        Some("tokenizer.json") => Response::builder()
-            .status(StatusCode::FOUND)
-            .header("location", CDN_PATH)
-            .header("x-repo-commit", COMMIT)
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-        Some("tokenizer_config.json") => reply(StatusCode::OK, model_file("tokenizer_config.json")),
-        Some(_) => reply(
-            StatusCode::NOT_FOUND,
-            b"{\"error\":\"Entry not found\"}".to_vec(),
-        ),
-        None if path == CDN_PATH => reply(StatusCode::OK, model_file("tokenizer.json")),
+        Some("tokenizer.json") => Reply::status(302)
+            .with_header("location", CDN_PATH)
+            .with_header("x-repo-commit", COMMIT),
+        Some("tokenizer_config.json") => reply(200, model_file("tokenizer_config.json")),
+        Some(_) => reply(404, b"{\"error\":\"Entry not found\"}".to_vec()),
+        None if path == CDN_PATH => reply(200, model_file("tokenizer.json")),
         None if path == format!("/api/models/{REPO}/revision/main") => reply(
-            StatusCode::OK,
+            200,
             format!("{{\"id\":\"{REPO}\",\"sha\":\"{COMMIT}\"}}").into_bytes(),
         ),
-        None => reply(
-            StatusCode::NOT_FOUND,
-            b"{\"error\":\"Repository not found\"}".to_vec(),
-        ),
+        None => reply(404, b"{\"error\":\"Repository not found\"}".to_vec()),
     }
 }
 
-async fn fake_hub() -> FakeHub {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hub = FakeHub {
-        addr: listener.local_addr().unwrap(),
-        seen: Arc::default(),
-    };
-    let seen = hub.seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req: Request<Incoming>| {
-                    seen.lock().unwrap().push(Seen {
-                        path: req.uri().path().to_owned(),
-                        headers: req.headers().clone(),
-                    });
-                    let response = respond(req.uri().path());
-                    async move { Ok::<_, Infallible>(response) }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    hub
+/// A scripted server laid out like the hub.
+async fn fake_hub() -> Server {
+    Server::start(|seen, _| respond(seen.uri.path())).await
 }
 
 fn settings(endpoint: &str, hub_cache: PathBuf) -> LoaderSettings {
@@ -131,9 +61,8 @@ async fn downloads_follow_the_redirect_and_land_in_the_hf_cache() {
     let cache = tmp.path().join("hub");
     // An empty environment: no proxy of the machine running the test gets in the way.
     let fetcher =
-        TransportHubFetcher::with_env(&hub.url(), Env::from_pairs::<&str, &str>([])).unwrap();
-    let loader =
-        TokenizerLoader::new(settings(&hub.url(), cache.clone())).with_hub_fetcher(fetcher);
+        TransportHubFetcher::with_env(&hub.url, Env::from_pairs::<&str, &str>([])).unwrap();
+    let loader = TokenizerLoader::new(settings(&hub.url, cache.clone())).with_hub_fetcher(fetcher);
     let debug = format!("{loader:?}");
     assert!(
         !debug.contains(HF_TOKEN),
@@ -149,7 +78,7 @@ async fn downloads_follow_the_redirect_and_land_in_the_hf_cache() {
     // The hub's layout was used, the redirect followed, and the token sent to the hub
     // only as a bearer token; nothing of Tinker's went there.
     let seen = hub.seen();
-    let paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    let paths: Vec<&str> = seen.iter().map(|s| s.uri.path()).collect();
     assert_eq!(
         paths,
         [
@@ -165,9 +94,9 @@ async fn downloads_follow_the_redirect_and_land_in_the_hf_cache() {
             s.headers.get("authorization").and_then(|v| v.to_str().ok()),
             Some(format!("Bearer {HF_TOKEN}").as_str()),
             "{}",
-            s.path
+            s.uri
         );
-        assert!(s.headers.get("x-api-key").is_none(), "{}", s.path);
+        assert!(s.headers.get("x-api-key").is_none(), "{}", s.uri);
         assert!(s.headers.get("cf-access-client-secret").is_none());
     }
 
@@ -189,7 +118,7 @@ async fn downloads_follow_the_redirect_and_land_in_the_hf_cache() {
     assert!(!snapshot.join("chat_template.jinja").exists());
 
     // A new process, offline: the cached snapshot loads without the hub.
-    let mut offline = settings(&hub.url(), cache);
+    let mut offline = settings(&hub.url, cache);
     offline.offline = true;
     let again = tokenizer_loader(offline)
         .unwrap()
@@ -205,7 +134,7 @@ async fn an_offline_miss_says_where_it_looked() {
     let hub = fake_hub().await;
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
-    let mut offline = settings(&hub.url(), cache.clone());
+    let mut offline = settings(&hub.url, cache.clone());
     offline.offline = true;
     let err = tokenizer_loader(offline)
         .unwrap()
@@ -225,7 +154,7 @@ async fn an_offline_miss_says_where_it_looked() {
     assert!(
         looked
             .iter()
-            .any(|l| l.place == hub.url() && l.outcome.contains("HF_HUB_OFFLINE")),
+            .any(|l| l.place == hub.url && l.outcome.contains("HF_HUB_OFFLINE")),
         "{looked:?}"
     );
     let text = err.to_string();
@@ -239,9 +168,9 @@ async fn an_unknown_repository_is_a_404_miss_not_a_failure() {
     let hub = fake_hub().await;
     let tmp = tempfile::tempdir().unwrap();
     let fetcher =
-        TransportHubFetcher::with_env(&hub.url(), Env::from_pairs::<&str, &str>([])).unwrap();
-    let loader = TokenizerLoader::new(settings(&hub.url(), tmp.path().join("hub")))
-        .with_hub_fetcher(fetcher);
+        TransportHubFetcher::with_env(&hub.url, Env::from_pairs::<&str, &str>([])).unwrap();
+    let loader =
+        TokenizerLoader::new(settings(&hub.url, tmp.path().join("hub"))).with_hub_fetcher(fetcher);
     let err = loader
         .load_for_model("acme/missing", None)
         .await
@@ -250,7 +179,7 @@ async fn an_unknown_repository_is_a_404_miss_not_a_failure() {
     assert!(
         text.contains(&format!(
             "{}/acme/missing/resolve/main/tokenizer.json: not found (404)",
-            hub.url()
+            hub.url.clone()
         )),
         "{text}"
     );

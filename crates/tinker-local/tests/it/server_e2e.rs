@@ -122,6 +122,7 @@ async fn train_then_sample() {
             .iter()
             .any(|u| u.kind == "sampling_sample" && u.count > 0)
     );
+    #[allow(clippy::disallowed_methods)] // tinker-local stamps real wall time
     let now = chrono::Utc::now();
     let start = (now - chrono::Duration::hours(2)).format("%Y-%m-%dT%H:00:00Z");
     let end = (now + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:00:00Z");

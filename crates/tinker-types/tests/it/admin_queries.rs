@@ -49,11 +49,14 @@ fn billing_windows_are_checked() {
             field
         );
     }
-    let next_year = Utc.with_ymd_and_hms(2200, 1, 1, 0, 0, 0).unwrap();
-    assert_eq!(
-        field_of(BillingUsageQuery::new(next_year, next_year + TimeDelta::hours(1)).unwrap_err()),
-        "starting_on"
-    );
+    // The future rule needs the time: checked against the `now` given.
+    let now = Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0).unwrap();
+    let later =
+        BillingUsageQuery::new(now + TimeDelta::hours(1), now + TimeDelta::hours(2)).unwrap();
+    assert_eq!(field_of(later.validate_at(now).unwrap_err()), "starting_on");
+    let earlier =
+        BillingUsageQuery::new(now - TimeDelta::hours(2), now - TimeDelta::hours(1)).unwrap();
+    earlier.validate_at(now).unwrap();
     assert_eq!(
         field_of(BillingUsageQuery::parse("2026-01-01", "2026-01-02T00:00:00Z").unwrap_err()),
         "starting_on"
