@@ -58,7 +58,7 @@ use std::time::Duration;
 pub use self::operation::Operation;
 pub(crate) use self::registry::{Registry, current};
 
-use crate::ServiceClient;
+use crate::{ServiceClient, TrainingClient};
 
 /// Count, mean, percentiles and maximum of recorded latencies (all zero when empty).
 /// Percentiles come from log-spaced buckets: at most 12.5 % above the exact value.
@@ -176,5 +176,13 @@ impl ServiceClient {
     /// Zeroes this session's metrics.
     pub fn reset_metrics(&self) {
         self.holder().metrics.reset();
+    }
+}
+
+impl TrainingClient {
+    /// The metrics of this client's session (the same as its
+    /// [`ServiceClient::metrics`]).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.holder().metrics.snapshot()
     }
 }

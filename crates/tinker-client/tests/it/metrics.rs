@@ -69,6 +69,14 @@ async fn snapshot_counts_steps_samples_retries_and_queue_states() {
     );
 
     let opt = m.operation(Operation::OptimStep).expect("optim_step");
+    // Every client of the session shares its metrics.
+    let from_training = tc.metrics();
+    assert_eq!(
+        from_training
+            .operation(Operation::OptimStep)
+            .map(|o| o.calls),
+        Some(3)
+    );
     assert_eq!(
         (opt.calls, opt.errors, opt.latency.count),
         (3, 0, 3),
