@@ -61,7 +61,7 @@ async fn main() -> Result<(), BoxError> {
             .trim_start_matches("tinker://")
             .replace(['/', ':'], "_"),
     );
-    let rest = service.create_rest_client();
+    let rest = service.create_rest_client().await?;
     let files = rest
         .download_external_weights(&export.path, &target, |p| {
             println!(

@@ -32,7 +32,7 @@ async fn main() -> Result<(), BoxError> {
         println!("Saved {p}");
     }
 
-    let rest = service.create_rest_client();
+    let rest = service.create_rest_client().await?;
     let before = rest.list_checkpoints(training.model_id()).await?;
     println!("The run lists {} checkpoint(s)", before.checkpoints.len());
 

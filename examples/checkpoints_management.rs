@@ -57,7 +57,7 @@ async fn main() -> Result<(), BoxError> {
         s.path.as_deref().unwrap_or("(ephemeral)")
     );
 
-    let rest = service.create_rest_client();
+    let rest = service.create_rest_client().await?;
     let page = rest.list_user_checkpoints(20, 0).await?;
     let total = page
         .cursor

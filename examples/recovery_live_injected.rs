@@ -143,6 +143,7 @@ async fn main() -> Result<(), BoxError> {
             }
             let old = service
                 .create_rest_client()
+                .await?
                 .get_training_run(&first_run, AccessScope::Owned)
                 .await?;
             println!("REST record of {first_run}: corrupted = {}", old.corrupted);

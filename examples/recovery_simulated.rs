@@ -31,7 +31,7 @@ async fn main() -> Result<(), BoxError> {
     })
     .await?;
     let service = &conn.service;
-    let rest = service.create_rest_client();
+    let rest = service.create_rest_client().await?;
     let training = service
         .create_lora_training_client("tinker-local/micro", 8)
         .await?;

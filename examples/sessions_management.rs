@@ -33,7 +33,7 @@ async fn main() -> Result<(), BoxError> {
         sampler.sampling_session_id()
     );
 
-    let rest = service.create_rest_client();
+    let rest = service.create_rest_client().await?;
     let page = rest.list_sessions(10, 0, AccessScope::Accessible).await?;
     println!("Found {} sessions:", page.sessions.len());
     for id in &page.sessions {

@@ -122,6 +122,8 @@ async fn main() -> Result<(), BoxError> {
     let conn = Connection::from_process_env().await?;
     let model = conn.base_model("meta-llama/Llama-3.1-8B");
     let prompt = "Write a single sentence about telemetry.";
+    // The session (and its reporter) starts on first use; open it now.
+    conn.service.open_session().await?;
     let reporter = conn
         .service
         .get_telemetry()

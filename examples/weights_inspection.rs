@@ -33,7 +33,7 @@ async fn main() -> Result<(), BoxError> {
         sampler.sampling_session_id()
     );
 
-    let rest = service.create_rest_client();
+    let rest = service.create_rest_client().await?;
     let runs = rest
         .list_training_runs(10, 0, AccessScope::Accessible, None)
         .await?;

@@ -14,7 +14,16 @@ work with the same parameters (keep the two in step). Scenarios:
 * `forward requests=3 batch=256 seq_len=512`: `requests` sequential forward-only calls on
   a large batch (the data is built before the timer starts);
 * `startup`: `ServiceClient(...)` to the first `create_lora_training_client` result
-  (`import_s` reports the time of `import tinker` separately).
+  (`import_s` reports the time of `import tinker` separately);
+* `fwdbwd requests=1 batch=1024 seq_len=2048 small=1`: `requests` sequential
+  `forward_backward` calls (cross-entropy), each from the call to its result (`small=1`
+  uses `tinker-local/small`, whose context holds 2048 tokens);
+* `burst n=2000 prompt_len=8`: like `sample`, and reports resident memory: `rss_idle_mib`
+  before the burst, `rss_peak_mib` during it (peak reset through `/proc/self/clear_refs`)
+  and `rss_after_mib` 200 ms after the last result.
+
+`h2c=1` is for the Rust side (HTTP/2 with prior knowledge) and ignored here: the SDK
+keeps its default transport.
 
 `wall_s` and `cpu_s` (user+sys of this whole process, all threads, via
 `getrusage(RUSAGE_SELF)`) cover the timed section only; set-up (session, clients, a
@@ -29,6 +38,7 @@ import time
 import warnings
 
 MODEL = "tinker-local/micro"
+SMALL_MODEL = "tinker-local/small"
 API_KEY = "tml-bench"
 LORA_RANK = 4
 EXTRA: dict[str, float] = {}  # extra measurements reported on the result line
@@ -150,7 +160,71 @@ def run_startup(url: str, p: dict[str, int]) -> tuple[int, Timer]:
     return 1, t
 
 
+def run_fwdbwd(url: str, p: dict[str, int]) -> tuple[int, Timer]:
+    import tinker
+    from tinker import types
+
+    requests = p.get("requests", 1)
+    batch = p.get("batch", 1024)
+    model = SMALL_MODEL if p.get("small", 1) == 1 else MODEL
+    data = [datum(types, p.get("seq_len", 2048), i) for i in range(batch)]
+    service = connect(tinker, url)
+    tc = service.create_lora_training_client(base_model=model, rank=LORA_RANK).result()
+    tc.forward_backward(data[:1], "cross_entropy").result()  # warm-up
+    with Timer() as t:
+        for _ in range(requests):
+            out = tc.forward_backward(data, "cross_entropy").result()
+            if len(out.loss_fn_outputs) != batch:
+                raise RuntimeError("expected one output per datum")
+    return requests, t
+
+
+def status_mib(field: str) -> float:
+    """A kB field of /proc/self/status (VmRSS, VmHWM) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def run_burst(url: str, p: dict[str, int]) -> tuple[int, Timer]:
+    import tinker
+    from tinker import types
+
+    n = p.get("n", 2000)
+    prompt = types.ModelInput.from_ints(tokens(p.get("prompt_len", 8), 1))
+    service = connect(tinker, url)
+    sampler = service.create_sampling_client(base_model=MODEL).result()
+
+    def request(i: int):
+        params = types.SamplingParams(max_tokens=1, seed=i)
+        return sampler.sample(prompt, num_samples=1, sampling_params=params)
+
+    request(0).result()  # warm-up
+    EXTRA["rss_idle_mib"] = status_mib("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets the peak resident set size to the current one
+        reset = True
+    except OSError:
+        reset = False
+    with Timer() as t:
+        futures = [request(i) for i in range(n)]
+        for f in futures:
+            if len(f.result().sequences) != 1:
+                raise RuntimeError("expected one sequence per sample")
+    if reset:
+        EXTRA["rss_peak_mib"] = status_mib("VmHWM")
+    del futures
+    time.sleep(0.2)
+    EXTRA["rss_after_mib"] = status_mib("VmRSS")
+    return n, t
+
+
 SCENARIOS = {
+    "fwdbwd": run_fwdbwd,
+    "burst": run_burst,
     "sample": run_sample,
     "train": run_train,
     "forward": run_forward,

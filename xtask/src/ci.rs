@@ -42,6 +42,7 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
             )
         })?;
         step("codegen --check", || crate::codegen::run(true))?;
+        step("facade-check", crate::facade::run)?;
         step("cargo deny", || cargo_deny(&root))?;
     }
     // `--tests` is every target with tests (libs, bins, integration tests, the one example

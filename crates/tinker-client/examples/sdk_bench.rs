@@ -9,15 +9,34 @@
 //!   awaited);
 //! * `forward requests=3 batch=256 seq_len=512`: `requests` sequential forward-only calls
 //!   on a large batch (the data is built before the timer starts);
-//! * `startup`: client construction to the first `create_lora_training_client` result.
+//! * `startup`: client construction to the first `create_lora_training_client` result;
+//! * `fwdbwd requests=1 batch=1024 seq_len=2048 small=1`: `requests` sequential
+//!   `forward_backward` calls (cross-entropy), each from the call to its decoded result
+//!   (`small=1` uses `tinker-local/small`, whose context holds 2048 tokens);
+//! * `burst n=2000 prompt_len=8`: like `sample`, and reports the process's resident memory:
+//!   `rss_idle_mib` before the burst, `rss_peak_mib` during it (the peak is reset first
+//!   through `/proc/self/clear_refs`) and `rss_after_mib` 200 ms after the last result.
+//!
+//! Every scenario takes `h2c=1`: the client speaks HTTP/2 with prior knowledge
+//! ([`tinker_client::ServiceClientBuilder::http2_prior_knowledge`]) instead of HTTP/1.1 (the
+//! Python side ignores it and uses its default).
+//!
+//! Every scenario also reports, from a counting global allocator, `allocs_per_op` and
+//! `alloc_kib_per_op` (allocations and bytes allocated in the timed section, per op) and
+//! `live_peak_kib_per_op` (the peak of live heap bytes above the start of the section, per
+//! op: the state an op in flight holds).
 //!
 //! `wall_s` and `cpu_s` (user+sys of this whole process, `getrusage(RUSAGE_SELF)`) cover
 //! the timed section only; set-up (session, clients, a warm-up call) is excluded.
 
-#![allow(clippy::print_stdout)]
+// The counting global allocator below implements `GlobalAlloc`, which is unsafe to
+// implement; it only forwards to `System` (as `tinker-types/tests/allocation_bounds.rs`).
+#![allow(clippy::print_stdout, unsafe_code)]
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
@@ -30,7 +49,72 @@ type BoxResult<T> = Result<T, Box<dyn Error>>;
 
 const MODEL: &str = "tinker-local/micro";
 const API_KEY: &str = "tml-bench";
+const SMALL_MODEL: &str = "tinker-local/small";
 const LORA_RANK: u32 = 4;
+
+/// The system allocator, counting what passes through it (for `allocs_per_op` & co.).
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
+static LIVE: AtomicU64 = AtomicU64::new(0);
+static LIVE_PEAK: AtomicU64 = AtomicU64::new(0);
+
+impl Counting {
+    fn grew(size: usize) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        ALLOC_BYTES.fetch_add(size as u64, Ordering::Relaxed);
+        let live = LIVE.fetch_add(size as u64, Ordering::Relaxed) + size as u64;
+        LIVE_PEAK.fetch_max(live, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counters only
+// observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::grew(layout.size());
+        // SAFETY: forwarded with the caller's layout.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        Self::grew(new_size);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocation counters at one moment.
+#[derive(Clone, Copy)]
+struct AllocSnapshot {
+    allocs: u64,
+    bytes: u64,
+    live: u64,
+}
+
+impl AllocSnapshot {
+    /// Now; also restarts the live-bytes peak from the current live bytes.
+    fn take() -> Self {
+        let live = LIVE.load(Ordering::Relaxed);
+        LIVE_PEAK.store(live, Ordering::Relaxed);
+        Self {
+            allocs: ALLOCS.load(Ordering::Relaxed),
+            bytes: ALLOC_BYTES.load(Ordering::Relaxed),
+            live,
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> BoxResult<()> {
@@ -39,11 +123,14 @@ async fn main() -> BoxResult<()> {
         return Err("usage: sdk_bench <sample|train|forward|startup> <url> [key=value ...]".into());
     };
     let params = Params::parse(rest)?;
+    H2C.get_or_init(|| params.get("h2c", 0) != 0);
     let result = match scenario.as_str() {
         "sample" => sample(url, &params).await?,
         "train" => train(url, &params).await?,
         "forward" => forward(url, &params).await?,
         "startup" => startup(url).await?,
+        "fwdbwd" => fwdbwd(url, &params).await?,
+        "burst" => burst(url, &params).await?,
         other => return Err(format!("unknown scenario {other:?}").into()),
     };
     println!("{}", result.line(scenario));
@@ -75,17 +162,23 @@ struct Measured {
     ops: usize,
     wall: Duration,
     cpu: Duration,
+    /// Extra `key=value` pairs for the result line.
+    extra: Vec<(&'static str, f64)>,
 }
 
 impl Measured {
     /// The result line the driver parses: `side=rust scenario=.. ops=.. wall_s=.. cpu_s=..`.
     fn line(&self, scenario: &str) -> String {
-        format!(
+        let mut line = format!(
             "side=rust scenario={scenario} ops={} wall_s={:.6} cpu_s={:.6}",
             self.ops,
             self.wall.as_secs_f64(),
             self.cpu.as_secs_f64()
-        )
+        );
+        for (key, value) in &self.extra {
+            line.push_str(&format!(" {key}={value:.6}"));
+        }
+        line
     }
 }
 
@@ -106,20 +199,48 @@ async fn timed<T>(
     section: impl Future<Output = BoxResult<T>>,
 ) -> BoxResult<(T, Measured)> {
     let cpu0 = cpu_now()?;
+    let alloc0 = AllocSnapshot::take();
     #[allow(clippy::disallowed_methods)] // measures real elapsed time, not the SDK clock
     let t0 = Instant::now();
     let out = section.await?;
     let wall = t0.elapsed();
     let cpu = cpu_now()?.saturating_sub(cpu0);
-    Ok((out, Measured { ops, wall, cpu }))
+    // Read before the snapshot: taking one restarts the peak.
+    let peak = LIVE_PEAK.load(Ordering::Relaxed);
+    let alloc1 = AllocSnapshot::take();
+    let peak = peak.max(alloc1.live);
+    let per_op = |v: u64| v as f64 / ops.max(1) as f64;
+    let extra = vec![
+        ("allocs_per_op", per_op(alloc1.allocs - alloc0.allocs)),
+        (
+            "alloc_kib_per_op",
+            per_op(alloc1.bytes - alloc0.bytes) / 1024.0,
+        ),
+        (
+            "live_peak_kib_per_op",
+            per_op(peak.saturating_sub(alloc0.live)) / 1024.0,
+        ),
+    ];
+    Ok((
+        out,
+        Measured {
+            ops,
+            wall,
+            cpu,
+            extra,
+        },
+    ))
 }
 
+/// Whether to speak HTTP/2 with prior knowledge (`h2c=1`; tinker-local serves h2c).
+static H2C: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 async fn connect(url: &str) -> BoxResult<ServiceClient> {
-    Ok(ServiceClient::builder()
-        .base_url(url)
-        .api_key(API_KEY)
-        .build()
-        .await?)
+    let mut builder = ServiceClient::builder().base_url(url).api_key(API_KEY);
+    if H2C.get().copied().unwrap_or(false) {
+        builder = builder.http2_prior_knowledge();
+    }
+    Ok(builder.build().await?)
 }
 
 /// Deterministic token ids in the micro vocabulary, avoiding the specials 0..3
@@ -140,8 +261,12 @@ fn datum(len: usize, salt: usize) -> BoxResult<Datum> {
 }
 
 async fn training_client(service: &ServiceClient) -> BoxResult<TrainingClient> {
+    model_training_client(service, MODEL).await
+}
+
+async fn model_training_client(service: &ServiceClient, model: &str) -> BoxResult<TrainingClient> {
     Ok(service
-        .create_lora_training_client(MODEL, LORA_RANK)
+        .create_lora_training_client(model, LORA_RANK)
         .await?)
 }
 
@@ -238,5 +363,80 @@ async fn startup(url: &str) -> BoxResult<Measured> {
         training_client(&service).await
     })
     .await?;
+    Ok(measured)
+}
+
+async fn fwdbwd(url: &str, params: &Params) -> BoxResult<Measured> {
+    let requests = params.get("requests", 1);
+    let batch = params.get("batch", 1024);
+    let model = if params.get("small", 1) == 1 {
+        SMALL_MODEL
+    } else {
+        MODEL
+    };
+    let data: Vec<Datum> = (0..batch)
+        .map(|i| datum(params.get("seq_len", 2048), i))
+        .collect::<BoxResult<_>>()?;
+    let service = connect(url).await?;
+    let tc = model_training_client(&service, model).await?;
+    tc.forward_backward(data[..1].to_vec(), LossFn::CrossEntropy)
+        .await?; // warm-up
+    let copies = vec![data; requests];
+    let (_, measured) = timed(requests, async {
+        for data in copies {
+            let out = tc.forward_backward(data, LossFn::CrossEntropy).await?;
+            if out.loss_fn_outputs.len() != batch {
+                return Err("expected one output per datum".into());
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(measured)
+}
+
+/// A `kB` field of `/proc/self/status` (`VmRSS`, `VmHWM`), in MiB.
+fn status_mib(field: &str) -> f64 {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+async fn burst(url: &str, params: &Params) -> BoxResult<Measured> {
+    let n = params.get("n", 2000);
+    let prompt = ModelInput::from_tokens(&tokens(params.get("prompt_len", 8), 1));
+    let service = connect(url).await?;
+    let sampler = service
+        .create_sampling_client(SamplingSource::BaseModel(MODEL.into()))
+        .await?;
+    let request = |i: usize| {
+        let mut p = SamplingParams::with_max_tokens(1);
+        p.seed = Some(i as u64);
+        sampler.sample(prompt.clone(), 1, p)
+    };
+    request(0).await?; // warm-up
+    let rss_idle = status_mib("VmRSS");
+    // "5" resets the peak resident set size (VmHWM) to the current one.
+    let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let (_, mut measured) = timed(n, async {
+        let futures: Vec<ApiFuture<SampleResponse>> = (0..n).map(request).collect();
+        for f in futures {
+            if f.await?.sequences.len() != 1 {
+                return Err("expected one sequence per sample".into());
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    let rss_peak = status_mib("VmHWM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rss_after = status_mib("VmRSS");
+    if reset {
+        measured.extra.push(("rss_peak_mib", rss_peak));
+    }
+    measured.extra.push(("rss_idle_mib", rss_idle));
+    measured.extra.push(("rss_after_mib", rss_after));
     Ok(measured)
 }

@@ -8,11 +8,11 @@ use std::ops::Range;
 
 /// Chunking limits, from the server's client config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChunkLimits {
+pub(crate) struct ChunkLimits {
     /// Maximum datums per request (`fwdbwd_max_chunk_len`, default 1024).
-    pub max_len: usize,
+    pub(crate) max_len: usize,
     /// Maximum estimated bytes per request (`fwdbwd_max_chunk_bytes_count`, default 5 000 000).
-    pub max_bytes: u64,
+    pub(crate) max_bytes: u64,
 }
 
 impl Default for ChunkLimits {
@@ -26,15 +26,15 @@ impl Default for ChunkLimits {
 
 /// One planned chunk: the datum index range and its estimated byte size.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedChunk {
+pub(crate) struct PlannedChunk {
     /// Indices of the datums in this chunk.
-    pub range: Range<usize>,
+    pub(crate) range: Range<usize>,
     /// Sum of the byte estimates of those datums.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
 }
 
 /// Plans the chunks for datums whose byte estimates are `costs`.
-pub fn plan_chunks(costs: &[u64], limits: ChunkLimits) -> Vec<PlannedChunk> {
+pub(crate) fn plan_chunks(costs: &[u64], limits: ChunkLimits) -> Vec<PlannedChunk> {
     let max_len = limits.max_len.max(1);
     let mut out = Vec::new();
     let mut start = 0;

@@ -24,13 +24,13 @@
 //! implements it.
 
 pub mod admin;
-pub mod chunk;
+mod chunk;
 pub mod console;
 pub mod custom_loss;
 pub mod data;
 pub mod error;
 pub mod future;
-pub mod metrics;
+mod metrics;
 pub mod observe;
 mod payload;
 mod proto;

@@ -11,11 +11,11 @@ use crate::error::{Error, ErrorKind};
 /// Metrics of one chunk result: the map from metric key to value, and the chunk's weight
 /// (its number of `loss_fn_outputs`, i.e. of datums).
 #[derive(Debug, Clone, Copy)]
-pub struct ChunkMetrics<'a> {
+pub(crate) struct ChunkMetrics<'a> {
     /// The chunk's metrics map.
-    pub metrics: &'a BTreeMap<String, f64>,
+    pub(crate) metrics: &'a BTreeMap<String, f64>,
     /// The number of outputs the chunk produced (the weight of `:mean` and `:slack`).
-    pub weight: usize,
+    pub(crate) weight: usize,
 }
 
 /// The reductions the combiner understands; keys with any other reduction are dropped
@@ -47,7 +47,7 @@ impl Reduction {
 }
 
 /// Splits a metric key into `(name, reduction)`; anything but exactly one `:` is an error.
-pub fn split_metric_key(key: &str) -> Result<(&str, &str), Error> {
+pub(crate) fn split_metric_key(key: &str) -> Result<(&str, &str), Error> {
     let mut parts = key.split(':');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(name), Some(reduction), None) => Ok((name, reduction)),
@@ -63,7 +63,7 @@ pub fn split_metric_key(key: &str) -> Result<(&str, &str), Error> {
 /// Combines the metrics of the chunks of one call (§6.4):
 /// keys come from the first chunk, a key missing from any chunk is skipped, unknown
 /// reductions are skipped, a key without exactly one `:` is an error.
-pub fn combine_metrics(chunks: &[ChunkMetrics<'_>]) -> Result<BTreeMap<String, f64>, Error> {
+pub(crate) fn combine_metrics(chunks: &[ChunkMetrics<'_>]) -> Result<BTreeMap<String, f64>, Error> {
     let mut out = BTreeMap::new();
     let Some(first) = chunks.first() else {
         return Ok(out);

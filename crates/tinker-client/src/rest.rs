@@ -250,7 +250,7 @@ impl RestClient {
     /// A malformed checkpoint id; API errors.
     pub async fn delete_checkpoint(&self, run_id: &str, checkpoint_id: &str) -> Result<()> {
         let path = TinkerPath::parse(&format!("tinker://{run_id}/{checkpoint_id}"))?;
-        self.delete(&path).await
+        self.delete(&path, "RestClient.delete_checkpoint").await
     }
 
     /// Deletes the checkpoint at a `tinker://` path.
@@ -258,16 +258,17 @@ impl RestClient {
     /// # Errors
     /// A bad path; API errors.
     pub async fn delete_checkpoint_from_tinker_path(&self, path: &str) -> Result<()> {
-        self.delete(&TinkerPath::parse(path)?).await
-    }
-
-    async fn delete(&self, path: &TinkerPath) -> Result<()> {
-        let route = checkpoint_route(path);
-        self.send_ignoring(
-            || Ok(RequestSpec::delete(route.clone())),
-            "RestClient.delete_checkpoint",
+        self.delete(
+            &TinkerPath::parse(path)?,
+            "RestClient.delete_checkpoint_from_tinker_path",
         )
         .await
+    }
+
+    async fn delete(&self, path: &TinkerPath, sdk_method: &'static str) -> Result<()> {
+        let route = checkpoint_route(path);
+        self.send_ignoring(|| Ok(RequestSpec::delete(route.clone())), sdk_method)
+            .await
     }
 
     /// Makes a checkpoint public (409 if it already is).

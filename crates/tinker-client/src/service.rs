@@ -1,6 +1,8 @@
-//! [`ServiceClient`]: the entry point. Opens a session and creates the other clients.
+//! [`ServiceClient`]: the entry point. Opens a session on first use and creates the other
+//! clients.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -167,30 +169,54 @@ impl ServiceClientBuilder {
         self
     }
 
+    /// Speaks HTTP/2 with prior knowledge (h2c) on `http://` URLs: every request multiplexes
+    /// over one connection instead of holding one per request in flight. Only for servers
+    /// that serve h2c, such as tinker-local; `https://` negotiates HTTP/2 through ALPN
+    /// without this.
+    // Not finished: against a loaded local tinker-local (2 cores, load 5) this is slower than
+    // HTTP/1.1 on `sdk_bench`: 10,000 samples in 5.7-6.6 s instead of 3.6 s (with less
+    // client CPU), and 2,000 samples in flight once took 15 s instead of 0.9 s: a stall not
+    // yet explained (flow control, the stream limit or the long-poll). `cargo xtask
+    // bench-sdk` therefore measures the default (HTTP/1.1); `sdk_bench ... h2c=1` reproduces.
+    pub fn http2_prior_knowledge(mut self) -> Self {
+        self.transport = self
+            .transport
+            .http_version(tinker_transport::http::HttpVersion::Http2PriorKnowledge);
+        self
+    }
+
     /// The configured transport builder (for settings not mirrored here).
     pub fn transport(mut self, f: impl FnOnce(TransportBuilder) -> TransportBuilder) -> Self {
         self.transport = f(self.transport);
         self
     }
 
-    /// Connects: client config, JWT exchange when flagged, dynamic config, `create_session`;
-    /// then heartbeats every 10 s until [`ServiceClient::close`].
+    /// Builds the client; sends nothing. As in SDK 0.38, the session (client config, JWT
+    /// exchange when flagged, dynamic config, `create_session`, then a heartbeat every 10 s
+    /// until [`ServiceClient::close`]) is created by the first call that needs one, and
+    /// the calls that need none (capabilities, REST) use a session-less connection.
     ///
     /// # Errors
-    /// [`ErrorKind::Config`] without a usable credential or URL; API errors from the server.
+    /// [`ErrorKind::Config`] without a usable credential or URL.
     pub async fn build(self) -> Result<ServiceClient> {
         let _ = &self.env;
         let transport = self.transport.build()?;
         let telemetry = self
             .telemetry
             .unwrap_or_else(|| crate::telemetry::enabled_by_env(transport.env()));
-        let holder =
-            Session::start_with_telemetry(transport, Some(self.session), telemetry).await?;
-        if !self.queue_state_warnings {
-            crate::queue_log::silence(&holder);
-        }
+        let metrics = crate::observe::Registry::new(transport.runtime().clock.clone());
+        let transport = transport.with_request_observer(metrics.request_observer());
         Ok(ServiceClient {
-            holder,
+            lazy: Arc::new(LazySessions {
+                transport,
+                options: self.session,
+                telemetry,
+                session: tokio::sync::OnceCell::new(),
+                sessionless: tokio::sync::OnceCell::new(),
+                closed: AtomicBool::new(false),
+                queue_state_warnings: self.queue_state_warnings,
+                metrics,
+            }),
             observer: self.observer,
         })
     }
@@ -236,17 +262,36 @@ impl TrainingClientOptions {
     }
 }
 
-/// The entry point of the SDK: one session on a Tinker server. Cheap to clone.
+/// The entry point of the SDK: one session on a Tinker server, created on first use.
+/// Cheap to clone (clones share the session).
 #[derive(Clone)]
 pub struct ServiceClient {
-    holder: Arc<Session>,
+    lazy: Arc<LazySessions>,
     observer: Option<QueueStateObserver>,
+}
+
+/// The two sessions a service client may create, each on first use (the SDK's session
+/// holder and session-less REST holder).
+struct LazySessions {
+    transport: Transport,
+    options: SessionOptions,
+    telemetry: bool,
+    /// With a session id: training, sampling, custom losses.
+    session: tokio::sync::OnceCell<Arc<Session>>,
+    /// Without one: capabilities and REST clients.
+    sessionless: tokio::sync::OnceCell<Arc<Session>>,
+    closed: AtomicBool,
+    /// Whether queue-state warnings are logged (off: the sessions are silenced).
+    queue_state_warnings: bool,
+    /// Client metrics of both sessions (the transport reports every request to it).
+    metrics: Arc<crate::observe::Registry>,
 }
 
 impl std::fmt::Debug for ServiceClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceClient")
-            .field("holder", &self.holder)
+            .field("transport", &self.lazy.transport)
+            .field("session", &self.lazy.session.get())
             .finish_non_exhaustive()
     }
 }
@@ -267,33 +312,99 @@ impl ServiceClient {
         Self::builder().build().await
     }
 
-    /// The session id.
+    /// The session id; empty until the session exists (the first training, sampling or
+    /// custom-loss call creates it).
     pub fn session_id(&self) -> &str {
-        self.holder.session_id.as_deref().unwrap_or_default()
+        self.lazy
+            .session
+            .get()
+            .and_then(|s| s.session_id.as_deref())
+            .unwrap_or_default()
     }
 
     /// The base URL of the server.
     pub fn base_url(&self) -> &str {
-        self.holder.transport.base_url()
+        self.lazy.transport.base_url()
     }
 
-    /// The feature flags the server sent (`client/config`).
-    pub fn client_config(&self) -> &ClientConfig {
-        &self.holder.config
+    /// The feature flags the server sent (`client/config`), from the session if it exists,
+    /// else from a session-less connection (which creates no session).
+    ///
+    /// # Errors
+    /// API or connection errors of the first `client/config`.
+    pub async fn client_config(&self) -> Result<&ClientConfig> {
+        if let Some(session) = self.lazy.session.get() {
+            return Ok(&session.config);
+        }
+        Ok(&self.sessionless().await?.config)
     }
 
-    pub(crate) fn holder(&self) -> &Arc<Session> {
-        &self.holder
+    /// Creates the session now if it does not exist yet (otherwise the first training,
+    /// sampling or custom-loss call does); returns its id.
+    ///
+    /// # Errors
+    /// API or connection errors of the start-up sequence; a closed client.
+    pub async fn open_session(&self) -> Result<&str> {
+        self.holder().await?.session_id()
+    }
+
+    /// The session, created by the first caller (start-up sequence, heartbeat).
+    pub(crate) async fn holder(&self) -> Result<&Arc<Session>> {
+        self.check_open()?;
+        let lazy = &self.lazy;
+        lazy.session
+            .get_or_try_init(|| async {
+                let session = Session::start_with_metrics(
+                    lazy.transport.clone(),
+                    Some(lazy.options.clone()),
+                    lazy.telemetry,
+                    Some(lazy.metrics.clone()),
+                )
+                .await?;
+                if !lazy.queue_state_warnings {
+                    crate::queue_log::silence(&session);
+                }
+                Ok(session)
+            })
+            .await
+    }
+
+    /// The session-less connection of capabilities and REST calls.
+    async fn sessionless(&self) -> Result<&Arc<Session>> {
+        self.check_open()?;
+        let lazy = &self.lazy;
+        lazy.sessionless
+            .get_or_try_init(|| {
+                let metrics = Some(lazy.metrics.clone());
+                Session::start_with_metrics(lazy.transport.clone(), None, lazy.telemetry, metrics)
+            })
+            .await
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.lazy.closed.load(Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                "the service client was closed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The metrics registry of this client's sessions.
+    pub(crate) fn metrics_registry(&self) -> &Arc<crate::observe::Registry> {
+        &self.lazy.metrics
     }
 
     pub(crate) fn observer(&self) -> Option<&QueueStateObserver> {
         self.observer.as_ref()
     }
 
-    /// The telemetry reporter of this session (`None` when telemetry is off). Its
-    /// [`stats`](crate::Telemetry::stats) count what was sent and dropped.
+    /// The telemetry reporter of this session (`None` when telemetry is off or the
+    /// session does not exist yet). Its [`stats`](crate::Telemetry::stats) count what was
+    /// sent and dropped.
     pub fn get_telemetry(&self) -> Option<&crate::Telemetry> {
-        self.holder.telemetry()
+        self.lazy.session.get().and_then(|s| s.telemetry())
     }
 
     /// The models the server offers (`get_server_capabilities`).
@@ -301,7 +412,8 @@ impl ServiceClient {
     /// # Errors
     /// API or connection errors.
     pub async fn get_server_capabilities(&self) -> Result<ServerCapabilities> {
-        self.holder
+        self.sessionless()
+            .await?
             .get_json(
                 "/api/v1/get_server_capabilities",
                 &[],
@@ -332,10 +444,11 @@ impl ServiceClient {
         base_model: &str,
         options: TrainingClientOptions,
     ) -> Result<TrainingClient> {
-        let create = self.create_model(base_model, options);
-        let session_id = self.holder.session_id.as_deref();
+        // The session starts (if it must) before the operation does.
+        let session_id = self.holder().await?.session_id.as_deref();
         let op = crate::observe::Operation::CreateModel;
-        self.holder.metrics.instrument(op, session_id, create).await
+        let create = self.create_model(base_model, options);
+        self.lazy.metrics.instrument(op, session_id, create).await
     }
 
     async fn create_model(
@@ -347,35 +460,35 @@ impl ServiceClient {
         if base_model.is_empty() {
             return Err(Error::invalid("base_model is empty"));
         }
-        let session_id = self.holder.session_id()?.to_owned();
-        let model_seq_id = self.holder.next_model_seq();
+        let holder = self.holder().await?;
+        let session_id = holder.session_id()?.to_owned();
+        let model_seq_id = holder.next_model_seq();
         let mut req = CreateModelRequest::new(session_id, model_seq_id, base_model);
         req.lora_config = Some(options.lora);
         req.optimizer_config = options.optimizer;
         req.user_metadata = options.user_metadata;
         let body = tinker_types::json::to_vec(&req)?;
         // create_model goes without the holder retry loop (HTTP retries only).
-        let started = self.holder.transport.runtime().clock.now();
+        let started = holder.transport.runtime().clock.now();
         let spec = RequestSpec::post("/api/v1/create_model")
             .with_body(body, tinker_transport::APPLICATION_JSON)
             .with_sdk_method("ServiceClient.create_lora_training_client");
         let fut: tinker_types::UntypedFuture = crate::session::parse_json(
-            &crate::telemetry::capture(&*self.holder, async {
-                Ok(self.holder.transport.send(spec).await?)
-            })
-            .await?,
+            &crate::telemetry::capture(&**holder, async { Ok(holder.transport.send(spec).await?) })
+                .await?,
         )?;
-        let roundtrip = self.holder.transport.runtime().clock.now() - started;
+        let roundtrip = holder.transport.runtime().clock.now() - started;
         let created: CreateModelResponse = retrieve_decoded(
-            &self.holder,
+            holder,
             PollTarget {
                 request_id: fut.request_id.clone(),
                 request_type: RequestType::CreateModel,
+                sdk_method: "ServiceClient.create_lora_training_client",
                 roundtrip,
                 reserved: None,
             },
             crate::queue_log::observer_for(
-                &self.holder,
+                holder,
                 self.observer.clone(),
                 crate::queue_log::Queued::ModelCreation,
                 base_model,
@@ -383,7 +496,7 @@ impl ServiceClient {
             .as_ref(),
         )
         .await?;
-        TrainingClient::attach(self.holder.clone(), created.model_id, self.observer.clone()).await
+        TrainingClient::attach(holder.clone(), created.model_id, self.observer.clone()).await
     }
 
     /// A new training client with the weights (not the optimizer state) of a `tinker://`
@@ -423,8 +536,9 @@ impl ServiceClient {
         check_tinker_path(path)?;
         options.check_for_new_client()?;
         let optimizer = options.with_optimizer_state;
-        let session_id = self.holder.session_id()?.to_owned();
-        let model_seq_id = self.holder.next_model_seq();
+        let holder = self.holder().await?;
+        let session_id = holder.session_id()?.to_owned();
+        let model_seq_id = holder.next_model_seq();
         let model_id = format!("{session_id}:train:{model_seq_id}");
         let req = LoadWeightsRequest {
             model_id: None,
@@ -446,30 +560,36 @@ impl ServiceClient {
         } else {
             "ServiceClient.create_training_client_from_state"
         };
-        let (fut, roundtrip) = submit(&self.holder, "load_weights", || {
+        let (fut, roundtrip) = submit(holder, "load_weights", || {
             Ok(RequestSpec::post("/api/v1/load_weights")
                 .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
                 .with_sdk_method(method))
         })
         .await?;
         let _loaded: LoadWeightsResponse = retrieve_decoded(
-            &self.holder,
+            holder,
             PollTarget {
                 request_id: fut.request_id.clone(),
                 request_type: RequestType::LoadWeights,
+                sdk_method: method,
                 roundtrip,
                 reserved: None,
             },
             self.observer.as_ref(),
         )
         .await?;
-        TrainingClient::attach(self.holder.clone(), model_id, self.observer.clone()).await
+        TrainingClient::attach(holder.clone(), model_id, self.observer.clone()).await
     }
 
     /// The console page of this session (SDK `ServiceClient.get_console_url`; the sessions
     /// list for a client without a session).
     pub fn get_console_url(&self) -> String {
-        match self.holder.session_id.as_deref() {
+        match self
+            .lazy
+            .session
+            .get()
+            .and_then(|s| s.session_id.as_deref())
+        {
             Some(id) => crate::console::session_console_url(id),
             None => crate::console::sessions_console_url(),
         }
@@ -480,7 +600,7 @@ impl ServiceClient {
     /// # Errors
     /// A model path that is not `tinker://`; API errors.
     pub async fn create_sampling_client(&self, source: SamplingSource) -> Result<SamplingClient> {
-        SamplingClient::create(self.holder.clone(), source, self.observer.clone()).await
+        SamplingClient::create(self.holder().await?.clone(), source, self.observer.clone()).await
     }
 
     /// A sampling client joining an existing sampling session (e.g. one created by another
@@ -490,21 +610,39 @@ impl ServiceClient {
     /// API errors.
     pub async fn join_sampling_client(&self, sampling_session_id: &str) -> Result<SamplingClient> {
         SamplingClient::join(
-            self.holder.clone(),
+            self.holder().await?.clone(),
             sampling_session_id.to_owned(),
             self.observer.clone(),
         )
         .await
     }
 
-    /// A REST client sharing this session's connection.
-    pub fn create_rest_client(&self) -> RestClient {
-        RestClient::from_holder(self.holder.clone())
+    /// A REST client on this client's session-less connection (created on first use, as
+    /// the SDK's: it creates no session).
+    ///
+    /// # Errors
+    /// API or connection errors of the connection's start-up (`client/config`).
+    pub async fn create_rest_client(&self) -> Result<RestClient> {
+        Ok(RestClient::from_holder(self.sessionless().await?.clone()))
     }
 
-    /// An admin client (billing, audit) sharing this session's connection.
-    pub fn create_admin_client(&self) -> crate::AdminClient {
-        crate::AdminClient::from_holder(self.holder.clone())
+    /// A REST client on the session, if it exists (recovery works inside a session whose
+    /// training clients exist, so it never creates one).
+    pub(crate) fn session_rest_client(&self) -> Option<RestClient> {
+        self.lazy
+            .session
+            .get()
+            .map(|s| RestClient::from_holder(s.clone()))
+    }
+
+    /// An admin client (billing, audit) on the session-less connection.
+    ///
+    /// # Errors
+    /// As [`ServiceClient::create_rest_client`].
+    pub async fn create_admin_client(&self) -> Result<crate::AdminClient> {
+        Ok(crate::AdminClient::from_holder(
+            self.sessionless().await?.clone(),
+        ))
     }
 
     /// Copies weights into this client's project (`copy_weights`); returns the new path.
@@ -520,9 +658,10 @@ impl ServiceClient {
         weights_access_token: Option<&str>,
     ) -> Result<String> {
         self.create_rest_client()
+            .await?
             .copy_weights(
                 path,
-                self.holder.project_id.clone(),
+                self.lazy.options.project_id.clone(),
                 ttl_seconds,
                 weights_access_token,
             )
@@ -541,24 +680,35 @@ impl ServiceClient {
             CloseStatus::Errored => SessionFinishReason::Errored,
             CloseStatus::Interrupted => SessionFinishReason::Interrupted,
         };
-        let req = FinishSessionRequest::new(reason, detail.map(str::to_owned));
-        let path = format!("/api/v1/sessions/{}/finish", self.holder.session_id()?);
-        let result: Result<Value> = self
-            .holder
-            .post_json(&path, &req, "ServiceClient.close")
-            .await
-            .or_else(|e: Error| {
-                // The body is ignored; an empty one is fine.
-                if e.kind() == ErrorKind::Protocol {
-                    Ok(Value::Null)
-                } else {
-                    Err(e)
-                }
-            });
-        self.holder.shutdown();
-        // Waits up to 30 s for queued telemetry to be sent (the transport still works).
-        if let Some(telemetry) = self.holder.telemetry() {
-            telemetry.close().await;
+        self.lazy.closed.store(true, Ordering::SeqCst);
+        // No session was created: nothing to finish (the SDK sends nothing either).
+        let result: Result<Value> = match self.lazy.session.get() {
+            None => Ok(Value::Null),
+            Some(holder) => {
+                let req = FinishSessionRequest::new(reason, detail.map(str::to_owned));
+                let path = format!("/api/v1/sessions/{}/finish", holder.session_id()?);
+                holder
+                    .post_json(&path, &req, "ServiceClient.close")
+                    .await
+                    .or_else(|e: Error| {
+                        // The body is ignored; an empty one is fine.
+                        if e.kind() == ErrorKind::Protocol {
+                            Ok(Value::Null)
+                        } else {
+                            Err(e)
+                        }
+                    })
+            }
+        };
+        for holder in [self.lazy.session.get(), self.lazy.sessionless.get()]
+            .into_iter()
+            .flatten()
+        {
+            holder.shutdown();
+            // Waits up to 30 s for queued telemetry to be sent (the transport still works).
+            if let Some(telemetry) = holder.telemetry() {
+                telemetry.close().await;
+            }
         }
         result.map(|_| ())
     }

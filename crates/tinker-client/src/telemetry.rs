@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 use tinker_telemetry::{ErrorReport, SinkFuture, Telemetry, TelemetryOptions, TelemetrySink};
 use tinker_transport::clock::Clock;
@@ -48,7 +49,13 @@ impl TelemetrySink for TransportSink {
         Box::pin(async move {
             let spec = RequestSpec::post(TELEMETRY_PATH)
                 .with_body(batch_json, APPLICATION_JSON)
-                .with_timeout(SEND_TIMEOUT);
+                .with_timeout(SEND_TIMEOUT)
+                // The SDK passes this timeout as a float, so its header reads `5.0` (its
+                // other timeouts are whole numbers, as ours are formatted).
+                .with_header(
+                    HeaderName::from_static("x-stainless-read-timeout"),
+                    HeaderValue::from_static("5.0"),
+                );
             self.transport.send(spec).await?;
             Ok(())
         })

@@ -93,6 +93,8 @@ async fn train(env: &Env, service: &ServiceClient, steps: usize) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let files = service
         .create_rest_client()
+        .await
+        .unwrap()
         .download_external_weights(&export.path, dir.path(), |_| {})
         .await
         .unwrap();

@@ -51,6 +51,10 @@ pub struct LocalServerConfig {
     /// (as do all requests queued with it) and the missing ids are given up (see the
     /// `worker` module).
     pub seq_gap_wait: Duration,
+    /// Compute nothing: every model answers at once with results of the right shapes
+    /// (uniform logprobs, samples of the requested length, zero optimizer norms), through
+    /// the same protocol. For benchmarks of clients; off by default.
+    pub zero_compute: bool,
     /// Hugging Face models served besides the built-in ones, as `(name, source)`: the
     /// name clients use, and a model folder or a repo id in the local hub cache (see
     /// [`crate::engine::hf_model`]). Add them with [`LocalServerConfig::with_model`].
@@ -78,6 +82,7 @@ impl LocalServerConfig {
             max_body_bytes: 256 << 20,
             seq_gap_window: 1024,
             seq_gap_wait: Duration::from_secs(60),
+            zero_compute: false,
             models: Vec::new(),
         }
     }

@@ -25,16 +25,19 @@ pub mod engine;
 
 mod api;
 mod auth;
+mod compute;
 mod config;
 mod engine_wire;
 mod faults;
 mod persist;
 mod promise;
+mod serve;
 mod state;
 mod worker;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use snafu::{ResultExt, Snafu};
 use tokio::sync::watch;
@@ -91,17 +94,12 @@ impl LocalServer {
         let (stop_tx, mut stop_rx) = watch::channel(false);
         let sweeper = state::spawn_sweeper(Arc::clone(&state));
         let serve_state = Arc::clone(&state);
-        let task = tokio::spawn(async move {
-            let result = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                    serve_state.begin_shutdown();
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "tinker-local server stopped with an error");
-            }
-        });
+        let accepted = Arc::new(AtomicU64::new(0));
+        let stop = async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+            serve_state.begin_shutdown();
+        };
+        let task = tokio::spawn(serve::serve(listener, router, stop, Arc::clone(&accepted)));
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "tinker-local listening");
         Ok(LocalServerHandle {
             addr,
@@ -109,6 +107,7 @@ impl LocalServer {
             stop: stop_tx,
             task: Some(task),
             sweeper,
+            accepted,
         })
     }
 }
@@ -122,12 +121,18 @@ pub struct LocalServerHandle {
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl LocalServerHandle {
     /// The base URL clients use, e.g. `http://127.0.0.1:8790` (no trailing slash).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// TCP connections accepted so far (HTTP/1.1 and HTTP/2 alike).
+    pub fn connections_accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// The bound socket address.

@@ -57,6 +57,10 @@ struct ServeArgs {
     /// Repeatable. Llama, Qwen2/2.5, Qwen3 and Mistral are supported.
     #[arg(long = "model", value_name = "NAME=DIR")]
     models: Vec<String>,
+    /// Compute nothing: answer every training and sampling request at once with results of
+    /// the right shapes (for benchmarking clients).
+    #[arg(long)]
+    zero_compute: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +110,7 @@ async fn main() -> ExitCode {
         seq_gap_window,
         seq_gap_wait_secs,
         models,
+        zero_compute,
     } = args;
     let mut config = LocalServerConfig::new(data_dir);
     config.addr = addr;
@@ -122,6 +127,7 @@ async fn main() -> ExitCode {
         return fail("--seq-gap-wait-secs must be more than 0 and at most 86400");
     }
     config.seq_gap_wait = std::time::Duration::from_secs_f64(seq_gap_wait_secs);
+    config.zero_compute = zero_compute;
     config.seq_gap_window = seq_gap_window;
     for model in models {
         let Some((name, source)) = model.split_once('=') else {

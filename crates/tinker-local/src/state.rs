@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
+use crate::compute::SampleEngine;
 use crate::config::LocalServerConfig;
-use crate::engine::{CustomGraph, ModelSpec, SamplerModel, builtin_models};
+use crate::engine::{CustomGraph, ModelSpec, builtin_models};
 use crate::faults::FaultInjector;
 use crate::persist::Store;
 use crate::promise::Promises;
@@ -50,7 +51,7 @@ pub(crate) struct SamplerEntry {
     pub(crate) owner: String,
     pub(crate) base_model: String,
     pub(crate) model_path: Option<String>,
-    pub(crate) model: SamplerModel,
+    pub(crate) model: Arc<dyn SampleEngine>,
     pub(crate) clients: u64,
 }
 

@@ -40,9 +40,8 @@ use tinker_types::{
 use chrono::Utc;
 use serde_json::json;
 
-use crate::engine::{
-    AdamStep, EngineError, LoraSpec, Loss, ModelSpec, TrainExample, TrainableModel,
-};
+use crate::compute::{Compute, TrainEngine};
+use crate::engine::{AdamStep, EngineError, LoraSpec, Loss, ModelSpec, TrainExample};
 use crate::engine_wire;
 use crate::persist::{CheckpointRecord, dir_size};
 use crate::promise::{Completer, FutureKind, Outcome};
@@ -390,8 +389,11 @@ fn run(
     rx: mpsc::Receiver<Job>,
 ) {
     let built = catch_unwind(AssertUnwindSafe(
-        || -> Result<TrainableModel, EngineError> {
-            let mut model = TrainableModel::new(&spec, &lora)?;
+        || -> Result<Box<dyn TrainEngine>, EngineError> {
+            let compute = state
+                .upgrade()
+                .map_or(Compute::Candle, |s| Compute::of(&s.config));
+            let mut model = compute.trainer(&spec, &lora)?;
             if let Init::FromCheckpoint { dir, optimizer, .. } = &init {
                 model.load_adapter(dir)?;
                 if *optimizer {
@@ -450,7 +452,7 @@ fn run(
         let request_type = job.op.request_type();
         let is_optim_step = matches!(job.op, TrainOp::OptimStep(_));
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            execute(&state, &model_id, &mut model, job.op)
+            execute(&state, &model_id, model.as_mut(), job.op)
         }))
         .unwrap_or_else(|_| Outcome::server(format!("{op_name} panicked in the engine")));
         if is_optim_step && !matches!(outcome, Outcome::Failed { .. }) {
@@ -504,7 +506,7 @@ struct SaveSpec<'a> {
 fn save_checkpoint(
     state: &AppState,
     model_id: &str,
-    model: &TrainableModel,
+    model: &dyn TrainEngine,
     save: SaveSpec<'_>,
 ) -> Result<(String, u64), Outcome> {
     let SaveSpec {
@@ -568,7 +570,7 @@ fn session_of(state: &AppState, model_id: &str) -> (String, String) {
 fn execute(
     state: &Arc<AppState>,
     model_id: &str,
-    model: &mut TrainableModel,
+    model: &mut dyn TrainEngine,
     op: TrainOp,
 ) -> Outcome {
     match op {

@@ -40,6 +40,8 @@ pub async fn start_with(faults: Option<&str>, tweak: impl FnOnce(&mut LocalServe
         .build()
         .await
         .unwrap();
+    // Tests read the session id up front; the session would otherwise start lazily.
+    service.open_session().await.unwrap();
     Env {
         server,
         service,

@@ -105,6 +105,9 @@ impl fmt::Display for TokenizerRef {
 ///   at `:` unless it is an absolute path, which loads directly).
 /// * Without one: `meta-llama/Llama-3*` → [`LLAMA3_TOKENIZER`]; `org/model/variant` →
 ///   `org/model`; otherwise the model name.
+/// * An id (or, without a `tokenizer_id`, a model name) naming an existing local
+///   directory loads that directory's tokenizer files, as the SDK's `from_pretrained` does:
+///   servers that serve a local model folder report its path as the model name.
 /// * `TML/…` and `thinkingmachines/…` ids are refused with [`Error::Unsupported`](crate::Error::Unsupported).
 /// * The Kimi models get their pinned revisions (`moonshotai/Kimi-K2.5-Text-Only` uses the
 ///   `moonshotai/Kimi-K2.5` repository).
@@ -129,6 +132,16 @@ pub fn resolve(model_name: &str, tokenizer_id: Option<&str>) -> Result<Tokenizer
         Some(id) => cut_tag(id).to_owned(),
         None => default_id(model_name),
     };
+    // The SDK's order: the id it settled on, then (no tokenizer id) the whole model name,
+    // which the `org/model/variant` rule would otherwise cut.
+    if let Some(dir) = local_dir(&id).or_else(|| {
+        tokenizer_id
+            .is_none()
+            .then(|| local_dir(model_name))
+            .flatten()
+    }) {
+        return Ok(TokenizerRef::Path(dir));
+    }
     if id.is_empty() {
         return InvalidIdSnafu {
             id,
@@ -147,6 +160,12 @@ pub fn resolve(model_name: &str, tokenizer_id: Option<&str>) -> Result<Tokenizer
         });
     }
     Ok(TokenizerRef::hub(id))
+}
+
+/// `name` as a path, if it names an existing directory.
+fn local_dir(name: &str) -> Option<PathBuf> {
+    let path = Path::new(name);
+    (!name.is_empty() && path.is_dir()).then(|| path.to_path_buf())
 }
 
 /// Everything before the first `:`.
@@ -250,6 +269,26 @@ mod tests {
             resolve("tiny", Some(id)).unwrap(),
             TokenizerRef::Path(dir.clone())
         );
+    }
+
+    #[test]
+    fn local_model_folders_load_directly() {
+        // A server serving a local folder names it as the model, with no tokenizer id.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("models").join("qwen3-tiny");
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = dir.to_str().unwrap();
+        assert_eq!(
+            resolve(name, None).unwrap(),
+            TokenizerRef::Path(dir.clone())
+        );
+        assert_eq!(
+            resolve("served", Some(name)).unwrap(),
+            TokenizerRef::Path(dir.clone())
+        );
+        // A path that does not exist is still refused as a repository id.
+        let missing = root.path().join("a").join("b").join("c");
+        assert!(resolve(missing.to_str().unwrap(), None).is_err());
     }
 
     #[test]

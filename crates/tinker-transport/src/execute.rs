@@ -88,6 +88,7 @@ async fn execute_call(
             Some(crate::http::decode::zstd_compress(b).map_err(|e| fail(e, 0))?),
             true,
         ),
+        (b, Compression::ZstdEncoded) => (b.clone(), true),
         (b, _) => (b.clone(), false),
     };
     *body_len = body.as_ref().map_or(0, |b| b.len() as u64);

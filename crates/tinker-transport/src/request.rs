@@ -26,6 +26,9 @@ pub enum Compression {
     /// zstd-compress the body and send `Content-Encoding: zstd` (flag
     /// `proto_compress_fwdbwd`).
     Zstd,
+    /// The body is already one zstd frame (compressed by the caller, e.g. off the async
+    /// executor and in parallel): send it as is with `Content-Encoding: zstd`.
+    ZstdEncoded,
 }
 
 /// One API call, described so it can be sent any number of times.
@@ -85,9 +88,12 @@ impl RequestSpec {
         Self::new(Method::PUT, path)
     }
 
-    /// A `DELETE` request.
+    /// A `DELETE` request. It carries `Content-Type: application/json` and no body, as the
+    /// SDK's do.
     pub fn delete(path: impl Into<String>) -> Self {
-        Self::new(Method::DELETE, path)
+        let mut spec = Self::new(Method::DELETE, path);
+        spec.content_type = Some(HeaderValue::from_static(APPLICATION_JSON));
+        spec
     }
 
     /// Adds a query parameter (the value is percent-encoded on the wire).

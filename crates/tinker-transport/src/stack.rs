@@ -184,9 +184,8 @@ fn build_request(
     }
     let mut headers = ctx.default_headers.clone();
     headers.insert(ACCEPT, spec.accept.clone());
-    if call.body.is_some()
-        && let Some(ct) = &spec.content_type
-    {
+    // Set with a body, or alone on a DELETE (the SDK sends it there without one).
+    if let Some(ct) = &spec.content_type {
         headers.insert(CONTENT_TYPE, ct.clone());
     }
     if call.compressed {

@@ -54,7 +54,8 @@
 //!
 //! # Features
 //!
-//! * `rustls` (default): TLS through rustls.
+//! * TLS goes through rustls unless `native-tls` is on (there is no `rustls` feature:
+//!   rustls is always compiled in).
 //! * `native-tls`: TLS through the platform library.
 //! * `local`: embeds `tinker-local` as `tinker::local`, a Tinker-compatible server training
 //!   a tiny transformer on the CPU, so programs and tests run offline. (No link: the module
@@ -68,7 +69,23 @@
 //! [`BillingUsageQuery`]; every one of them is a `tinker-types` type, also under [`types`]).
 //! [`console`] builds Tinker console links as the Python SDK does.
 
-pub use tinker_client::*;
+// The facade's root: every client, and every type a public signature of the clients
+// reaches (checked by `cargo xtask facade-check`; the regularizer pipeline's types stay
+// under `regularizers`). Explicit, so that internal modules of `tinker-client` never leak.
+pub use tinker_client::custom_loss::{
+    ArgValue, CustomLoss, CustomLossBuilder, CustomLossError, CustomLossHandle, DatumEvaluation,
+    Expr, IntoArg, Rank,
+};
+pub use tinker_client::rest::{CheckpointArchiveUrl, DEFAULT_MAX_FILE_BYTES, DownloadOptions};
+pub use tinker_client::service::ServerCapabilities;
+pub use tinker_client::{
+    AdminClient, ApiFuture, CloseStatus, CustomLossOutput, DownloadProgress, Error, ErrorKind,
+    FailureCategory, FuturesPollerStats, LoadStateOptions, Paged, QueueStateObserver, RestClient,
+    Result, SDK_VERSION, SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource,
+    SaveOptions, ServiceClient, ServiceClientBuilder, Telemetry, TelemetryStats, TrainingClient,
+    TrainingClientOptions, TransportHubFetcher, console, custom_loss, data, recovery, regularizers,
+    tokenizer_loader,
+};
 
 /// Wire types of the API (re-export of `tinker-types`).
 pub use tinker_types as types;
@@ -90,13 +107,44 @@ pub use tinker_telemetry as telemetry;
 #[cfg(feature = "local")]
 pub use tinker_local as local;
 
+/// Request inputs and results of the client methods, and the types they contain (all from
+/// `tinker-types`, also under [`types`]).
 pub use tinker_types::{
-    AdamParams, CrossEntropyInputs, Datum, ForwardBackwardOutput, LoraConfig, LossFn, ModelInput,
-    OptimStepResponse, SampleResponse, SamplingParams, TensorData,
+    AccessScope, AdamParams, AuditEventType, AuditLogEntry, AuditLogQuery, AuditLogResponse,
+    BillingEventInfo, BillingUsageEvent, BillingUsageQuery, BillingUsageResponse,
+    BillingUsageSession, Checkpoint, CheckpointBillingEvent, CheckpointKind, CheckpointType,
+    CheckpointsListResponse, ClientConfig, CredentialSource, CrossEntropyInputs, CsrIndices,
+    CurrentCheckpointStorageUsageItem, CurrentCheckpointStorageUsageQuery,
+    CurrentCheckpointStorageUsageResponse, Cursor, CustomLossGraph, CustomLossInput,
+    CustomLossNode, CustomLossOp, Datum, DimuonParams, DmelChunk, DynamicConfig, EncodedTextChunk,
+    ExternalWeightsUrlsResponse, FailedRequestReason, FailedSamplingSessionReason,
+    FailedTrainingRunReason, ForwardBackwardOutput, GenericOptimizerObject, GetInfoResponse,
+    GetSamplerResponse, GetServerCapabilitiesResponse, GetSessionResponse, ImageAssetPointerChunk,
+    ImageChunk, ImageFormat, ListSessionsResponse, LoadWeightsResponse, LoraConfig,
+    LossConfigValue, LossFn, LossFnConfig, LossFnInputs, LossFnOutput, ModelData, ModelInput,
+    ModelInputChunk, OptimParams, OptimStepResponse, OptimizerConfig, PolicyGradientInputs,
+    PromptAltTokens, ProvenanceSpan, QueueState, SampleResponse, SampledSequence, SamplingParams,
+    SamplingPrefillBillingEvent, SamplingSampleBillingEvent, SaveWeightsExternalResponse,
+    SaveWeightsForSamplerResponse, SaveWeightsResponse, SearchOwner, Sensitive, SessionActive,
+    SessionCancelled, SessionClientFinished, SessionFailed, SessionFailedReason,
+    SessionFailureCategory, SessionSearchCursor, SessionSearchRequest, SessionSearchResponse,
+    SessionStatus, SessionStatusQuery, SessionSummary, Severity, SpanRef, StopCondition,
+    StopReason, StorageBillingEvent, SupportedModel, TensorData, TensorDtype, TensorValues,
+    Timestamp, TinkerPath, TopkLogprobs, TrainingBillingEvent, TrainingRun, TrainingRunsResponse,
+    WeightsInfoResponse, WhoamiResponse,
 };
+
+/// The stream traits of paginated lists ([`Paged`]): `while let Some(run) =
+/// runs.next().await` needs [`StreamExt`] in scope, without a `futures` dependency.
+pub use futures_core::Stream;
+pub use futures_util::StreamExt;
+
+/// A tokenizer, as [`TrainingClient::get_tokenizer`] returns it.
+pub use tinker_tokenizer::Tokenizer;
 
 /// The names most programs need: `use tinker::prelude::*;`.
 pub mod prelude {
+    pub use futures_util::StreamExt as _;
     pub use tinker_client::{
         AccessScope, AdminClient, ApiFuture, CloseStatus, CustomLossOutput, Error, ErrorKind,
         LoadStateOptions, RestClient, SampleOptions, SamplingClient, SamplingSource, SaveOptions,

@@ -106,10 +106,10 @@ impl ServiceClient {
     /// server's `custom_loss_server_side` flag is off; [`ErrorKind::RequestFailed`](crate::ErrorKind::RequestFailed) with a
     /// user category when the server refuses the graph; API or connection errors.
     pub async fn create_custom_loss(&self, loss: &CustomLoss) -> Result<CustomLossHandle> {
-        if !self.client_config().custom_loss_server_side {
+        let holder = self.holder().await?;
+        if !holder.config.custom_loss_server_side {
             return Err(CustomLossError::ServerSideDisabled.into());
         }
-        let holder = self.holder();
         let session_id = holder.session_id()?.to_owned();
         let created_losses = holder.extensions.get_or_default::<CreatedCustomLosses>();
         let mut created = created_losses.0.lock().await;
@@ -136,6 +136,7 @@ impl ServiceClient {
             PollTarget {
                 request_id: fut.request_id.clone(),
                 request_type: RequestType::CreateCustomLoss,
+                sdk_method: "ServiceClient.create_custom_loss",
                 roundtrip,
                 reserved: None,
             },

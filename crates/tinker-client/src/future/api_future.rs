@@ -148,6 +148,15 @@ impl<T: Send + 'static> ApiFuture<T> {
         handle
     }
 
+    /// A handle that yields `value` (nothing was sent).
+    pub(crate) fn ready(value: T) -> Self {
+        Self {
+            inner: Inner::Ready(Some(Ok(value))),
+            abort_on_drop: false,
+            trace: None,
+        }
+    }
+
     /// A handle that yields `err` (nothing was sent).
     pub(crate) fn failed(err: Error) -> Self {
         Self {

@@ -51,6 +51,9 @@ pub(crate) struct Retrieved {
 pub(crate) struct PollTarget {
     pub request_id: String,
     pub request_type: RequestType,
+    /// The public method that started the request: its polls carry it in `x-sdk-method`,
+    /// as the SDK's do.
+    pub sdk_method: &'static str,
     /// Time between starting the call and receiving its untyped future.
     pub roundtrip: Duration,
     /// Bytes already reserved (e.g. from the session poller); skips the metadata step.
@@ -87,6 +90,7 @@ pub(crate) async fn poll_until_decoded<T: FromPayload>(
     loop {
         let request_id = target.request_id.clone();
         let request_type = target.request_type;
+        let sdk_method = target.sdk_method;
         let got = poll_loop(holder, target, observer, &mut repolls).await?;
         let Retrieved { payload, _permit } = got;
         match crate::telemetry::decode_reported(holder, &request_id, request_type, payload) {
@@ -99,6 +103,7 @@ pub(crate) async fn poll_until_decoded<T: FromPayload>(
                 target = PollTarget {
                     request_id,
                     request_type,
+                    sdk_method,
                     roundtrip: Duration::ZERO,
                     reserved: _permit,
                 };
@@ -138,6 +143,12 @@ async fn poll_loop(
             .with_accept(accept)
             .with_max_retries(0)
             .with_timeout(Duration::from_secs(45))
+            .with_sdk_method(target.sdk_method)
+            // The SDK reads the raw response (for its content type) and says so.
+            .with_header(
+                HeaderName::from_static("x-stainless-raw-response"),
+                HeaderValue::from_static("raw"),
+            )
             .with_header(
                 HeaderName::from_static("x-tinker-request-iteration"),
                 HeaderValue::from(iteration),

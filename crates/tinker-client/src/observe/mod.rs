@@ -2,8 +2,8 @@
 //!
 //! # Metrics
 //!
-//! Every session (a [`ServiceClient`] and the clients it creates) keeps, per
-//! [`Operation`]:
+//! A [`ServiceClient`] and every client it creates (its session and its session-less
+//! connection for REST calls share one registry) keep, per [`Operation`]:
 //! - **calls** (call → result): how many were made, how many failed, client-level
 //!   retries (the operation retry loop, sampling's retry handler), and the latency from
 //!   the call to its result (p50/p95/p99);
@@ -15,9 +15,9 @@
 //! reason. [`ServiceClient::metrics`] returns a [`MetricsSnapshot`];
 //! [`ServiceClient::reset_metrics`] zeroes it. Recording is a few relaxed atomic adds
 //! into fixed log-bucket histograms (no lock, no allocation), so it is always on; the
-//! `metrics_overhead` bench measures it. Requests of the session start-up
-//! (`client/config`, `create_session`) are made before the session exists and are not
-//! counted.
+//! `metrics_overhead` bench measures it. Clients opened on their own
+//! (`RestClient::connect`, sampler handles from another process) keep a registry of their
+//! own, which no accessor exposes yet.
 //!
 //! Every figure is also sent to the [`metrics`](https://docs.rs/metrics) facade, so any
 //! installed recorder (`metrics-exporter-prometheus`, an OpenTelemetry bridge, …) sees it
@@ -170,12 +170,12 @@ impl MetricsSnapshot {
 impl ServiceClient {
     /// The metrics of this session (every client it created included) so far.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.holder().metrics.snapshot()
+        self.metrics_registry().snapshot()
     }
 
     /// Zeroes this session's metrics.
     pub fn reset_metrics(&self) {
-        self.holder().metrics.reset();
+        self.metrics_registry().reset();
     }
 }
 

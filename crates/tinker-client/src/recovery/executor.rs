@@ -70,11 +70,16 @@ impl RecoveryExecutor {
     /// An executor that creates the new clients through `service`.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidInput`] for an invalid policy.
+    /// [`ErrorKind::InvalidInput`] for an invalid policy, or a `service` whose session
+    /// does not exist yet (it is created with its first training client).
     pub fn new(service: &ServiceClient, policy: RecoveryPolicy, events: EventSink) -> Result<Self> {
         policy.validate()?;
         Ok(Self {
-            rest: service.create_rest_client(),
+            rest: service.session_rest_client().ok_or_else(|| {
+                Error::invalid(
+                    "the service client has no session yet: create its training client first",
+                )
+            })?,
             service: service.clone(),
             policy,
             events,

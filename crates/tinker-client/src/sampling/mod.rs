@@ -43,6 +43,10 @@ const CLONE_STRIDE: u64 = 1_000_000_000;
 const ASAMPLE_FUNC: &str = "SamplingClient._send_asample_request";
 const SAMPLE_FUNC: &str = "SamplingClient.sample.<locals>._sample_async";
 const LOGPROBS_FUNC: &str = "SamplingClient.compute_logprobs.<locals>._compute_logprobs_async";
+/// `x-sdk-method` of `sample`/`sample_with` (and their polls and session join).
+const SAMPLE_METHOD: &str = "SamplingClient.sample";
+/// `x-sdk-method` of `compute_logprobs`, which the SDK attributes to itself.
+const LOGPROBS_METHOD: &str = "SamplingClient.compute_logprobs";
 
 /// Per-request sampling options beyond [`SamplingParams`] (protocol §5.8).
 #[derive(Debug, Clone)]
@@ -224,25 +228,26 @@ impl SamplingClient {
             base_model,
             model_path,
             observer,
+            "ServiceClient.create_sampling_client",
         )
         .await
     }
 
-    /// A client for an existing sampling session; looks up the base model if unknown.
+    /// A client for an existing sampling session; looks up the base model if unknown, in a
+    /// request attributed to `sdk_method` (the public method creating the client).
     pub(crate) async fn for_session(
         holder: Arc<Session>,
         sampling_session_id: String,
         base_model: Option<String>,
         model_path: Option<String>,
         observer: Option<QueueStateObserver>,
+        sdk_method: &'static str,
     ) -> Result<Self> {
         let (base_model, model_path) = match base_model {
             Some(b) => (Some(b), model_path),
             None => {
                 let path = format!("/api/v1/samplers/{sampling_session_id}");
-                let info: GetSamplerResponse = holder
-                    .get_json(&path, &[], "SamplingClient.get_sampler")
-                    .await?;
+                let info: GetSamplerResponse = holder.get_json(&path, &[], sdk_method).await?;
                 (Some(info.base_model), info.model_path.or(model_path))
             }
         };
@@ -309,7 +314,15 @@ impl SamplingClient {
         let resp: JoinSamplingSessionResponse = holder
             .post_json("/api/v1/join_sampling_session", &req, "SamplingClient.join")
             .await?;
-        let client = Self::for_session(holder, sampling_session_id, None, None, observer).await?;
+        let client = Self::for_session(
+            holder,
+            sampling_session_id,
+            None,
+            None,
+            observer,
+            "SamplingClient.get_sampler",
+        )
+        .await?;
         let Self { inner, .. } = client;
         let inner = Arc::into_inner(inner)
             .ok_or_else(|| Error::protocol("sampling client shared before it was built"))?;
@@ -475,9 +488,9 @@ impl SamplingClient {
             Ok(template) => {
                 ApiFuture::spawn_abortable(&self.inner.holder, RequestType::Sample, async move {
                     let result = if no_retries {
-                        sample_once(&inner, template).await
+                        sample_once(&inner, template, SAMPLE_METHOD).await
                     } else {
-                        sample_retrying(&inner, &retry, template, SAMPLE_FUNC).await
+                        sample_retrying(&inner, &retry, template, SAMPLE_FUNC, SAMPLE_METHOD).await
                     };
                     report_final(&inner, result).await
                 })
@@ -517,13 +530,14 @@ impl SamplingClient {
             Err(e) => ApiFuture::failed(e),
             Ok(template) => {
                 ApiFuture::spawn_abortable(&self.inner.holder, RequestType::Sample, async move {
-                    let result = sample_retrying(&inner, &retry, template, LOGPROBS_FUNC)
-                        .await
-                        .and_then(|resp| {
-                            resp.prompt_logprobs.ok_or_else(|| {
-                                Error::protocol("the server returned no prompt_logprobs")
-                            })
-                        });
+                    let result =
+                        sample_retrying(&inner, &retry, template, LOGPROBS_FUNC, LOGPROBS_METHOD)
+                            .await
+                            .and_then(|resp| {
+                                resp.prompt_logprobs.ok_or_else(|| {
+                                    Error::protocol("the server returned no prompt_logprobs")
+                                })
+                            });
                     report_final(&inner, result).await
                 })
             }
@@ -556,14 +570,14 @@ fn build_request(
         params,
         o.num_samples,
     );
-    req.prompt_logprobs = o.prompt_logprobs.then_some(true);
+    // The SDK always sends both flags, `false` included.
+    req.prompt_logprobs = Some(o.prompt_logprobs);
     req.topk_prompt_logprobs = o.topk_prompt_logprobs;
     req.topk_sample_logprobs = o.topk_sample_logprobs;
     req.target_prompt_logprobs = o.target_prompt_logprobs;
     req.prompt_alt_tokens_k = o.prompt_alt_tokens_k;
     req.prompt_logprobs_last_n = o.prompt_logprobs_last_n;
-    req.record_stability_info =
-        (o.record_stability_info || inner.record_stability_info).then_some(true);
+    req.record_stability_info = Some(o.record_stability_info || inner.record_stability_info);
     req.validate()?;
     Ok(req)
 }
@@ -601,6 +615,7 @@ async fn sample_retrying(
     retry: &RetryHandler,
     template: SampleRequest,
     func: &'static str,
+    sdk_method: &'static str,
 ) -> Result<SampleResponse> {
     let attempts = std::sync::atomic::AtomicU32::new(0);
     retry
@@ -611,7 +626,7 @@ async fn sample_retrying(
                     .metrics
                     .retried(crate::observe::Operation::Sample);
             }
-            sample_once(inner, template.clone())
+            sample_once(inner, template.clone(), sdk_method)
         })
         .await
 }
@@ -646,9 +661,13 @@ impl Retryable for Submit {
 
 /// One sampling attempt with a fresh `seq_id`: dispatch limits, submission with
 /// backpressure, then polling.
-async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResponse> {
+async fn sample_once(
+    inner: &Inner,
+    mut req: SampleRequest,
+    sdk_method: &'static str,
+) -> Result<SampleResponse> {
     let clock = inner.holder.transport.runtime().clock.clone();
-    let clone_id = ensure_clone_id(inner).await?;
+    let clone_id = ensure_clone_id(inner, sdk_method).await?;
     let seq_id = inner.next_seq.fetch_add(1, Ordering::SeqCst);
     req.seq_id = Some(seq_id);
     crate::observe::spans::record_model_id(&inner.sampling_session_id);
@@ -674,7 +693,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
                 let spec = RequestSpec::post("/api/v1/asample")
                     .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
                     .with_max_retries(0)
-                    .with_sdk_method("SamplingClient.sample")
+                    .with_sdk_method(sdk_method)
                     .with_header(
                         HeaderName::from_static("x-tinker-sampling-backpressure"),
                         HeaderValue::from_static("1"),
@@ -741,6 +760,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
             PollTarget {
                 request_id: request_id.clone(),
                 request_type: RequestType::Sample,
+                sdk_method,
                 roundtrip,
                 reserved,
             },
@@ -782,7 +802,7 @@ async fn sample_once(inner: &Inner, mut req: SampleRequest) -> Result<SampleResp
 }
 
 /// The clone id, joining the sampling session first if this shadow client has not yet.
-async fn ensure_clone_id(inner: &Inner) -> Result<u64> {
+async fn ensure_clone_id(inner: &Inner, sdk_method: &'static str) -> Result<u64> {
     inner
         .clone_id
         .get_or_try_init(|| async {
@@ -797,7 +817,7 @@ async fn ensure_clone_id(inner: &Inner) -> Result<u64> {
                     .send_retrying_quiet("/api/v1/join_sampling_session", || {
                         Ok(RequestSpec::post("/api/v1/join_sampling_session")
                             .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
-                            .with_sdk_method("SamplingClient.sample"))
+                            .with_sdk_method(sdk_method))
                     })
                     .await?,
             )?;
@@ -1031,6 +1051,7 @@ mod tests {
             original.inner.base_model.clone(),
             None,
             None,
+            "SamplingClient.get_sampler",
         )
         .await
         .unwrap();

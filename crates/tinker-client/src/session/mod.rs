@@ -60,7 +60,6 @@ pub(crate) struct Session {
     pub config: ClientConfig,
     pub dynamic: RwLock<DynamicConfig>,
     pub session_id: Option<String>,
-    pub project_id: Option<String>,
     model_seq: AtomicU64,
     sampling_seq: AtomicU64,
     /// `custom_loss_seq_id` of the session's next `create_custom_loss` (§6.8).
@@ -121,6 +120,17 @@ impl Session {
         session: Option<SessionOptions>,
         telemetry: bool,
     ) -> Result<Arc<Self>> {
+        Self::start_with_metrics(transport, session, telemetry, None).await
+    }
+
+    /// [`Session::start_with_telemetry`] recording into `metrics` (shared with other
+    /// sessions of the same service client) instead of a registry of its own.
+    pub(crate) async fn start_with_metrics(
+        transport: Transport,
+        session: Option<SessionOptions>,
+        telemetry: bool,
+        metrics: Option<Arc<crate::observe::Registry>>,
+    ) -> Result<Arc<Self>> {
         let retry = transport.operation_retry();
         let req = ClientConfigRequest {
             sdk_version: SDK_VERSION.to_owned(),
@@ -137,7 +147,6 @@ impl Session {
             .await?;
         apply_client_config(&transport, &config)?;
         let dynamic = fetch_dynamic_config(&transport, true).await?;
-        let project_id = session.as_ref().and_then(|s| s.project_id.clone());
         let header_overrides = session
             .as_ref()
             .map(|s| s.header_overrides.clone())
@@ -169,8 +178,8 @@ impl Session {
             config,
             dynamic,
             session_id,
-            project_id,
             header_overrides,
+            metrics,
         );
         if telemetry {
             holder.start_telemetry();
@@ -195,8 +204,8 @@ impl Session {
             config,
             dynamic,
             Some(session_id),
-            None,
             header_overrides,
+            None,
         );
         // Shadows report under the session they share, as the SDK's do.
         if telemetry {
@@ -211,11 +220,12 @@ impl Session {
         config: ClientConfig,
         dynamic: DynamicConfig,
         session_id: Option<String>,
-        project_id: Option<String>,
         header_overrides: BTreeMap<String, String>,
+        metrics: Option<Arc<crate::observe::Registry>>,
     ) -> Arc<Self> {
         let runtime = transport.runtime().clone();
-        let metrics = crate::observe::Registry::new(runtime.clock.clone());
+        let metrics =
+            metrics.unwrap_or_else(|| crate::observe::Registry::new(runtime.clock.clone()));
         let transport = transport.with_request_observer(metrics.request_observer());
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
         let holder = Arc::new(Self {
@@ -229,7 +239,6 @@ impl Session {
             config,
             dynamic: RwLock::new(dynamic),
             session_id,
-            project_id,
             model_seq: AtomicU64::new(0),
             sampling_seq: AtomicU64::new(0),
             custom_loss_seq: AtomicU64::new(0),

@@ -173,6 +173,7 @@ impl TrainingClient {
                 .poll(
                     fut.request_id,
                     RequestType::SaveWeightsForSampler,
+                    METHOD,
                     roundtrip,
                 )
                 .await?;
@@ -185,8 +186,15 @@ impl TrainingClient {
                 .model_name
                 .clone()
                 .or_else(|| inner.info.model_name.clone());
-            SamplingClient::for_session(holder, session, base_model, None, inner.observer.clone())
-                .await
+            SamplingClient::for_session(
+                holder,
+                session,
+                base_model,
+                None,
+                inner.observer.clone(),
+                METHOD,
+            )
+            .await
         })
     }
 

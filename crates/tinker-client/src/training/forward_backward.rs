@@ -22,6 +22,9 @@ use super::*;
 const BYTES_PER_TOKEN: u64 = 4;
 /// Bytes per CSR index (int64).
 const SPARSE_INDEX_BYTES: u64 = 8;
+/// Bodies at least this large are encoded on threads of their own (several chunks) and
+/// compressed on the blocking pool; smaller ones cost less than the hand-off.
+const OFF_EXECUTOR_BYTES: usize = 256 * 1024;
 
 impl TrainingClient {
     /// A forward pass only: per-datum outputs (e.g. `logprobs`) without gradients.
@@ -177,24 +180,89 @@ pub(super) fn encode_chunks(
     config: Option<&LossFnConfig>,
     forward_only: bool,
 ) -> Result<Vec<(bytes::Bytes, u64)>> {
-    chunks
-        .into_iter()
-        .enumerate()
-        .map(|(i, (data, bytes))| {
-            let mut req = ForwardBackwardRequest::new(
-                model_id.to_owned(),
-                first_seq + i as u64,
-                data,
-                loss_fn.clone(),
-            );
-            req.loss_fn_config = config.cloned();
-            req.forward_only = forward_only;
-            Ok((
-                bytes::Bytes::from(crate::proto::encode_forward_backward(&req)?),
-                bytes,
-            ))
-        })
-        .collect()
+    let encode = |i: usize, data: Vec<Datum>, bytes: u64| {
+        let mut req = ForwardBackwardRequest::new(
+            model_id.to_owned(),
+            first_seq + i as u64,
+            data,
+            loss_fn.clone(),
+        );
+        req.loss_fn_config = config.cloned();
+        req.forward_only = forward_only;
+        Ok((
+            bytes::Bytes::from(crate::proto::encode_forward_backward(&req)?),
+            bytes,
+        ))
+    };
+    let large = chunks
+        .iter()
+        .map(|(_, b)| usize::try_from(*b).unwrap_or(usize::MAX))
+        .sum::<usize>()
+        >= OFF_EXECUTOR_BYTES;
+    if chunks.len() < 2 || !large {
+        return chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (data, bytes))| encode(i, data, bytes))
+            .collect();
+    }
+    // Several large chunks: one scoped thread each, so the cores share the encoding.
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (data, bytes))| scope.spawn(move || encode(i, data, bytes)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        "encoding a forward_backward chunk panicked",
+                    ))
+                })
+            })
+            .collect()
+    })
+}
+
+/// A chunk's body as sent: zstd-compressed when `compress` (a large one on the blocking
+/// pool, started at once so that every chunk compresses in parallel), else as is.
+enum ChunkBody {
+    Ready(Result<bytes::Bytes>),
+    Compressing(tokio::task::JoinHandle<Result<bytes::Bytes>>),
+}
+
+impl ChunkBody {
+    fn start(body: bytes::Bytes, compress: bool) -> Self {
+        if !compress {
+            return Self::Ready(Ok(body));
+        }
+        let large = body.len() >= OFF_EXECUTOR_BYTES;
+        let zstd = move || {
+            tinker_types::proto::zstd_compress(&body)
+                .map(bytes::Bytes::from)
+                .map_err(|e| Error::invalid(format!("compressing a forward_backward chunk: {e}")))
+        };
+        if large {
+            Self::Compressing(tokio::task::spawn_blocking(zstd))
+        } else {
+            Self::Ready(zstd())
+        }
+    }
+
+    async fn get(self) -> Result<bytes::Bytes> {
+        match self {
+            Self::Ready(r) => r,
+            Self::Compressing(h) => h.await.map_err(|e| {
+                Error::new(
+                    ErrorKind::Cancelled,
+                    format!("compressing a forward_backward chunk stopped: {e}"),
+                )
+            })?,
+        }
+    }
 }
 
 /// Sends encoded chunks in their turn and polls their results. A chunk the server did not
@@ -209,18 +277,24 @@ pub(super) async fn run_fwd(
     // The first chunk's seq_id (the others follow it).
     crate::observe::spans::record_model_id(&inner.model_id);
     crate::observe::spans::record_seq_id(turn.first() + 1);
-    turn.wait().await?;
     let compress = inner.holder.config.proto_compress_fwdbwd;
-    let submit_one = |body: bytes::Bytes, bytes: u64| {
+    // Compression starts before our turn comes; each chunk is sent once it is ready.
+    let bodies: Vec<(ChunkBody, u64)> = bodies
+        .into_iter()
+        .map(|(b, n)| (ChunkBody::start(b, compress), n))
+        .collect();
+    turn.wait().await?;
+    let submit_one = |body: ChunkBody, bytes: u64| {
         let holder = inner.holder.clone();
         async move {
+            let body = body.get().await?;
             let _permit = holder.fwdbwd_budget.acquire(bytes).await;
             submit(&holder, "forward_backward", || {
                 let mut spec = RequestSpec::post("/api/v1/forward_backward")
                     .with_protobuf(body.clone())
                     .with_sdk_method(method);
                 if compress {
-                    spec = spec.with_compression(Compression::Zstd);
+                    spec = spec.with_compression(Compression::ZstdEncoded);
                 }
                 Ok(spec)
             })
@@ -231,11 +305,14 @@ pub(super) async fn run_fwd(
     let submitted: std::result::Result<Vec<_>, (u64, Error)> =
         if inner.holder.config.parallel_fwdbwd_chunks && bodies.len() > 1 {
             // All chunks but the first concurrently, then the first (the SDK's order).
-            let rest: Result<Vec<_>> =
-                try_join_all(bodies[1..].iter().map(|(b, n)| submit_one(b.clone(), *n))).await;
+            let mut bodies = bodies.into_iter();
+            let (first, first_bytes) = bodies.next().ok_or_else(|| {
+                Error::new(ErrorKind::InvalidInput, "forward_backward without chunks")
+            })?;
+            let rest: Result<Vec<_>> = try_join_all(bodies.map(|(b, n)| submit_one(b, n))).await;
             // The first chunk is not sent when another failed: the order breaks at it.
             match rest {
-                Ok(rest) => match submit_one(bodies[0].0.clone(), bodies[0].1).await {
+                Ok(rest) => match submit_one(first, first_bytes).await {
                     Ok(first) => {
                         let mut all = vec![first];
                         all.extend(rest);
@@ -248,8 +325,8 @@ pub(super) async fn run_fwd(
         } else {
             let mut all = Vec::new();
             let mut err = None;
-            for (i, (b, n)) in bodies.iter().enumerate() {
-                match submit_one(b.clone(), *n).await {
+            for (i, (b, n)) in bodies.into_iter().enumerate() {
+                match submit_one(b, n).await {
                     Ok(f) => all.push(f),
                     Err(e) => {
                         err = Some((i as u64, e));
@@ -271,7 +348,7 @@ pub(super) async fn run_fwd(
     };
     let results: Vec<ForwardBackwardOutput> =
         try_join_all(submitted.into_iter().map(|(fut, rt)| {
-            inner.poll::<ForwardBackwardOutput>(fut.request_id, request_type, rt)
+            inner.poll::<ForwardBackwardOutput>(fut.request_id, request_type, method, rt)
         }))
         .await?;
     combine_outputs(results)

@@ -174,12 +174,10 @@ impl TrainingClient {
         &self.inner.info
     }
 
-    /// Fetches the model information again (`get_info`).
+    /// The model information fetched when the client was created (`get_info`): like the
+    /// SDK's, it answers from that cached copy and sends nothing.
     pub fn get_info(&self) -> ApiFuture<GetInfoResponse> {
-        let inner = self.inner.clone();
-        ApiFuture::spawn(async move {
-            fetch_info(&inner.holder, &inner.model_id, "TrainingClient.get_info").await
-        })
+        ApiFuture::ready(self.inner.info.clone())
     }
 
     /// The tokenizer of the base model (from `get_info`'s `tokenizer_id`).
@@ -243,13 +241,15 @@ impl Inner {
                 return Err(e);
             }
         };
-        self.poll(fut.request_id, op.request_type, roundtrip).await
+        self.poll(fut.request_id, op.request_type, op.method, roundtrip)
+            .await
     }
 
     async fn poll<T: FromPayload>(
         &self,
         request_id: String,
         request_type: RequestType,
+        sdk_method: &'static str,
         roundtrip: std::time::Duration,
     ) -> Result<T> {
         retrieve_decoded(
@@ -257,6 +257,7 @@ impl Inner {
             PollTarget {
                 request_id,
                 request_type,
+                sdk_method,
                 roundtrip,
                 reserved: None,
             },

@@ -61,7 +61,7 @@ async fn billing_storage_and_audit_match_the_server() {
     assert!(accounted.get("training").is_some_and(|&n| n > 0));
     assert!(accounted.get("sampling_prefill").is_some_and(|&n| n > 0));
 
-    let admin = env.service.create_admin_client();
+    let admin = env.service.create_admin_client().await.unwrap();
     let usage = admin.get_billing_usage(&window().unwrap()).await.unwrap();
     let mut billed: BTreeMap<String, u64> = BTreeMap::new();
     for event in &usage.data {
@@ -108,6 +108,8 @@ async fn billing_storage_and_audit_match_the_server() {
     let listed = env
         .service
         .create_rest_client()
+        .await
+        .unwrap()
         .list_checkpoints(tc.model_id())
         .await
         .unwrap()

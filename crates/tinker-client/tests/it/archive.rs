@@ -19,7 +19,7 @@ async fn downloads_and_extracts_a_checkpoint_from_tinker_local() {
         .await
         .unwrap();
     let state = tc.save_state("arch").await.unwrap().path;
-    let rest = env.service.create_rest_client();
+    let rest = env.service.create_rest_client().await.unwrap();
     let url = rest.get_checkpoint_archive_url(&state).await.unwrap();
     assert!(url.url.contains("sig="), "{}", url.url);
 

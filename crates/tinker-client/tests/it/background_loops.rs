@@ -70,14 +70,17 @@ async fn service(url: &str, clock: Arc<FastClock>) -> ServiceClient {
         clock,
         jitter: Arc::new(FixedJitter(0.0)),
     };
-    ServiceClient::builder()
+    let service = ServiceClient::builder()
         .base_url(url)
         .api_key("tml-test-key")
         .telemetry(false)
         .transport(move |t| t.runtime(runtime))
         .build()
         .await
-        .unwrap()
+        .unwrap();
+    // Sessions start on first use (as in SDK 0.38); the loops run once there is one.
+    service.open_session().await.unwrap();
+    service
 }
 
 /// Waits (real time, bounded) until `done` holds for the log.

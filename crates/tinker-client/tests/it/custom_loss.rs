@@ -184,7 +184,13 @@ fn logprobs(out: &tinker_types::ForwardBackwardOutput) -> Vec<Vec<f32>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_ppo_equals_builtin_ppo() {
     let env = start(None).await;
-    assert!(env.service.client_config().custom_loss_server_side);
+    assert!(
+        env.service
+            .client_config()
+            .await
+            .unwrap()
+            .custom_loss_server_side
+    );
     let builtin = seeded_training(&env, 11).await;
     let custom = seeded_training(&env, 11).await;
     let base: Vec<Datum> = sequences().iter().map(|s| datum(s)).collect();
@@ -337,7 +343,13 @@ async fn custom_loss_trains() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_refused_when_the_server_flag_is_off() {
     let env = start_with(None, |c| c.custom_loss_server_side = false).await;
-    assert!(!env.service.client_config().custom_loss_server_side);
+    assert!(
+        !env.service
+            .client_config()
+            .await
+            .unwrap()
+            .custom_loss_server_side
+    );
     let err = env
         .service
         .create_custom_loss(&neg_ll_loss())

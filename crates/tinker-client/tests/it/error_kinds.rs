@@ -56,7 +56,14 @@ fn builder(url: &str) -> tinker_client::ServiceClientBuilder {
 async fn an_http_failure_carries_request_id_retries_and_elapsed() {
     let server = server(Fault::Unavailable).await;
     let url = &server.url;
-    let err = builder(url).max_retries(2).build().await.unwrap_err();
+    let err = builder(url)
+        .max_retries(2)
+        .build()
+        .await
+        .unwrap()
+        .open_session()
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Api, "{err:?}");
     assert_eq!(err.status(), Some(503));
     assert_eq!(err.request_id(), Some("req-scripted-7"), "{err:?}");
@@ -75,6 +82,9 @@ async fn a_read_timeout_is_a_timeout_with_its_retries() {
         .max_retries(1)
         .timeout(Duration::from_millis(200))
         .build()
+        .await
+        .unwrap()
+        .open_session()
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Timeout, "{err:?}");

@@ -8,6 +8,7 @@
 mod admin;
 mod archive;
 mod background_loops;
+mod chunked_compression;
 mod custom_loss;
 mod downloads;
 mod error_kinds;
@@ -26,3 +27,4 @@ mod spans;
 mod telemetry;
 mod tokenizer_hub;
 mod training;
+mod wire_fidelity;

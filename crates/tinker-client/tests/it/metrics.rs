@@ -125,7 +125,7 @@ async fn snapshot_counts_steps_samples_retries_and_queue_states() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_calls_count_as_errors() {
     let env = start(None).await;
-    let rest = env.service.create_rest_client();
+    let rest = env.service.create_rest_client().await.unwrap();
     let err = rest
         .get_training_run("no-such-run", tinker_client::AccessScope::Owned)
         .await

@@ -168,7 +168,7 @@ async fn a_loop_survives_a_corrupted_run_and_its_loss_curve_goes_on() {
     );
 
     // The REST records: the old run is corrupted, the new one is not.
-    let rest = env.service.create_rest_client();
+    let rest = env.service.create_rest_client().await.unwrap();
     let old = rest
         .get_training_run(&first_run, AccessScope::Owned)
         .await
@@ -243,7 +243,7 @@ async fn the_monitor_reads_the_corrupted_flag_once() {
     let tc = training(&env).await;
     let (sink, seen) = recorder();
     let monitor = RecoveryMonitor::start(
-        env.service.create_rest_client(),
+        env.service.create_rest_client().await.unwrap(),
         tc.model_id(),
         Duration::from_millis(20),
         sink,

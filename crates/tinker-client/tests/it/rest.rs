@@ -26,7 +26,7 @@ async fn rest_routes() {
         .unwrap()
         .path
         .unwrap();
-    let rest = env.service.create_rest_client();
+    let rest = env.service.create_rest_client().await.unwrap();
 
     let runs = rest
         .list_training_runs(10, 0, AccessScope::Owned, None)
@@ -178,7 +178,7 @@ async fn typed_catalogue() {
         .await
         .unwrap();
     let sampler = tc.save_weights_for_sampler("typed-s").await.unwrap();
-    let rest = env.service.create_rest_client();
+    let rest = env.service.create_rest_client().await.unwrap();
 
     let ckpts = rest.list_checkpoints(tc.model_id()).await.unwrap();
     let state = ckpts
@@ -294,7 +294,7 @@ async fn session_search() {
                 "team".to_owned(),
                 serde_json::Value::String(team.to_owned()),
             )]);
-            ServiceClient::builder()
+            let service = ServiceClient::builder()
                 .base_url(url)
                 .api_key("tml-test-key")
                 .display_name(name)
@@ -302,7 +302,9 @@ async fn session_search() {
                 .project_id("proj-search")
                 .build()
                 .await
-                .unwrap()
+                .unwrap();
+            service.open_session().await.unwrap();
+            service
         }
     };
     let a = connect("Alpha Run one", "red").await;

@@ -59,7 +59,6 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
 async fn operations_export_named_nested_spans_with_ids() {
     let (exporter, provider) = exporter();
     let env = start(None).await;
-    let session_id = env.service.session_id().to_owned();
     let (model_id, sampling_session_id) = async {
         let tc = env
             .service
@@ -90,6 +89,7 @@ async fn operations_export_named_nested_spans_with_ids() {
     }
     .instrument(tracing::info_span!("test_root"))
     .await;
+    let session_id = env.service.session_id().to_owned();
     provider.force_flush().unwrap();
     let all = exporter.get_finished_spans().unwrap();
     let root = named(&all, "test_root");

@@ -311,14 +311,21 @@ async fn bad_input_is_refused_before_sending() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jwt_start_up() {
     let env = common::start_with(None, |c| c.jwt = true).await;
-    assert!(env.service.client_config().pjwt_auth_enabled);
+    assert!(env.service.client_config().await.unwrap().pjwt_auth_enabled);
     let tc = training(&env).await;
     let out = tc
         .forward_backward(vec![datum(&[1, 2, 3])], LossFn::CrossEntropy)
         .await
         .unwrap();
     assert_eq!(out.loss_fn_outputs.len(), 1);
-    let who = env.service.create_rest_client().whoami().await.unwrap();
+    let who = env
+        .service
+        .create_rest_client()
+        .await
+        .unwrap()
+        .whoami()
+        .await
+        .unwrap();
     assert!(!who.user_urn.is_empty());
     env.server.shutdown().await;
 }
@@ -378,7 +385,7 @@ async fn load_from_state_with_overrides() {
         .unwrap();
     tc.optim_step(AdamParams::default()).await.unwrap();
     let state = tc.save_state("overrides").await.unwrap().path;
-    let rest = env.service.create_rest_client();
+    let rest = env.service.create_rest_client().await.unwrap();
 
     let meta = BTreeMap::from([("origin".to_owned(), "overrides".to_owned())]);
     let loaded = env

@@ -15,7 +15,8 @@ use tinker_types::{
 
 use super::{ApiError, ApiResult, AppStateRef, ok, parse, reply};
 use crate::auth::Caller;
-use crate::engine::{SampleSpec, SamplerModel};
+use crate::compute::Compute;
+use crate::engine::SampleSpec;
 use crate::engine_wire;
 use crate::promise::{FutureKind, Outcome};
 use crate::state::{AppState, SamplerEntry, lock};
@@ -56,11 +57,11 @@ pub(crate) async fn create_sampling_session(
                 .spec(&run.base_model)
                 .ok_or_else(|| ApiError::internal("checkpoint of an unknown base model"))?
                 .clone();
-            let model =
-                tokio::task::spawn_blocking(move || SamplerModel::from_adapter_dir(&spec, &dir))
-                    .await
-                    .map_err(|_| ApiError::internal("loading the sampler panicked"))?
-                    .map_err(|e| engine_api_error(&e))?;
+            let compute = Compute::of(&state.config);
+            let model = tokio::task::spawn_blocking(move || compute.adapter_sampler(&spec, &dir))
+                .await
+                .map_err(|_| ApiError::internal("loading the sampler panicked"))?
+                .map_err(|e| engine_api_error(&e))?;
             (run.base_model, model)
         }
         (None, Some(base)) => {
@@ -70,7 +71,8 @@ pub(crate) async fn create_sampling_session(
                     ApiError::bad_request(format!("base model `{base}` is not served here"))
                 })?
                 .clone();
-            let model = tokio::task::spawn_blocking(move || SamplerModel::base(&spec))
+            let compute = Compute::of(&state.config);
+            let model = tokio::task::spawn_blocking(move || compute.base_sampler(&spec))
                 .await
                 .map_err(|_| ApiError::internal("loading the sampler panicked"))?
                 .map_err(|e| engine_api_error(&e))?;
@@ -319,8 +321,12 @@ async fn run_sample(
         return;
     }
     let prompt_len = spec.prompt.len() as u64;
-    let model = entry.model.clone();
-    let result = tokio::task::spawn_blocking(move || model.sample(&spec)).await;
+    let model = Arc::clone(&entry.model);
+    let result = if model.is_instant() {
+        Ok(model.sample(&spec))
+    } else {
+        tokio::task::spawn_blocking(move || model.sample(&spec)).await
+    };
     match result {
         Ok(Ok(out)) => {
             let sampled: u64 = out.sequences.iter().map(|s| s.tokens.len() as u64).sum();

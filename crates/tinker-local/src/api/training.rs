@@ -233,8 +233,17 @@ fn decode_body(headers: &HeaderMap, body: &[u8], limit: usize) -> ApiResult<Vec<
     let mut out = Vec::new();
     let result = match encoding.as_str() {
         "" | "identity" => return Ok(body.to_vec()),
+        // The shared decoder reuses one zstd context per thread.
         "zstd" => {
-            zstd::stream::read::Decoder::new(body).and_then(|d| d.take(bound).read_to_end(&mut out))
+            return tinker_types::proto::zstd_decompress_bounded(body, limit).map_err(
+                |e| match e {
+                    tinker_types::proto::ZstdDecodeError::TooLarge { .. } => ApiError::new(
+                        axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "decompressed body is too large",
+                    ),
+                    e => ApiError::bad_request(format!("could not decompress the body: {e}")),
+                },
+            );
         }
         "gzip" => flate2::read::GzDecoder::new(body)
             .take(bound)

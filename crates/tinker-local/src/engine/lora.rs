@@ -94,21 +94,7 @@ pub(crate) struct LoraParams {
 impl LoraParams {
     /// Fresh adapters for `lora` on `spec`.
     pub(crate) fn new(spec: &ModelSpec, lora: &LoraSpec) -> Result<Self> {
-        if lora.rank == 0 {
-            return Err(EngineError::user("lora rank must be at least 1"));
-        }
-        if !(lora.train_attn || lora.train_mlp || lora.train_unembed) {
-            return Err(EngineError::user(
-                "lora config trains nothing: enable train_attn, train_mlp or train_unembed",
-            ));
-        }
-        let max_rank = spec.hidden.min(spec.kv_heads * spec.head_dim());
-        if lora.rank > max_rank {
-            return Err(EngineError::user(format!(
-                "lora rank {} exceeds {max_rank}, the smallest adapted dimension of {}",
-                lora.rank, spec.name
-            )));
-        }
+        validate_lora(spec, lora)?;
         let mut rng = StdRng::seed_from_u64(lora.seed.unwrap_or(DEFAULT_LORA_SEED));
         let sites = sites(spec, lora);
         let mut vars = Vec::with_capacity(sites.len() * 2);
@@ -197,6 +183,26 @@ pub(crate) struct SavedAdapter {
     pub tensors: Vec<(Vec<usize>, Vec<f32>)>,
     pub rank: usize,
     pub alpha: f64,
+}
+
+/// Checks a LoRA config against the model it adapts (typed user errors).
+pub(crate) fn validate_lora(spec: &ModelSpec, lora: &LoraSpec) -> Result<()> {
+    if lora.rank == 0 {
+        return Err(EngineError::user("lora rank must be at least 1"));
+    }
+    if !(lora.train_attn || lora.train_mlp || lora.train_unembed) {
+        return Err(EngineError::user(
+            "lora config trains nothing: enable train_attn, train_mlp or train_unembed",
+        ));
+    }
+    let max_rank = spec.hidden.min(spec.kv_heads * spec.head_dim());
+    if lora.rank > max_rank {
+        return Err(EngineError::user(format!(
+            "lora rank {} exceeds {max_rank}, the smallest adapted dimension of {}",
+            lora.rank, spec.name
+        )));
+    }
+    Ok(())
 }
 
 /// Reads `adapter_model.safetensors` (+ `adapter_config.json` for `lora_alpha`) from `dir`

@@ -31,3 +31,7 @@ pub use sampler::{SampleOutput, SampleSpec, SampledSeq, SamplerModel, StopKind};
 pub use spec::{LoraSpec, ModelSpec, RopeScaling, WeightSource, builtin_models};
 pub use tiny_hf::{HfArch, StoredDtype, TinyHfModel};
 pub use trainable::TrainableModel;
+
+pub(crate) use lora::validate_lora;
+pub(crate) use loss::{MetricTotals, datum_loss, validate_example};
+pub(crate) use sampler::validate_sample;

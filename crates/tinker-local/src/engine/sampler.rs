@@ -102,6 +102,40 @@ pub struct SampleOutput {
     pub topk_prompt_logprobs: Option<Vec<Vec<(u32, f32)>>>,
 }
 
+/// Checks a sampling request against the model it samples (typed user errors).
+pub(crate) fn validate_sample(model: &ModelSpec, s: &SampleSpec) -> Result<()> {
+    let bad = |m: String| Err(EngineError::user(m));
+    if s.prompt.is_empty() {
+        return bad("the prompt is empty".into());
+    }
+    if s.prompt.len() > model.max_context {
+        return bad(format!(
+            "prompt of {} tokens exceeds the context of {}",
+            s.prompt.len(),
+            model.max_context
+        ));
+    }
+    if let Some(t) = s.prompt.iter().find(|&&t| t as usize >= model.vocab_size) {
+        return bad(format!(
+            "prompt token id {t} is out of range for vocabulary size {}",
+            model.vocab_size
+        ));
+    }
+    if !(s.temperature.is_finite() && s.temperature >= 0.0) {
+        return bad(format!(
+            "temperature must be finite and ≥ 0 (got {})",
+            s.temperature
+        ));
+    }
+    if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+        return bad(format!("top_p must be in (0, 1] (got {})", s.top_p));
+    }
+    if s.top_k < -1 {
+        return bad(format!("top_k must be -1 (off) or ≥ 0 (got {})", s.top_k));
+    }
+    Ok(())
+}
+
 /// A frozen model (base + LoRA snapshot) that samples. Cheap to clone; shareable across threads.
 #[derive(Debug, Clone)]
 pub struct SamplerModel {
@@ -216,43 +250,6 @@ impl SamplerModel {
         &self.spec
     }
 
-    fn validate(&self, s: &SampleSpec) -> Result<()> {
-        let bad = |m: String| Err(EngineError::user(m));
-        if s.prompt.is_empty() {
-            return bad("the prompt is empty".into());
-        }
-        if s.prompt.len() > self.spec.max_context {
-            return bad(format!(
-                "prompt of {} tokens exceeds the context of {}",
-                s.prompt.len(),
-                self.spec.max_context
-            ));
-        }
-        if let Some(t) = s
-            .prompt
-            .iter()
-            .find(|&&t| t as usize >= self.spec.vocab_size)
-        {
-            return bad(format!(
-                "prompt token id {t} is out of range for vocabulary size {}",
-                self.spec.vocab_size
-            ));
-        }
-        if !(s.temperature.is_finite() && s.temperature >= 0.0) {
-            return bad(format!(
-                "temperature must be finite and ≥ 0 (got {})",
-                s.temperature
-            ));
-        }
-        if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-            return bad(format!("top_p must be in (0, 1] (got {})", s.top_p));
-        }
-        if s.top_k < -1 {
-            return bad(format!("top_k must be -1 (off) or ≥ 0 (got {})", s.top_k));
-        }
-        Ok(())
-    }
-
     /// Logits of the last position after `ids`, advancing `cache`.
     fn step(&self, ids: &[u32], cache: &mut KvCache) -> Result<Tensor> {
         let ids = Tensor::from_slice(ids, (1, ids.len()), device())?;
@@ -263,7 +260,7 @@ impl SamplerModel {
     /// `seed`. Reported logprobs are under the temperature-scaled, untruncated distribution
     /// (temperature 0 = greedy, logprobs at temperature 1); prompt logprobs at temperature 1.
     pub fn sample(&self, spec: &SampleSpec) -> Result<SampleOutput> {
-        self.validate(spec)?;
+        validate_sample(&self.spec, spec)?;
         let mut cache = KvCache::default();
         let logits = self.step(&spec.prompt, &mut cache)?;
         let rows = logits.to_vec2::<f32>()?;

@@ -21,3 +21,4 @@ mod server_rest;
 mod server_restart;
 mod server_search_billing_access;
 mod server_seq_rules;
+mod server_zero_compute;

@@ -120,6 +120,22 @@ async fn tokenizer_id_that_is_an_absolute_directory_loads_directly() {
 }
 
 #[tokio::test]
+async fn a_model_name_that_is_a_local_folder_loads_its_tokenizer() {
+    // As SkyRL's Tinker API serves a local model: its folder is the model name, with no
+    // tokenizer id (more than one `/`, so not a Hugging Face id).
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("models").join("tiny");
+    std::fs::create_dir_all(&dir).unwrap();
+    copy_fixture_to(&dir);
+    let loader = TokenizerLoader::new(LoaderSettings::default());
+    let tok = loader
+        .load_for_model(dir.to_str().unwrap(), None)
+        .await
+        .unwrap();
+    check_tiny_bpe(&tok);
+}
+
+#[tokio::test]
 async fn search_path_directories_in_order() {
     let tmp = tempfile::tempdir().unwrap();
     let first = tmp.path().join("first");

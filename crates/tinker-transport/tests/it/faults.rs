@@ -548,6 +548,11 @@ async fn sdk_headers_are_sent() {
         .await
         .unwrap();
     t.send(post("/api/v1/create_session")).await.unwrap();
+    t.send(RequestSpec::delete(
+        "/api/v1/training_runs/r/checkpoints/weights/c",
+    ))
+    .await
+    .unwrap();
     let seen = server.seen();
     let get = &seen[0];
     assert_eq!(
@@ -573,6 +578,10 @@ async fn sdk_headers_are_sent() {
     let post = &seen[1];
     assert_eq!(post.header("content-type"), Some("application/json"));
     assert!(post.header("x-idempotency-key").is_some());
+    // The SDK's DELETE says JSON but sends no body.
+    let delete = &seen[2];
+    assert_eq!(delete.header("content-type"), Some("application/json"));
+    assert!(delete.body.is_empty());
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! zstd framing of protobuf bodies (`Content-Encoding: zstd`).
 
+use std::cell::RefCell;
 use std::io::Read;
 
 use super::invalid;
@@ -14,8 +15,21 @@ const LEVEL: i32 = zstd::DEFAULT_COMPRESSION_LEVEL;
 /// # Errors
 /// [`crate::Error::InvalidValue`] if the compressor fails (it does not on valid input).
 pub fn zstd_compress(bytes: &[u8]) -> Result<Vec<u8>> {
-    zstd::bulk::compress(bytes, LEVEL)
-        .map_err(|e| invalid("zstd", format!("compression failed: {e}")))
+    // One compression context per thread, reused: creating one costs more than
+    // compressing a small training request.
+    thread_local! {
+        static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { RefCell::new(None) };
+    }
+    let fail = |e: std::io::Error| invalid("zstd", format!("compression failed: {e}"));
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match &mut *slot {
+            Some(c) => c,
+            None => slot.insert(zstd::bulk::Compressor::new(LEVEL).map_err(fail)?),
+        };
+        compressor.compress(bytes).map_err(fail)
+    })
 }
 
 /// The largest ratio of declared size to input the first reservation trusts: a zstd frame
@@ -78,8 +92,33 @@ pub fn zstd_decompress_bounded(
     bytes: &[u8],
     max_decoded_len: usize,
 ) -> std::result::Result<Vec<u8>, ZstdDecodeError> {
-    let mut decoder =
-        zstd::stream::read::Decoder::with_buffer(bytes).map_err(ZstdDecodeError::Corrupt)?;
+    // One decompression context per thread, reused (see `zstd_compress`); the decoder
+    // resets its session first, so nothing of an earlier failed frame carries over.
+    thread_local! {
+        static DCTX: RefCell<Option<zstd::zstd_safe::DCtx<'static>>> = const { RefCell::new(None) };
+    }
+    DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let dctx = match &mut *slot {
+            Some(d) => d,
+            None => slot.insert(zstd::zstd_safe::DCtx::try_create().ok_or_else(|| {
+                ZstdDecodeError::Corrupt(std::io::Error::other("could not allocate a zstd context"))
+            })?),
+        };
+        decompress_with(
+            zstd::stream::read::Decoder::with_context(bytes, dctx),
+            bytes,
+            max_decoded_len,
+        )
+    })
+}
+
+/// Reads `decoder` (over `bytes`) to the end, bounded as `zstd_decompress_bounded` says.
+fn decompress_with(
+    mut decoder: impl Read,
+    bytes: &[u8],
+    max_decoded_len: usize,
+) -> std::result::Result<Vec<u8>, ZstdDecodeError> {
     let declared = zstd::zstd_safe::get_frame_content_size(bytes)
         .ok()
         .flatten()
