@@ -128,7 +128,9 @@ impl Operation {
             "retrieve_future" | "retrieve_futures" => Self::RetrieveFuture,
             "session_heartbeat" => Self::Heartbeat,
             "telemetry" => Self::Telemetry,
-            "client/config" | "create_session" | "dynamic_config" | "auth/token" => Self::Session,
+            "client/config" | "client/dynamic_config" | "create_session" | "auth/token" => {
+                Self::Session
+            }
             "create_model" => Self::CreateModel,
             "create_sampling_session" | "join_sampling_session" => Self::CreateSamplingSession,
             "get_info" => Self::GetInfo,
@@ -158,6 +160,34 @@ impl std::fmt::Display for Operation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_classify() {
+        for (path, method, op) in [
+            ("/api/v1/client/dynamic_config", None, Operation::Session),
+            ("/api/v1/client/config", None, Operation::Session),
+            (
+                "/api/v1/sessions/s-1/finish",
+                Some("ServiceClient.close"),
+                Operation::Session,
+            ),
+            ("/api/v1/session_heartbeat", None, Operation::Heartbeat),
+            (
+                "/api/v1/training_runs/r",
+                Some("RestClient.get_training_run"),
+                Operation::Rest,
+            ),
+            ("/api/v1/retrieve_future", None, Operation::RetrieveFuture),
+            (
+                "/api/v1/asample",
+                Some("SamplingClient.sample"),
+                Operation::Sample,
+            ),
+            ("/unknown", None, Operation::Other),
+        ] {
+            assert_eq!(Operation::classify(path, method), op, "{path}");
+        }
+    }
 
     #[test]
     fn indexes_follow_all() {
