@@ -27,7 +27,10 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "weights_inspection",
     "checkpoint_download",
     "async_client_creation",
+    "metrics_live",
+    "telemetry_live",
     "telemetry_reporter_demo",
+    "retry_and_capture",
     "live_capabilities_and_logprobs",
     "adam_and_chunking_live",
     "training_persistence_live",
@@ -46,15 +49,6 @@ pub(crate) const RUNNABLE: &[&str] = &[
 
 /// tinkex examples not ported yet: (name, what is missing and the issue that brings it).
 pub(crate) const PENDING: &[(&str, &str)] = &[
-    (
-        "metrics_live",
-        "metrics snapshot (counters, latency percentiles): issue 13",
-    ),
-    ("telemetry_live", "client HTTP span logger: issue 13"),
-    (
-        "retry_and_capture",
-        "public RetryConfig / retry helper: issue 13",
-    ),
     (
         "file_upload_multipart",
         "nothing to port: no Tinker endpoint takes multipart (SDK 0.38 sends JSON or protobuf; its unused generic `files=` plumbing is the only multipart code)",

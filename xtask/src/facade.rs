@@ -29,7 +29,14 @@ const NOT_AT_ROOT: &[(&str, &str)] = &[
 ];
 
 /// `tinker-client` modules the facade may re-export whole (the others are internal).
-const PUBLIC_MODULES: &[&str] = &["console", "custom_loss", "data", "recovery", "regularizers"];
+const PUBLIC_MODULES: &[&str] = &[
+    "console",
+    "custom_loss",
+    "data",
+    "observe",
+    "recovery",
+    "regularizers",
+];
 
 pub(crate) fn run() -> Result<(), String> {
     let root = workspace_root();

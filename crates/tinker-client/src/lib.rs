@@ -8,7 +8,8 @@
 //!
 //! A module may use only modules on its own line or below (never one above):
 //! 1. leaves, using only `error`: `chunk`, `console`, `metrics`, `payload` (result
-//!    decoding), `proto`, `tinker_path`, `tokenizer`, `turn`;
+//!    decoding), `proto`, `tinker_path`, `tokenizer`, `turn`; then `observe` (client
+//!    metrics and spans; it names the session only to add `ServiceClient::metrics`);
 //! 2. `telemetry` (reports; it reaches the session only through its `TelemetryScope`
 //!    trait), then `session` (the SDK's "client holder": transport, config, budgets,
 //!    background loops, the operation retry loop), then `future` (`retrieve_future`
@@ -30,6 +31,7 @@ pub mod data;
 pub mod error;
 pub mod future;
 mod metrics;
+pub mod observe;
 mod payload;
 mod proto;
 mod queue_log;
@@ -48,6 +50,7 @@ mod turn;
 pub use admin::AdminClient;
 pub use error::{Error, ErrorKind, FailureCategory, Result};
 pub use future::{ApiFuture, QueueStateObserver};
+pub use observe::{MetricsSnapshot, Operation};
 pub use rest::{DownloadProgress, Paged, RestClient, WhoamiResponse};
 pub use sampling::{
     FuturesPollerStats, SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource,

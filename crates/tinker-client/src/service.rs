@@ -204,6 +204,8 @@ impl ServiceClientBuilder {
         let telemetry = self
             .telemetry
             .unwrap_or_else(|| crate::telemetry::enabled_by_env(transport.env()));
+        let metrics = crate::observe::Registry::new(transport.runtime().clock.clone());
+        let transport = transport.with_request_observer(metrics.request_observer());
         Ok(ServiceClient {
             lazy: Arc::new(LazySessions {
                 transport,
@@ -213,6 +215,7 @@ impl ServiceClientBuilder {
                 sessionless: tokio::sync::OnceCell::new(),
                 closed: AtomicBool::new(false),
                 queue_state_warnings: self.queue_state_warnings,
+                metrics,
             }),
             observer: self.observer,
         })
@@ -280,6 +283,8 @@ struct LazySessions {
     closed: AtomicBool,
     /// Whether queue-state warnings are logged (off: the sessions are silenced).
     queue_state_warnings: bool,
+    /// Client metrics of both sessions (the transport reports every request to it).
+    metrics: Arc<crate::observe::Registry>,
 }
 
 impl std::fmt::Debug for ServiceClient {
@@ -349,10 +354,11 @@ impl ServiceClient {
         let lazy = &self.lazy;
         lazy.session
             .get_or_try_init(|| async {
-                let session = Session::start_with_telemetry(
+                let session = Session::start_with_metrics(
                     lazy.transport.clone(),
                     Some(lazy.options.clone()),
                     lazy.telemetry,
+                    Some(lazy.metrics.clone()),
                 )
                 .await?;
                 if !lazy.queue_state_warnings {
@@ -369,7 +375,8 @@ impl ServiceClient {
         let lazy = &self.lazy;
         lazy.sessionless
             .get_or_try_init(|| {
-                Session::start_with_telemetry(lazy.transport.clone(), None, lazy.telemetry)
+                let metrics = Some(lazy.metrics.clone());
+                Session::start_with_metrics(lazy.transport.clone(), None, lazy.telemetry, metrics)
             })
             .await
     }
@@ -382,6 +389,11 @@ impl ServiceClient {
             ));
         }
         Ok(())
+    }
+
+    /// The metrics registry of this client's sessions.
+    pub(crate) fn metrics_registry(&self) -> &Arc<crate::observe::Registry> {
+        &self.lazy.metrics
     }
 
     pub(crate) fn observer(&self) -> Option<&QueueStateObserver> {
@@ -428,6 +440,18 @@ impl ServiceClient {
     /// # Errors
     /// Invalid LoRA settings; API errors.
     pub async fn create_lora_training_client_with(
+        &self,
+        base_model: &str,
+        options: TrainingClientOptions,
+    ) -> Result<TrainingClient> {
+        // The session starts (if it must) before the operation does.
+        let session_id = self.holder().await?.session_id.as_deref();
+        let op = crate::observe::Operation::CreateModel;
+        let create = self.create_model(base_model, options);
+        self.lazy.metrics.instrument(op, session_id, create).await
+    }
+
+    async fn create_model(
         &self,
         base_model: &str,
         options: TrainingClientOptions,

@@ -10,6 +10,7 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use crate::error::TransportError;
+use crate::observe::{RequestObserver, RequestRecord};
 use crate::request::{Compression, RequestSpec};
 use crate::response::Response;
 use crate::stack::{AuthUse, Call, CallService};
@@ -22,11 +23,52 @@ fn new_idempotency_key() -> String {
     format!("tinker-rs-retry-{}", uuid::Uuid::new_v4())
 }
 
+/// Executes one call and, when there is an observer, reports it once.
 pub(crate) async fn execute(
     shared: &Shared,
     service: &CallService,
     spec: RequestSpec,
     auth: AuthUse,
+    observer: Option<&RequestObserver>,
+) -> Result<Response, TransportError> {
+    let mut body_len = 0;
+    let Some(observer) = observer else {
+        return execute_call(shared, service, spec, auth, &mut body_len).await;
+    };
+    let method = spec.method.clone();
+    let path = spec.path.clone();
+    let sdk_method = spec.sdk_method.clone();
+    let result = execute_call(shared, service, spec, auth, &mut body_len).await;
+    let (status, retries, received, elapsed) = match &result {
+        Ok(r) => (Some(r.status), r.retries, r.body.len(), r.elapsed),
+        Err(e) => (
+            e.status(),
+            e.retries(),
+            e.body().map_or(0, |b| b.len()),
+            e.elapsed().unwrap_or_default(),
+        ),
+    };
+    observer(&RequestRecord {
+        method: &method,
+        path: &path,
+        sdk_method: sdk_method.as_ref().and_then(|v| v.to_str().ok()),
+        status,
+        ok: result.is_ok(),
+        retries,
+        bytes_sent: body_len * (u64::from(retries) + 1),
+        bytes_received: received as u64,
+        elapsed,
+    });
+    result
+}
+
+/// The call itself; `body_len` receives the size of the body as sent (after compression).
+async fn execute_call(
+    shared: &Shared,
+    service: &CallService,
+    spec: RequestSpec,
+    auth: AuthUse,
+    body_len: &mut u64,
 ) -> Result<Response, TransportError> {
     let clock = &shared.runtime.clock;
     let start = clock.now();
@@ -49,6 +91,7 @@ pub(crate) async fn execute(
         (b, Compression::ZstdEncoded) => (b.clone(), true),
         (b, _) => (b.clone(), false),
     };
+    *body_len = body.as_ref().map_or(0, |b| b.len() as u64);
     let idempotency_key = match &key {
         Some(k) => Some(
             HeaderValue::from_str(k)

@@ -85,6 +85,7 @@ mod execute;
 pub mod headers;
 pub mod http;
 pub mod limit;
+pub mod observe;
 mod redact;
 mod request;
 mod response;

@@ -19,6 +19,7 @@ use crate::env::Env;
 use crate::error::TransportError;
 use crate::execute::execute;
 use crate::http::{HttpService, Pool};
+use crate::observe::RequestObserver;
 use crate::request::{APPLICATION_JSON, RequestSpec};
 use crate::response::Response;
 use crate::retry::{BillingPause, OperationRetry, OperationRetryConfig};
@@ -31,6 +32,8 @@ use crate::stack::{AttemptContext, AuthState, AuthUse, CallService, build_stack}
 #[derive(Clone)]
 pub struct Transport {
     inner: Arc<Shared>,
+    /// Sees every call of this handle and its clones (not of the handle it came from).
+    observer: Option<RequestObserver>,
 }
 
 /// What every clone of a [`Transport`] shares; built by [`TransportBuilder::build`].
@@ -67,6 +70,7 @@ impl Transport {
     pub(crate) fn from_shared(shared: Shared) -> Self {
         Self {
             inner: Arc::new(shared),
+            observer: None,
         }
     }
 
@@ -95,10 +99,26 @@ impl Transport {
         self.inner.auth.credential.as_ref()
     }
 
+    /// A handle sharing this one's connections, limits and credential whose calls (and
+    /// its clones' calls) are also reported to `observer`, once per call.
+    pub fn with_request_observer(&self, observer: RequestObserver) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            observer: Some(observer),
+        }
+    }
+
     /// Sends one call: HTTP-level retries (§6.1) with one idempotency key, then maps a
     /// non-success status to an error (§1.7). Returns the complete, decoded response.
     pub async fn send(&self, spec: RequestSpec) -> Result<Response, TransportError> {
-        execute(&self.inner, &self.inner.service, spec, AuthUse::Default).await
+        execute(
+            &self.inner,
+            &self.inner.service,
+            spec,
+            AuthUse::Default,
+            self.observer.as_ref(),
+        )
+        .await
     }
 
     /// Sends `body` as compact JSON and parses a JSON answer.
@@ -188,7 +208,7 @@ impl Transport {
                     .ok_or_else(|| TransportError::credential("the transport was dropped"))?;
                 let spec =
                     RequestSpec::post("/api/v1/auth/token").with_body(&b"{}"[..], APPLICATION_JSON);
-                let resp = execute(&shared, &service, spec, AuthUse::Default).await?;
+                let resp = execute(&shared, &service, spec, AuthUse::Default, None).await?;
                 #[derive(serde::Deserialize)]
                 struct Token {
                     jwt: String,

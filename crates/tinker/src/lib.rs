@@ -80,10 +80,11 @@ pub use tinker_client::rest::{CheckpointArchiveUrl, DEFAULT_MAX_FILE_BYTES, Down
 pub use tinker_client::service::ServerCapabilities;
 pub use tinker_client::{
     AdminClient, ApiFuture, CloseStatus, CustomLossOutput, DownloadProgress, Error, ErrorKind,
-    FailureCategory, FuturesPollerStats, LoadStateOptions, Paged, QueueStateObserver, RestClient,
-    Result, SDK_VERSION, SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource,
-    SaveOptions, ServiceClient, ServiceClientBuilder, Telemetry, TelemetryStats, TrainingClient,
-    TrainingClientOptions, TransportHubFetcher, console, custom_loss, data, recovery, regularizers,
+    FailureCategory, FuturesPollerStats, LoadStateOptions, MetricsSnapshot, Paged,
+    QueueStateObserver, RestClient, Result, RetryConfig, SDK_VERSION, SampleOptions,
+    SamplerHandleOptions, SamplingClient, SamplingSource, SaveOptions, ServiceClient,
+    ServiceClientBuilder, Telemetry, TelemetryStats, TrainingClient, TrainingClientOptions,
+    TransportHubFetcher, console, custom_loss, data, observe, recovery, regularizers,
     tokenizer_loader,
 };
 

@@ -118,6 +118,11 @@ impl<T: Send + 'static> ApiFuture<T> {
         fut: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Self {
         let progress = Arc::new(FutureProgress::default());
+        let fut = holder.metrics.instrument(
+            crate::observe::Operation::of_request(request_type),
+            holder.session_id.as_deref(),
+            fut,
+        );
         let mut handle = Self::spawn(PROGRESS.scope(progress.clone(), fut));
         if matches!(handle.inner, Inner::Task(_)) {
             handle.trace = Some(ResultTrace {

@@ -204,8 +204,12 @@ async fn poll_loop(
                 };
                 match outcome {
                     FutureOutcome::TryAgain(t) => {
-                        if let (Some(obs), Some(state)) = (observer, &t.queue_state) {
-                            obs(state, t.queue_state_reason.as_deref());
+                        if let Some(state) = &t.queue_state {
+                            let reason = t.queue_state_reason.as_deref();
+                            holder.metrics.queue_state(state, reason);
+                            if let Some(obs) = observer {
+                                obs(state, reason);
+                            }
                         }
                     }
                     FutureOutcome::CompleteMetadata(m) => {
@@ -272,11 +276,16 @@ async fn poll_loop(
                 match status {
                     408 => {
                         bad_requests = 0;
-                        if let (Some(obs), Some(body)) = (observer, e.body())
-                            && let Ok(p) = serde_json::from_slice::<PendingStatusBody>(body)
+                        if let Some(p) = e
+                            .body()
+                            .and_then(|b| serde_json::from_slice::<PendingStatusBody>(b).ok())
                             && let Some(state) = &p.queue_state
                         {
-                            obs(state, p.queue_state_reason.as_deref());
+                            let reason = p.queue_state_reason.as_deref();
+                            holder.metrics.queue_state(state, reason);
+                            if let Some(obs) = observer {
+                                obs(state, reason);
+                            }
                         }
                     }
                     s if s >= 500 => {}
@@ -326,5 +335,6 @@ pub(crate) async fn submit(
     let started = clock.now();
     let resp = holder.send_retrying(name, make).await?;
     let fut: UntypedFuture = crate::session::parse_json(&resp)?;
+    crate::observe::spans::record_request_id(&fut.request_id);
     Ok((fut, clock.now() - started))
 }

@@ -182,8 +182,25 @@ impl std::fmt::Debug for SamplingClient {
 }
 
 impl SamplingClient {
-    /// Creates a sampling session for `source` (`create_sampling_session`).
+    /// Creates a sampling session for `source` (`create_sampling_session`), as an
+    /// operation of its own (span and metrics).
     pub(crate) async fn create(
+        holder: Arc<Session>,
+        source: SamplingSource,
+        observer: Option<QueueStateObserver>,
+    ) -> Result<Self> {
+        let metrics = holder.metrics.clone();
+        let session_id = holder.session_id.clone();
+        metrics
+            .instrument(
+                crate::observe::Operation::CreateSamplingSession,
+                session_id.as_deref(),
+                Self::create_session(holder, source, observer),
+            )
+            .await
+    }
+
+    async fn create_session(
         holder: Arc<Session>,
         source: SamplingSource,
         observer: Option<QueueStateObserver>,
@@ -600,8 +617,15 @@ async fn sample_retrying(
     func: &'static str,
     sdk_method: &'static str,
 ) -> Result<SampleResponse> {
+    let attempts = std::sync::atomic::AtomicU32::new(0);
     retry
         .execute(&inner.holder, &inner.sampling_session_id, func, || {
+            if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
+                inner
+                    .holder
+                    .metrics
+                    .retried(crate::observe::Operation::Sample);
+            }
             sample_once(inner, template.clone(), sdk_method)
         })
         .await
@@ -644,7 +668,10 @@ async fn sample_once(
 ) -> Result<SampleResponse> {
     let clock = inner.holder.transport.runtime().clock.clone();
     let clone_id = ensure_clone_id(inner, sdk_method).await?;
-    req.seq_id = Some(inner.next_seq.fetch_add(1, Ordering::SeqCst));
+    let seq_id = inner.next_seq.fetch_add(1, Ordering::SeqCst);
+    req.seq_id = Some(seq_id);
+    crate::observe::spans::record_model_id(&inner.sampling_session_id);
+    crate::observe::spans::record_seq_id(seq_id);
     let expected_samples = req.num_samples as usize;
     let alt_k = req.prompt_alt_tokens_k;
     let last_n = req.prompt_logprobs_last_n;
@@ -684,6 +711,10 @@ async fn sample_once(
         match res {
             Ok(resp) => break parse_json::<tinker_types::UntypedFuture>(&resp)?,
             Err(Submit(e)) if e.status() == Some(429) => {
+                inner
+                    .holder
+                    .metrics
+                    .retried(crate::observe::Operation::Sample);
                 limiter.request_backoff(estimate);
             }
             Err(Submit(e)) => return Err(e),

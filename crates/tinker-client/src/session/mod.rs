@@ -80,6 +80,8 @@ pub(crate) struct Session {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The telemetry reporter (§6.12), when enabled; set once, right after start-up.
     telemetry: std::sync::OnceLock<tinker_telemetry::Telemetry>,
+    /// Client metrics of the session (its transport reports every request to it).
+    pub metrics: Arc<crate::observe::Registry>,
 }
 
 impl std::fmt::Debug for Session {
@@ -117,6 +119,17 @@ impl Session {
         transport: Transport,
         session: Option<SessionOptions>,
         telemetry: bool,
+    ) -> Result<Arc<Self>> {
+        Self::start_with_metrics(transport, session, telemetry, None).await
+    }
+
+    /// [`Session::start_with_telemetry`] recording into `metrics` (shared with other
+    /// sessions of the same service client) instead of a registry of its own.
+    pub(crate) async fn start_with_metrics(
+        transport: Transport,
+        session: Option<SessionOptions>,
+        telemetry: bool,
+        metrics: Option<Arc<crate::observe::Registry>>,
     ) -> Result<Arc<Self>> {
         let retry = transport.operation_retry();
         let req = ClientConfigRequest {
@@ -160,7 +173,14 @@ impl Session {
                 Some(resp.session_id)
             }
         };
-        let holder = Self::assemble(transport, config, dynamic, session_id, header_overrides);
+        let holder = Self::assemble(
+            transport,
+            config,
+            dynamic,
+            session_id,
+            header_overrides,
+            metrics,
+        );
         if telemetry {
             holder.start_telemetry();
         }
@@ -185,6 +205,7 @@ impl Session {
             dynamic,
             Some(session_id),
             header_overrides,
+            None,
         );
         // Shadows report under the session they share, as the SDK's do.
         if telemetry {
@@ -200,8 +221,12 @@ impl Session {
         dynamic: DynamicConfig,
         session_id: Option<String>,
         header_overrides: BTreeMap<String, String>,
+        metrics: Option<Arc<crate::observe::Registry>>,
     ) -> Arc<Self> {
         let runtime = transport.runtime().clone();
+        let metrics =
+            metrics.unwrap_or_else(|| crate::observe::Registry::new(runtime.clock.clone()));
+        let transport = transport.with_request_observer(metrics.request_observer());
         let (cancel_tx, cancel_rx) = mpsc::unbounded_channel();
         let holder = Arc::new(Self {
             fwdbwd_budget: ByteBudget::new(config.fwdbwd_dispatch_bytes_semaphore_size),
@@ -224,6 +249,7 @@ impl Session {
             header_overrides,
             tasks: Mutex::new(Vec::new()),
             telemetry: std::sync::OnceLock::new(),
+            metrics,
         });
         if holder.session_id.is_some() {
             let hb = tokio::spawn(heartbeat_loop(Arc::downgrade(&holder)));

@@ -54,9 +54,14 @@ impl Session {
             return Err(Error::new(ErrorKind::Cancelled, "the client was closed"));
         }
         let trace = crate::telemetry::RetryTrace::new(self, name);
+        let attempts = std::sync::atomic::AtomicU32::new(0);
         self.transport
             .operation_retry()
             .run(name, || {
+                if attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+                    self.metrics
+                        .retried(crate::observe::Operation::classify(name, None));
+                }
                 let spec = make();
                 let trace = &trace;
                 async move {
@@ -79,14 +84,17 @@ impl Session {
         sdk_method: &str,
     ) -> Result<Resp> {
         let bytes = tinker_types::json::to_vec(body)?;
-        let resp = self
-            .send_retrying(path, || {
-                Ok(RequestSpec::post(path)
-                    .with_body(bytes.clone(), tinker_transport::APPLICATION_JSON)
-                    .with_sdk_method(sdk_method))
-            })
-            .await?;
-        parse_json(&resp)
+        let send = async {
+            let resp = self
+                .send_retrying(path, || {
+                    Ok(RequestSpec::post(path)
+                        .with_body(bytes.clone(), tinker_transport::APPLICATION_JSON)
+                        .with_sdk_method(sdk_method))
+                })
+                .await?;
+            parse_json(&resp)
+        };
+        self.observed(path, sdk_method, send).await
     }
 
     /// GETs through the holder retry loop and parses the JSON answer.
@@ -96,16 +104,36 @@ impl Session {
         query: &[(&str, String)],
         sdk_method: &str,
     ) -> Result<Resp> {
-        let resp = self
-            .send_retrying(path, || {
-                let mut spec = RequestSpec::get(path).with_sdk_method(sdk_method);
-                for (k, v) in query {
-                    spec = spec.with_query(*k, v.clone());
-                }
-                Ok(spec)
-            })
-            .await?;
-        parse_json(&resp)
+        let send = async {
+            let resp = self
+                .send_retrying(path, || {
+                    let mut spec = RequestSpec::get(path).with_sdk_method(sdk_method);
+                    for (k, v) in query {
+                        spec = spec.with_query(*k, v.clone());
+                    }
+                    Ok(spec)
+                })
+                .await?;
+            parse_json(&resp)
+        };
+        self.observed(path, sdk_method, send).await
+    }
+
+    /// Runs a JSON call as its own operation (span and metrics), unless it is a step of
+    /// an operation already running in this task.
+    async fn observed<T>(
+        &self,
+        path: &str,
+        sdk_method: &str,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        if crate::observe::current().is_some() {
+            return call.await;
+        }
+        let op = crate::observe::Operation::classify(path, Some(sdk_method));
+        self.metrics
+            .instrument_rest(op, sdk_method, self.session_id.as_deref(), call)
+            .await
     }
 }
 

@@ -139,6 +139,8 @@ impl TrainingClient {
             turn.wait().await?;
             let seq_id = turn.first() + 1;
             let model_id = inner.model_id.clone();
+            crate::observe::spans::record_model_id(&model_id);
+            crate::observe::spans::record_seq_id(seq_id);
             let holder = inner.holder.clone();
             // The sampling-session counter is read per attempt, as the SDK does.
             let make = || {

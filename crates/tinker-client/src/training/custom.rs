@@ -143,6 +143,8 @@ async fn run_custom<F>(
 where
     F: FnOnce(&[Datum], &[Vec<f32>]) -> Result<CustomLossOutput> + Send + 'static,
 {
+    crate::observe::spans::record_model_id(&inner.model_id);
+    crate::observe::spans::record_seq_id(run.fwd_turn.first() + 1);
     // Until the backward request is sent, any failure loses its reserved ids.
     let backward = custom_backward_data(inner, run, loss_fn)
         .await

@@ -274,6 +274,9 @@ pub(super) async fn run_fwd(
     request_type: RequestType,
     method: &'static str,
 ) -> Result<ForwardBackwardOutput> {
+    // The first chunk's seq_id (the others follow it).
+    crate::observe::spans::record_model_id(&inner.model_id);
+    crate::observe::spans::record_seq_id(turn.first() + 1);
     let compress = inner.holder.config.proto_compress_fwdbwd;
     // Compression starts before our turn comes; each chunk is sent once it is ready.
     let bodies: Vec<(ChunkBody, u64)> = bodies

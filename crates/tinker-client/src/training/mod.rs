@@ -217,6 +217,8 @@ impl TrainingClient {
 impl Inner {
     /// Posts a JSON training request in its turn, passes the turn on, polls the result.
     async fn run_json<T: FromPayload>(&self, turn: Turn, op: Op, body: Vec<u8>) -> Result<T> {
+        crate::observe::spans::record_model_id(&self.model_id);
+        crate::observe::spans::record_seq_id(turn.first() + 1);
         turn.wait().await?;
         let body = bytes::Bytes::from(body);
         let submitted = submit(&self.holder, op.path, || {

@@ -9,6 +9,7 @@ mod auth;
 mod circuit_and_rate;
 mod faults;
 mod limits;
+mod observer;
 mod properties;
 mod response_limit;
 mod tls;
