@@ -12,7 +12,8 @@
 //!   latency of each request;
 //!
 //! and, for the whole session, how often waiting futures reported each queue state and
-//! reason. [`ServiceClient::metrics`] returns a [`MetricsSnapshot`];
+//! reason (each change of one future's queue state can also be heard as a
+//! [`QueueStateChange`]). [`ServiceClient::metrics`] returns a [`MetricsSnapshot`];
 //! [`ServiceClient::reset_metrics`] zeroes it. Recording is a few relaxed atomic adds
 //! into fixed log-bucket histograms (no lock, no allocation), so it is always on; the
 //! `metrics_overhead` bench measures it. Clients opened on their own
@@ -50,12 +51,15 @@
 pub mod bench_support;
 mod histogram;
 mod operation;
+mod queue_change;
 mod registry;
 pub(crate) mod spans;
 
 use std::time::Duration;
 
 pub use self::operation::Operation;
+pub(crate) use self::queue_change::{ChangeTracker, install as install_queue_change_observer};
+pub use self::queue_change::{QueueStateChange, QueueStateChangeObserver};
 pub(crate) use self::registry::{Registry, current};
 
 use crate::{ServiceClient, TrainingClient};
