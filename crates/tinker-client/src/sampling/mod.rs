@@ -419,6 +419,10 @@ impl SamplingClient {
         self.inner.clone_id.get().copied()
     }
 
+    pub(crate) fn holder(&self) -> &Arc<Session> {
+        &self.inner.holder
+    }
+
     /// The sampling dispatch limits this client's samples go through (shared by every
     /// sampling client of its session; see [`SampleDispatch`]).
     pub fn dispatch(&self) -> SampleDispatch {
@@ -693,11 +697,19 @@ async fn sample_once(
         // One run of the holder retry loop (§6.2), with its per-attempt events; a 429 is
         // backpressure, answered without an exception in the SDK, so it reports nothing.
         let trace = crate::telemetry::RetryTrace::new(&*inner.holder, ASAMPLE_FUNC);
+        let attempts = AtomicU64::new(0);
         let res = inner
             .holder
             .transport
             .operation_retry()
             .run("asample", || async {
+                // Every attempt after the first is a retry of the sample (as a 429 below).
+                if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
+                    inner
+                        .holder
+                        .metrics
+                        .retried(crate::observe::Operation::Sample);
+                }
                 let spec = RequestSpec::post("/api/v1/asample")
                     .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
                     .with_max_retries(0)
