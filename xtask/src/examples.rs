@@ -33,9 +33,11 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "retry_and_capture",
     "live_capabilities_and_logprobs",
     "adam_and_chunking_live",
+    "queue_reasons_and_sampling_throttling",
     "training_persistence_live",
     "checkpoint_multi_delete_live",
     "save_weights_and_sample",
+    "queue_state_observer_demo",
     "cli_run_text",
     "cli_run_prompt_file",
     // Beyond tinkex (issue 12): SFT on a shipped chat dataset, GRPO-style RL on a toy reward.
@@ -60,16 +62,8 @@ pub(crate) const PENDING: &[(&str, &str)] = &[
         "Hugging Face tokenizers offline: issues 10 and 16",
     ),
     (
-        "queue_reasons_and_sampling_throttling",
-        "queue-state logging and throttling hooks: issue 13",
-    ),
-    (
         "multimodal_resume_and_cleanup",
         "image input and unload_model in tinker-local: issues 16 and 17",
-    ),
-    (
-        "queue_state_observer_demo",
-        "queue-state observers with a local queue fault: issue 13",
     ),
     ("kimi_k2_sampling_live", "tiktoken tokenizers: issue 16"),
 ];

@@ -34,7 +34,8 @@ struct ServeArgs {
     #[arg(long)]
     jwt: bool,
     /// Fault injection plan, e.g. `seed=7,p5xx=0.1,p429=0.05,latency_ms=5-20` or
-    /// `script=asample#1:429;retrieve_future#2:corrupt` (see `FaultConfig`).
+    /// `script=asample#1:429;retrieve_future#2:corrupt` or
+    /// `pause=sampling:paused_rate_limit:3:too busy` (see `FaultConfig`).
     #[arg(long)]
     faults: Option<String>,
     /// Seconds `retrieve_future` holds a poll open before answering `try_again`.
