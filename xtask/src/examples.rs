@@ -45,6 +45,8 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "recovery_live_injected",
     "model_info_and_unload",
     "heartbeat_probe",
+    // Beyond tinkex (issue 16): a Hugging Face model folder served and fine-tuned offline.
+    "local_hf_model",
 ];
 
 /// tinkex examples not ported yet: (name, what is missing and the issue that brings it).
@@ -264,8 +266,8 @@ mod tests {
         "heartbeat_probe",
     ];
 
-    /// Runnable examples of issue 12 that tinkex does not have.
-    const BEYOND_TINKEX: &[&str] = &["sft_chat", "rl_grpo"];
+    /// Runnable examples that tinkex does not have (issues 12 and 16).
+    const BEYOND_TINKEX: &[&str] = &["sft_chat", "rl_grpo", "local_hf_model"];
 
     /// Each tinkex example is either runnable or pending, never both, never neither; the
     /// only other runnable ones are those listed as beyond tinkex.

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::engine::WeightsDtype;
+
 /// How a [`crate::LocalServer`] runs. Build it with [`LocalServerConfig::new`] and adjust
 /// the public fields.
 #[derive(Debug, Clone)]
@@ -59,6 +61,10 @@ pub struct LocalServerConfig {
     /// name clients use, and a model folder or a repo id in the local hub cache (see
     /// [`crate::engine::hf_model`]). Add them with [`LocalServerConfig::with_model`].
     pub models: Vec<(String, String)>,
+    /// How the served Hugging Face models hold their base matrices: widened to f32 when
+    /// they load (the default, fastest) or in their stored dtype (about half the memory for
+    /// bf16 files, slower). The built-in models are always f32.
+    pub weights_dtype: WeightsDtype,
 }
 
 impl LocalServerConfig {
@@ -84,6 +90,7 @@ impl LocalServerConfig {
             seq_gap_wait: Duration::from_secs(60),
             zero_compute: false,
             models: Vec::new(),
+            weights_dtype: WeightsDtype::F32,
         }
     }
 
