@@ -19,7 +19,9 @@
 //!
 //! Every scenario takes `h2c=1`: the client speaks HTTP/2 with prior knowledge
 //! ([`tinker_client::ServiceClientBuilder::http2_prior_knowledge`]) instead of HTTP/1.1 (the
-//! Python side ignores it and uses its default).
+//! Python side ignores it and uses its default); `h1max=N`: at most `N` HTTP/1.1
+//! connections (`TransportBuilder::http1_max_connections`); `legacy_pool=1`: the HTTP/1.1
+//! pool as it was before issue 14 (20 idle connections, no bound), for A/B runs.
 //!
 //! Every scenario also reports, from a counting global allocator, `allocs_per_op` and
 //! `alloc_kib_per_op` (allocations and bytes allocated in the timed section, per op) and
@@ -124,6 +126,8 @@ async fn main() -> BoxResult<()> {
     };
     let params = Params::parse(rest)?;
     H2C.get_or_init(|| params.get("h2c", 0) != 0);
+    H1_MAX.get_or_init(|| params.get("h1max", 0));
+    LEGACY_POOL.get_or_init(|| params.get("legacy_pool", 0) != 0);
     let result = match scenario.as_str() {
         "sample" => sample(url, &params).await?,
         "train" => train(url, &params).await?,
@@ -234,11 +238,25 @@ async fn timed<T>(
 
 /// Whether to speak HTTP/2 with prior knowledge (`h2c=1`; tinker-local serves h2c).
 static H2C: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+/// `h1max=N`: the HTTP/1.1 connection bound (0: the default).
+static H1_MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+/// `legacy_pool=1`: the pool before issue 14's fix (20 idle connections, no bound), for
+/// A/B runs.
+static LEGACY_POOL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
 
 async fn connect(url: &str) -> BoxResult<ServiceClient> {
     let mut builder = ServiceClient::builder().base_url(url).api_key(API_KEY);
     if H2C.get().copied().unwrap_or(false) {
         builder = builder.http2_prior_knowledge();
+    }
+    if let Some(&max) = H1_MAX.get().filter(|&&m| m > 0) {
+        builder = builder.transport(|t| t.http1_max_connections(max));
+    }
+    if LEGACY_POOL.get().copied().unwrap_or(false) {
+        builder = builder.transport(|t| {
+            t.http1_max_connections(1 << 40)
+                .pool(20, Duration::from_secs(90))
+        });
     }
     Ok(builder.build().await?)
 }

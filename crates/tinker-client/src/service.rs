@@ -215,13 +215,19 @@ impl ServiceClientBuilder {
 
     /// Speaks HTTP/2 with prior knowledge (h2c) on `http://` URLs: every request multiplexes
     /// over one connection instead of holding one per request in flight. Only for servers
-    /// that serve h2c, such as tinker-local; `https://` negotiates HTTP/2 through ALPN
-    /// without this.
-    // Not finished: against a loaded local tinker-local (2 cores, load 5) this is slower than
-    // HTTP/1.1 on `sdk_bench`: 10,000 samples in 5.7-6.6 s instead of 3.6 s (with less
-    // client CPU), and 2,000 samples in flight once took 15 s instead of 0.9 s: a stall not
-    // yet explained (flow control, the stream limit or the long-poll). `cargo xtask
-    // bench-sdk` therefore measures the default (HTTP/1.1); `sdk_bench ... h2c=1` reproduces.
+    /// that serve h2c, such as tinker-local (recommended there for large sampling
+    /// fan-outs); `https://` negotiates HTTP/2 through ALPN without this.
+    ///
+    /// Not the default on `http://`: a server or proxy that speaks only HTTP/1.1 would fail
+    /// every request, and the client cannot tell tinker-local from such a server before
+    /// sending. On `http://` the default is HTTP/1.1 with at most
+    /// [`DEFAULT_HTTP1_MAX_CONNECTIONS`](tinker_transport::DEFAULT_HTTP1_MAX_CONNECTIONS)
+    /// connections.
+    // Measured (issue 14, `sdk_bench burst n=2000`, load 4-6, 2 cores): against tinker-local
+    // with fixed h2 windows, h2c 0.56-0.71 s and 1-2 connections, HTTP/1.1 0.39-0.70 s and
+    // ~260-500 connections (system-wide count), peak RSS about equal (45 MiB). The earlier
+    // stall (2,000 samples in 15 s) was tinker-local's adaptive h2 flow control, which
+    // started every connection at a 64 KiB window (crates/tinker-local/src/serve.rs).
     pub fn http2_prior_knowledge(mut self) -> Self {
         self.transport = self
             .transport

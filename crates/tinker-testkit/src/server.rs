@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -144,6 +145,7 @@ pub struct Server {
     /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` over TLS.
     pub url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    accepted: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -179,6 +181,8 @@ impl Server {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let script: Script = Arc::new(script);
         let seen2 = seen.clone();
+        let accepted: Arc<AtomicUsize> = Arc::default();
+        let accepted2 = accepted.clone();
         let url = match &tls {
             Some(_) => format!("https://localhost:{}", addr.port()),
             None => format!("http://{addr}"),
@@ -188,6 +192,7 @@ impl Server {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
+                accepted2.fetch_add(1, Ordering::Relaxed);
                 let seen = seen2.clone();
                 let script = script.clone();
                 let tls = tls.clone();
@@ -213,6 +218,7 @@ impl Server {
             addr,
             url,
             seen,
+            accepted,
             task,
         }
     }
@@ -243,6 +249,11 @@ impl Server {
             }
         })
         .await
+    }
+
+    /// TCP connections accepted so far (for bounds on the client's connection pool).
+    pub fn connections_accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     /// Every request seen so far.

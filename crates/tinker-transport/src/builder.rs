@@ -41,6 +41,13 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// may be far larger, must stream instead of using [`Transport::send`].
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Default bound on HTTP/1.1 connections in use at once (and idle connections kept).
+// Far below the thousands of connections (and ~17 KiB of buffers each) a sampling fan-out
+// opened before (docs/benchmarks.md, issue 14); with it, 2,000 samples in flight on
+// HTTP/1.1 ran faster than with no bound. Other values were not compared (Python's httpx
+// allows 1,000).
+pub const DEFAULT_HTTP1_MAX_CONNECTIONS: usize = 256;
+
 /// A user layer over the HTTP service.
 type LayerFn = Arc<dyn Fn(HttpService) -> HttpService + Send + Sync>;
 
@@ -101,10 +108,11 @@ impl Default for TransportBuilder {
             http: HttpConfig {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 pool_idle_timeout: Duration::from_secs(90),
-                // Not finished (issue 14, P2/P3): with 20 idle connections per host a
-                // 10,000-sample fan-out on HTTP/1.1 still opens ~3,400 TCP connections
-                // (docs/benchmarks.md); a pool that does not churn is not done yet.
-                pool_max_idle_per_host: 20,
+                // As many idle connections as HTTP/1.1 may have in use: a connection that
+                // finishes a request is kept for the next one instead of being closed while
+                // another request opens a new one (churn; `http1_slot` in http/mod.rs).
+                pool_max_idle_per_host: DEFAULT_HTTP1_MAX_CONNECTIONS,
+                http1_max_connections: DEFAULT_HTTP1_MAX_CONNECTIONS,
                 version: HttpVersion::Auto,
                 tls: TlsConfig::default(),
                 proxy: ProxyConfig::FromEnv,
@@ -233,7 +241,23 @@ impl TransportBuilder {
         self
     }
 
-    /// Idle pooled connections kept per host (default 20) and for how long (90 s).
+    /// At most this many HTTP/1.1 requests in flight at once (default
+    /// [`DEFAULT_HTTP1_MAX_CONNECTIONS`]); more wait for a connection to become free.
+    /// HTTP/1.1 needs one connection per request in flight, so this bounds the connections
+    /// in use; it applies to `http://` URLs (and every URL with
+    /// [`HttpVersion::Http1Only`]), not to HTTP/2. Also raises the idle connections kept
+    /// per host to `max`, so that a finished request's connection serves the next one.
+    pub fn http1_max_connections(mut self, max: usize) -> Self {
+        let max = max.max(1);
+        self.http.http1_max_connections = max;
+        self.http.pool_max_idle_per_host = self.http.pool_max_idle_per_host.max(max);
+        self
+    }
+
+    /// Idle pooled connections kept per host (default [`DEFAULT_HTTP1_MAX_CONNECTIONS`])
+    /// and for how long (90 s). Fewer idle connections than
+    /// [`http1_max_connections`](Self::http1_max_connections) make a busy HTTP/1.1 pool
+    /// close and reopen connections.
     pub fn pool(mut self, max_idle_per_host: usize, idle_timeout: Duration) -> Self {
         self.http.pool_max_idle_per_host = max_idle_per_host;
         self.http.pool_idle_timeout = idle_timeout;

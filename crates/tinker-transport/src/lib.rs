@@ -96,8 +96,8 @@ mod transport;
 pub use auth::Credential;
 pub use budget::{ByteBudget, BytePermit};
 pub use builder::{
-    DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRIES,
-    DEFAULT_READ_TIMEOUT, TransportBuilder,
+    DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HTTP1_MAX_CONNECTIONS,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_READ_TIMEOUT, TransportBuilder,
 };
 pub use env::Env;
 pub use error::{ErrorKind, TransportError};

@@ -4,27 +4,14 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tinker_testkit::clock::*;
 use tinker_testkit::*;
 use tinker_transport::circuit::{
     CircuitBreakerConfig, CircuitState, CircuitTransition, EndpointFamily,
 };
-use tinker_transport::http::connect::ProxyConfig;
 use tinker_transport::limit::RateLimit;
-use tinker_transport::{ErrorKind, RequestSpec, Transport, TransportBuilder};
+use tinker_transport::{ErrorKind, RequestSpec};
 
-fn builder(url: &str) -> TransportBuilder {
-    Transport::builder()
-        .base_url(url)
-        .env(tinker_transport::Env::from_pairs([(
-            "HOME",
-            "/nonexistent",
-        )]))
-        .api_key(KEY.to_owned().into())
-        .runtime(runtime(RecordingClock::new(0.0)))
-        .proxy(ProxyConfig::None)
-        .read_timeout(Duration::from_secs(5))
-}
+use crate::loopback_builder as builder;
 
 fn post(path: &str) -> RequestSpec {
     RequestSpec::post(path).with_body(&b"{}"[..], "application/json")
