@@ -375,6 +375,22 @@ impl ModelInput {
     }
 }
 
+/// One text chunk holding the tokens ([`ModelInput::from_tokens`]).
+impl From<Vec<u32>> for ModelInput {
+    fn from(tokens: Vec<u32>) -> Self {
+        Self {
+            chunks: vec![EncodedTextChunk::new(tokens).into()],
+        }
+    }
+}
+
+/// One text chunk holding the tokens ([`ModelInput::from_tokens`]).
+impl From<&[u32]> for ModelInput {
+    fn from(tokens: &[u32]) -> Self {
+        Self::from_tokens(tokens)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,6 +44,7 @@ use tinker_types::{
 crate::payload::json_payload!(
     SaveWeightsResponse,
     SaveWeightsForSamplerResponse,
+    tinker_types::SaveWeightsForSamplerResponseInternal,
     SaveWeightsExternalResponse,
     LoadWeightsResponse,
 );

@@ -59,12 +59,7 @@ async fn train_save_and_sample() {
         "{}",
         state.path
     );
-    let sampler_path = tc
-        .save_weights_for_sampler("s4")
-        .await
-        .unwrap()
-        .path
-        .unwrap();
+    let sampler_path = tc.save_weights_for_sampler("s4").await.unwrap().path;
     assert!(sampler_path.ends_with("/sampler_weights/s4"));
 
     // Sampling from the named sampler weights, with logprob options.
@@ -477,5 +472,38 @@ async fn load_from_state_with_overrides() {
         )
         .await
         .unwrap();
+    env.server.shutdown().await;
+}
+
+/// A batch kept as `Arc<[Datum]>` is sent step after step without being copied (the client
+/// encodes from it in place), and is the same batch as the `Vec` it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_batch_is_sent_as_is_step_after_step() {
+    let env = start(None).await;
+    let tc = training(&env).await;
+    let batch: Vec<tinker_types::Datum> = vec![datum(&[5, 17, 42, 99, 7]), datum(&[3, 250, 11, 4])];
+    let shared: std::sync::Arc<[tinker_types::Datum]> = batch.clone().into();
+    let by_value = tc.forward(batch, LossFn::CrossEntropy).await.unwrap();
+    let by_arc = tc
+        .forward(shared.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    assert_eq!(by_value.loss_fn_outputs, by_arc.loss_fn_outputs);
+    let mut losses = Vec::new();
+    for step in 0..3 {
+        // By Arc (cloning the Arc, not the batch) and by slice, alternately.
+        let fb = if step % 2 == 0 {
+            tc.forward_backward(shared.clone(), LossFn::CrossEntropy)
+        } else {
+            tc.forward_backward(&shared[..], LossFn::CrossEntropy)
+        };
+        losses.push(fb.await.unwrap().metrics["loss:sum"]);
+        tc.optim_step(AdamParams::with_learning_rate(2e-2))
+            .await
+            .unwrap();
+    }
+    assert!(losses[2] < losses[0], "the loss should fall: {losses:?}");
+    // Nothing kept a reference to the batch once the steps finished.
+    assert_eq!(std::sync::Arc::strong_count(&shared), 1);
     env.server.shutdown().await;
 }

@@ -40,8 +40,8 @@ use tinker_types::weights::{
     CopyWeightsRequest, CopyWeightsResponse, ExternalWeightsUrlsResponse, LoadWeightsRequest,
     LoadWeightsResponse, SamplerWeightsKind, SaveWeightsExternalRequest,
     SaveWeightsExternalResponse, SaveWeightsForSamplerRequest, SaveWeightsForSamplerResponse,
-    SaveWeightsRequest, SaveWeightsResponse, SetCheckpointTtlRequest, WeightsInfoRequest,
-    WeightsInfoResponse,
+    SaveWeightsForSamplerResponseInternal, SaveWeightsRequest, SaveWeightsResponse,
+    SetCheckpointTtlRequest, WeightsInfoRequest, WeightsInfoResponse,
 };
 use tinker_types::*;
 
@@ -920,9 +920,9 @@ fn every_response_fixture_decodes() {
     let sampler: SaveWeightsForSamplerResponse = decode_response("save_weights_for_sampler");
     check(
         "save_weights_for_sampler",
-        sampler.path.is_some() && sampler.sampling_session_id.is_none(),
+        TinkerPath::parse(&sampler.path).is_ok(),
     );
-    let sampler: SaveWeightsForSamplerResponse =
+    let sampler: SaveWeightsForSamplerResponseInternal =
         decode_response("save_weights_for_sampler_ephemeral");
     check(
         "save_weights_for_sampler_ephemeral",

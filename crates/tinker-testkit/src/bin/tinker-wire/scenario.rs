@@ -1,7 +1,7 @@
 //! The wire scenario in Rust: the same calls, in the same order and with the same
 //! arguments, as `scripts/wire/scenario.py` makes with the official SDK.
 
-use tinker_client::{AccessScope, CloseStatus, SamplingSource, ServiceClient};
+use tinker_client::{AccessScope, CloseStatus, ListOptions, SamplingSource, ServiceClient};
 use tinker_types::{AdamParams, CrossEntropyInputs, Datum, LossFn, ModelInput, SamplingParams};
 
 /// The base model both scenarios train.
@@ -51,8 +51,7 @@ pub(crate) async fn run(url: &str) -> Result<(), BoxError> {
     let sampler_path = training
         .save_weights_for_sampler("wire-sampler")
         .await?
-        .path
-        .ok_or("save_weights_for_sampler returned no path")?;
+        .path;
     let sampler = service
         .create_sampling_client(SamplingSource::ModelPath(sampler_path.clone()))
         .await?;
@@ -62,11 +61,10 @@ pub(crate) async fn run(url: &str) -> Result<(), BoxError> {
     sampler.sample(prompt.clone(), 2, params).await?;
     sampler.compute_logprobs(prompt).await?;
 
-    rest.list_training_runs(20, 0, AccessScope::Owned, None)
-        .await?;
+    rest.list_training_runs(ListOptions::default()).await?;
     rest.get_training_run(&run_id, AccessScope::Owned).await?;
     rest.list_checkpoints(&run_id).await?;
-    rest.list_user_checkpoints(100, 0).await?;
+    rest.list_user_checkpoints(ListOptions::default()).await?;
     rest.get_weights_info_by_tinker_path(&saved.path).await?;
     rest.publish_checkpoint_from_tinker_path(&saved.path)
         .await?;
@@ -76,7 +74,7 @@ pub(crate) async fn run(url: &str) -> Result<(), BoxError> {
         .await?;
     rest.delete_checkpoint_from_tinker_path(&sampler_path)
         .await?;
-    let sessions = rest.list_sessions(20, 0, AccessScope::Owned).await?;
+    let sessions = rest.list_sessions(ListOptions::default()).await?;
     let session = sessions.sessions.first().ok_or("no session listed")?;
     rest.get_session(session, AccessScope::Owned).await?;
     service
