@@ -256,7 +256,7 @@ impl TrainingClientOptions {
     }
 
     /// Sets the optimizer family.
-    pub fn with_optimizer(mut self, optimizer: OptimizerConfig) -> Self {
+    pub fn optimizer(mut self, optimizer: OptimizerConfig) -> Self {
         self.optimizer = optimizer;
         self
     }

@@ -214,7 +214,7 @@ impl PolicyGradientInputs {
 
     /// Adds the GSPO `sequence_ratio_mask`.
     #[must_use]
-    pub fn with_sequence_ratio_mask(mut self, mask: Vec<f32>) -> Self {
+    pub fn sequence_ratio_mask(mut self, mask: Vec<f32>) -> Self {
         self.sequence_ratio_mask = Some(TensorData::vector_f32(mask));
         self
     }

@@ -116,7 +116,7 @@ impl ImageChunk {
 
     /// Sets the advisory token count.
     #[must_use]
-    pub fn with_expected_tokens(mut self, tokens: u32) -> Self {
+    pub fn expected_tokens(mut self, tokens: u32) -> Self {
         self.expected_tokens = Some(tokens);
         self
     }
@@ -134,7 +134,7 @@ impl ImageAssetPointerChunk {
 
     /// Sets the advisory token count.
     #[must_use]
-    pub fn with_expected_tokens(mut self, tokens: u32) -> Self {
+    pub fn expected_tokens(mut self, tokens: u32) -> Self {
         self.expected_tokens = Some(tokens);
         self
     }

@@ -37,7 +37,7 @@ impl CustomLossOutput {
     }
 
     /// Adds a metric.
-    pub fn with_metric(mut self, key: impl Into<String>, value: f64) -> Self {
+    pub fn metric(mut self, key: impl Into<String>, value: f64) -> Self {
         self.metrics.insert(key.into(), value);
         self
     }

@@ -95,8 +95,8 @@ async fn train_save_and_sample() {
                 ..SamplingParams::default()
             },
             SampleOptions::samples(2)
-                .with_prompt_logprobs()
-                .with_topk_sample_logprobs(2),
+                .prompt_logprobs(true)
+                .topk_sample_logprobs(2),
         )
         .await
         .unwrap();
@@ -189,7 +189,7 @@ async fn custom_loss_applies_the_users_gradient() {
         .forward_backward_custom(data.clone(), |_data, logprobs| {
             let loss: f64 = logprobs.iter().flatten().map(|&x| -f64::from(x)).sum();
             let grads = logprobs.iter().map(|l| vec![-1.0; l.len()]).collect();
-            Ok(CustomLossOutput::new(loss, grads).with_metric("nll:sum", loss))
+            Ok(CustomLossOutput::new(loss, grads).metric("nll:sum", loss))
         })
         .await
         .unwrap();
@@ -286,7 +286,7 @@ async fn bad_input_is_refused_before_sending() {
         .sample_with(
             ModelInput::from_tokens(&[1, 2, 3]),
             SamplingParams::default(),
-            SampleOptions::samples(1).with_prompt_logprobs_last_n(5),
+            SampleOptions::samples(1).prompt_logprobs_last_n(5),
         )
         .await
         .unwrap_err();

@@ -554,10 +554,10 @@ fn sampling_requests_match_the_sdk() {
     check_request("sample", &sample);
 
     let prompt = ModelInput::from_tokens(&[10, 11, 12])
-        .with_chunk(ImageChunk::new(PNG.to_vec(), ImageFormat::Png).with_expected_tokens(4))
+        .with_chunk(ImageChunk::new(PNG.to_vec(), ImageFormat::Png).expected_tokens(4))
         .with_chunk(
             ImageAssetPointerChunk::new("s3://bucket/cat.jpg", ImageFormat::Jpeg)
-                .with_expected_tokens(2),
+                .expected_tokens(2),
         )
         .with_chunk(DmelChunk::new(
             [&[0xFE, 1, 2, 3, 80][..], &[0u8; 8][..]].concat(),
