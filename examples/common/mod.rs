@@ -42,10 +42,20 @@ impl Connection {
         env: Env,
         tweak: impl FnOnce(&mut tinker::local::LocalServerConfig),
     ) -> Result<Self, BoxError> {
+        Self::open_configured(env, tweak, |b| b).await
+    }
+
+    /// Like [`Connection::open_with`], with `client` applied to the client's builder
+    /// (observers, switches), remote or embedded.
+    pub(crate) async fn open_configured(
+        env: Env,
+        tweak: impl FnOnce(&mut tinker::local::LocalServerConfig),
+        client: impl FnOnce(tinker::ServiceClientBuilder) -> tinker::ServiceClientBuilder,
+    ) -> Result<Self, BoxError> {
         let remote = env.get("TINKER_API_KEY").is_some_and(|k| !k.is_empty());
         let data_dir = tempfile::tempdir()?;
         let (service, server) = if remote {
-            let service = tinker::ServiceClientBuilder::with_env(env.clone())
+            let service = client(tinker::ServiceClientBuilder::with_env(env.clone()))
                 .build()
                 .await?;
             println!("Using the Tinker service at {}", service.base_url());
@@ -58,11 +68,13 @@ impl Connection {
                 "No TINKER_API_KEY set: started an embedded tinker-local server at {} (CPU, offline)",
                 server.url()
             );
-            let service = ServiceClient::builder()
-                .base_url(server.url())
-                .api_key(LOCAL_API_KEY)
-                .build()
-                .await?;
+            let service = client(
+                ServiceClient::builder()
+                    .base_url(server.url())
+                    .api_key(LOCAL_API_KEY),
+            )
+            .build()
+            .await?;
             (service, Some(server))
         };
         Ok(Self {

@@ -33,9 +33,11 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "retry_and_capture",
     "live_capabilities_and_logprobs",
     "adam_and_chunking_live",
+    "queue_reasons_and_sampling_throttling",
     "training_persistence_live",
     "checkpoint_multi_delete_live",
     "save_weights_and_sample",
+    "queue_state_observer_demo",
     "cli_run_text",
     "cli_run_prompt_file",
     // Beyond tinkex (issue 12): SFT on a shipped chat dataset, GRPO-style RL on a toy reward.
@@ -45,6 +47,8 @@ pub(crate) const RUNNABLE: &[&str] = &[
     "recovery_live_injected",
     "model_info_and_unload",
     "heartbeat_probe",
+    // Beyond tinkex (issue 16): a Hugging Face model folder served and fine-tuned offline.
+    "local_hf_model",
 ];
 
 /// tinkex examples not ported yet: (name, what is missing and the issue that brings it).
@@ -58,16 +62,8 @@ pub(crate) const PENDING: &[(&str, &str)] = &[
         "Hugging Face tokenizers offline: issues 10 and 16",
     ),
     (
-        "queue_reasons_and_sampling_throttling",
-        "queue-state logging and throttling hooks: issue 13",
-    ),
-    (
         "multimodal_resume_and_cleanup",
         "image input and unload_model in tinker-local: issues 16 and 17",
-    ),
-    (
-        "queue_state_observer_demo",
-        "queue-state observers with a local queue fault: issue 13",
     ),
     ("kimi_k2_sampling_live", "tiktoken tokenizers: issue 16"),
 ];
@@ -264,8 +260,8 @@ mod tests {
         "heartbeat_probe",
     ];
 
-    /// Runnable examples of issue 12 that tinkex does not have.
-    const BEYOND_TINKEX: &[&str] = &["sft_chat", "rl_grpo"];
+    /// Runnable examples that tinkex does not have (issues 12 and 16).
+    const BEYOND_TINKEX: &[&str] = &["sft_chat", "rl_grpo", "local_hf_model"];
 
     /// Each tinkex example is either runnable or pending, never both, never neither; the
     /// only other runnable ones are those listed as beyond tinkex.

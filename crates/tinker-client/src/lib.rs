@@ -53,7 +53,8 @@ pub use future::{ApiFuture, QueueStateObserver};
 pub use observe::{MetricsSnapshot, Operation};
 pub use rest::{DownloadProgress, ListOptions, Paged, RestClient, WhoamiResponse};
 pub use sampling::{
-    FuturesPollerStats, SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource,
+    FuturesPollerStats, SampleDispatch, SampleOptions, SamplerHandleOptions, SamplingClient,
+    SamplingSource,
 };
 pub use service::{CloseStatus, ServiceClient, ServiceClientBuilder, TrainingClientOptions};
 pub use session::SDK_VERSION;

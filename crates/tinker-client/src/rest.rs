@@ -115,6 +115,10 @@ impl RestClient {
         self.holder.telemetry()
     }
 
+    pub(crate) fn holder(&self) -> &Arc<Session> {
+        &self.holder
+    }
+
     /// A REST-only client (no session): client config and dynamic config only.
     ///
     /// # Errors

@@ -34,6 +34,29 @@ pub struct ServiceClientBuilder {
     telemetry: Option<bool>,
     /// The default queue-state warning (on unless turned off).
     queue_state_warnings: bool,
+    /// How the sessions report and react to queue states.
+    queue: QueueReactions,
+}
+
+/// What a session does with the queue states its futures report, beyond the warning and
+/// the plain observer.
+#[derive(Clone, Default)]
+struct QueueReactions {
+    /// Hears each change of a waiting future's queue state.
+    change_observer: Option<crate::observe::QueueStateChangeObserver>,
+    /// Throttle sampling dispatch when a sample's queue says `paused_rate_limit`.
+    sampling_backoff_on_rate_limit: bool,
+}
+
+impl QueueReactions {
+    fn install(&self, session: &Session) {
+        if let Some(listener) = &self.change_observer {
+            crate::observe::install_queue_change_observer(session, listener.clone());
+        }
+        if self.sampling_backoff_on_rate_limit {
+            crate::sampling::dispatch::back_off_on_rate_limit(session);
+        }
+    }
 }
 
 impl std::fmt::Debug for ServiceClientBuilder {
@@ -75,6 +98,7 @@ impl ServiceClientBuilder {
             observer: None,
             telemetry: None,
             queue_state_warnings: true,
+            queue: QueueReactions::default(),
         }
     }
 
@@ -140,8 +164,6 @@ impl ServiceClientBuilder {
         self
     }
 
-    /// Called with every queue state (`active`, `paused_capacity`, …) the server reports
-    /// while a request of any client of this service waits.
     /// Whether to warn (through `tracing`, target `tinker::queue`) when the server
     /// reports a paused queue, as the SDK does (default on): sampling at once, training and
     /// model creation after 15 minutes in one paused state; at most once a minute per
@@ -158,6 +180,28 @@ impl ServiceClientBuilder {
         observer: impl Fn(&tinker_types::QueueState, Option<&str>) + Send + Sync + 'static,
     ) -> Self {
         self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Called once per change of a waiting request's queue state (`active`,
+    /// `paused_capacity`, …, with the server's reason), with the request id and the
+    /// operation: tinkex's `[:tinkex, :queue, :state_change]` event. Runs on the polling
+    /// task: keep it quick.
+    pub fn queue_state_change_observer(
+        mut self,
+        observer: impl Fn(&crate::observe::QueueStateChange) + Send + Sync + 'static,
+    ) -> Self {
+        self.queue.change_observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// When a sample's queue is reported `paused_rate_limit`, throttle this session's
+    /// sampling dispatch as a 429 on `asample` does (protocol §6.5): new samples wait out
+    /// a 1 s backoff, then for 10 s take one of 10 throttled slots and 20× their bytes of
+    /// the dispatch budget (see [`SampleDispatch`](crate::SampleDispatch)). Off by default, as
+    /// in the Python SDK, which reacts to 429s only.
+    pub fn sampling_backoff_on_rate_limit(mut self, enabled: bool) -> Self {
+        self.queue.sampling_backoff_on_rate_limit = enabled;
         self
     }
 
@@ -215,6 +259,7 @@ impl ServiceClientBuilder {
                 sessionless: tokio::sync::OnceCell::new(),
                 closed: AtomicBool::new(false),
                 queue_state_warnings: self.queue_state_warnings,
+                queue: self.queue,
                 metrics,
             }),
             observer: self.observer,
@@ -283,6 +328,8 @@ struct LazySessions {
     closed: AtomicBool,
     /// Whether queue-state warnings are logged (off: the sessions are silenced).
     queue_state_warnings: bool,
+    /// Installed into each session it starts.
+    queue: QueueReactions,
     /// Client metrics of both sessions (the transport reports every request to it).
     metrics: Arc<crate::observe::Registry>,
 }
@@ -364,6 +411,7 @@ impl ServiceClient {
                 if !lazy.queue_state_warnings {
                     crate::queue_log::silence(&session);
                 }
+                lazy.queue.install(&session);
                 Ok(session)
             })
             .await

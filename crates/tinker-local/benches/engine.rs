@@ -2,7 +2,8 @@
 //! per architecture, written on the fly), forward_backward and forward-only on 8×128 tokens,
 //! optim_step, sampling ms/token, and peak RSS. Each model runs in its own child process so
 //! `VmHWM` is that model's peak. `TINKER_BENCH_HF_DIR=DIR` adds the Hugging Face folder DIR
-//! (e.g. from `tinker-local tiny-model --qwen3-0-6b`), measured on 2×64 tokens.
+//! (e.g. from `tinker-local tiny-model --qwen3-0-6b`), measured on 2×64 tokens, once with its
+//! weights widened to f32 and once held in their stored dtype ([`WeightsDtype`]).
 //!
 //! `cargo bench -p tinker-local --bench engine` (set `RAYON_NUM_THREADS` to pin threads).
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use tinker_local::engine::{
     AdamStep, HfArch, LoraSpec, Loss, LossInputs, ModelSpec, SampleSpec, TinyHfModel, TrainExample,
-    TrainableModel, builtin_models, hf_model,
+    TrainableModel, WeightsDtype, builtin_models, hf_model,
 };
 
 /// Median and minimum of `runs` timings of `f`, in milliseconds.
@@ -41,8 +42,19 @@ fn peak_rss_mb() -> f64 {
 
 fn run(spec: &ModelSpec, (b, t): (usize, usize)) {
     let name = &spec.name;
+    // Rank 32, or less where a tiny model has a narrower projection.
+    let narrowest = [
+        spec.hidden,
+        spec.heads * spec.head_dim(),
+        spec.kv_heads * spec.head_dim(),
+        spec.intermediate,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(32);
+    let rank = 32.min(narrowest);
     let lora = LoraSpec {
-        rank: 32,
+        rank,
         seed: Some(0),
         train_attn: true,
         train_mlp: true,
@@ -117,7 +129,8 @@ fn run(spec: &ModelSpec, (b, t): (usize, usize)) {
     };
     let (s1, s4) = (sample(1), sample(4));
     println!(
-        "{name}: base {:.2}M / LoRA r32 {:.3}M params | load {load_s:.2} s | fwd_bwd {b}x{t} {:.1} ms (min {:.1}) = {:.0} tok/s | fwd only {:.1} ms | optim_step {:.2} ms | sample {:.3} ms/token (n=1) = {:.0} tok/s, {:.3} (n=4) | peak RSS {:.0} MB",
+        "{name} ({:?}): base {:.2}M / LoRA r{rank} {:.3}M params | load {load_s:.2} s | fwd_bwd {b}x{t} {:.1} ms (min {:.1}) = {:.0} tok/s | fwd only {:.1} ms | optim_step {:.2} ms | sample {:.3} ms/token (n=1) = {:.0} tok/s, {:.3} (n=4) | peak RSS {:.0} MB",
+        spec.weights_dtype,
         spec.parameter_count() as f64 / 1e6,
         model.parameter_count() as f64 / 1e6,
         fb.0,
@@ -153,7 +166,11 @@ fn main() {
         return;
     }
     if let Some(i) = args.iter().position(|a| a == "--hf-dir") {
-        run(&hf_model("hf-dir", &args[i + 1]).unwrap(), (2, 64));
+        let mut spec = hf_model("hf-dir", &args[i + 1]).unwrap();
+        if args.iter().any(|a| a == "--stored") {
+            spec.weights_dtype = WeightsDtype::Stored;
+        }
+        run(&spec, (2, 64));
         return;
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
@@ -164,8 +181,10 @@ fn main() {
         .map(|m| ["--model".to_string(), m.name])
         .collect();
     runs.extend(HfArch::ALL.map(|a| ["--hf".to_string(), a.model_type().to_string()]));
+    let mut runs: Vec<Vec<String>> = runs.into_iter().map(Vec::from).collect();
     if let Ok(dir) = std::env::var("TINKER_BENCH_HF_DIR") {
-        runs.push(["--hf-dir".to_string(), dir]);
+        runs.push(vec!["--hf-dir".to_string(), dir.clone()]);
+        runs.push(vec!["--hf-dir".to_string(), dir, "--stored".to_string()]);
     }
     for args in runs {
         let status = std::process::Command::new(&exe)

@@ -4,6 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tinker_types::QueueState;
+
+use crate::engine::WeightsDtype;
+
 /// How a [`crate::LocalServer`] runs. Build it with [`LocalServerConfig::new`] and adjust
 /// the public fields.
 #[derive(Debug, Clone)]
@@ -59,6 +63,10 @@ pub struct LocalServerConfig {
     /// name clients use, and a model folder or a repo id in the local hub cache (see
     /// [`crate::engine::hf_model`]). Add them with [`LocalServerConfig::with_model`].
     pub models: Vec<(String, String)>,
+    /// How the served Hugging Face models hold their base matrices: widened to f32 when
+    /// they load (the default, fastest) or in their stored dtype (about half the memory for
+    /// bf16 files, slower). The built-in models are always f32.
+    pub weights_dtype: WeightsDtype,
 }
 
 impl LocalServerConfig {
@@ -84,6 +92,7 @@ impl LocalServerConfig {
             seq_gap_wait: Duration::from_secs(60),
             zero_compute: false,
             models: Vec::new(),
+            weights_dtype: WeightsDtype::F32,
         }
     }
 
@@ -128,16 +137,84 @@ pub enum PayloadFault {
     BadJson,
 }
 
+/// Which futures a [`QueuePause`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PausedQueue {
+    /// `sampling`: futures of `asample` (and `sample`).
+    Sampling,
+    /// `training`: futures of training-side requests (model creation, forward/backward,
+    /// optimizer steps, saves and loads).
+    Training,
+}
+
+/// How long a [`QueuePause`] lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PauseLength {
+    /// `N` (a bare integer): each future of the queue answers its first `N` polls with the
+    /// paused state, at once, whether or not its result is ready.
+    Polls(u32),
+    /// `500ms` or `2s`: the queue is paused from its first poll for this long (server-wide);
+    /// a poll in that window is held until the pause ends (at most the long-poll time) and
+    /// then answers the paused state.
+    For(Duration),
+}
+
+/// A paused queue (text form `QUEUE:STATE:LENGTH[:REASON]`, see [`FaultConfig`]):
+/// `retrieve_future` polls of that queue's futures answer `try_again` with `state` and
+/// `reason` (the wire's `queue_state` and `queue_state_reason`, protocol §3.2) instead of
+/// the result, for `length`; then the futures complete as usual. Nothing is lost or run
+/// twice: the request runs meanwhile and its result is only held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueuePause {
+    /// Which futures.
+    pub queue: PausedQueue,
+    /// `paused_capacity` or `paused_rate_limit` (any state the wire allows; `active` is
+    /// refused since it pauses nothing).
+    pub state: QueueState,
+    /// For how many polls, or how long.
+    pub length: PauseLength,
+    /// The `queue_state_reason`; absent, the answer carries none (clients then use their
+    /// stock reason).
+    pub reason: Option<String>,
+}
+
+impl QueuePause {
+    /// Pauses `queue` in `state` for `length`, with no reason.
+    pub fn new(queue: PausedQueue, state: QueueState, length: PauseLength) -> Self {
+        Self {
+            queue,
+            state,
+            length,
+            reason: None,
+        }
+    }
+
+    /// Sets the `queue_state_reason` the paused answers carry.
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
 /// Fault injection, off by default. Random faults draw from one RNG seeded with `seed`, in
 /// request-arrival order, so a run with the same request sequence sees the same faults.
 ///
 /// The text form (`--faults`) is a comma-separated list of `key=value`:
 /// `seed=7,p5xx=0.1,p429=0.05,p408=0.2,p410=0.1,pdrop=0.02,latency_ms=5-20,pstall=0.05,
-/// stall_ms=500,routes=asample|retrieve_future,script=asample#1:429;retrieve_future#2:0`.
+/// stall_ms=500,routes=asample|retrieve_future,script=asample#1:429;retrieve_future#2:0,
+/// pause=sampling:paused_rate_limit:3:server says: too many samplers;training:paused_capacity:2s`.
 ///
 /// A `script` item is `ROUTE#N:ACTION`, where ACTION is an HTTP status, `0` (drop the
 /// connection), or, for `retrieve_future` only, `corrupt` or `badjson` (a result payload the
 /// client cannot decode; see [`PayloadFault`]), e.g. `script=retrieve_future#2:corrupt`.
+///
+/// A `pause` item is `QUEUE:STATE:LENGTH[:REASON]` (see [`QueuePause`]): QUEUE `sampling` or
+/// `training`, STATE `paused_capacity` or `paused_rate_limit`, LENGTH a number of polls
+/// (`3`) or a duration (`500ms`, `2s`), and an optional reason (the rest of the item; it
+/// may hold `:` but not `,` or `;`). `routes` does not narrow pauses.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct FaultConfig {
@@ -169,6 +246,8 @@ pub struct FaultConfig {
     /// `server` error (the session stays usable, so a new model can be loaded from a
     /// checkpoint). `N` is at least 1.
     pub corrupt_after: Option<u64>,
+    /// Paused queues (`pause=`), at most one per [`PausedQueue`].
+    pub pauses: Vec<QueuePause>,
 }
 
 impl FaultConfig {
@@ -183,6 +262,7 @@ impl FaultConfig {
             || self.p_stall > 0.0
             || !self.script.is_empty()
             || self.corrupt_after.is_some()
+            || !self.pauses.is_empty()
     }
 
     /// Parses the `--faults` text form (see the type docs).
@@ -242,11 +322,59 @@ impl FaultConfig {
                         cfg.script.push(parse_script_item(item)?);
                     }
                 }
+                "pause" => {
+                    for item in value.split(';').filter(|s| !s.is_empty()) {
+                        let pause = parse_pause_item(item)?;
+                        if cfg.pauses.iter().any(|p| p.queue == pause.queue) {
+                            return Err(format!(
+                                "pause item `{item}`: that queue is already paused"
+                            ));
+                        }
+                        cfg.pauses.push(pause);
+                    }
+                }
                 _ => return Err(format!("unknown fault key `{key}`")),
             }
         }
         Ok(cfg)
     }
+}
+
+fn parse_pause_item(item: &str) -> Result<QueuePause, String> {
+    let bad = |why: &str| format!("pause item `{item}` is not QUEUE:STATE:LENGTH[:REASON]: {why}");
+    let mut parts = item.splitn(4, ':');
+    let (queue, state, length) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(q), Some(s), Some(l)) => (q, s, l),
+        _ => return Err(bad("too few fields")),
+    };
+    let reason = parts.next().map(str::to_owned);
+    let queue = match queue {
+        "sampling" => PausedQueue::Sampling,
+        "training" => PausedQueue::Training,
+        _ => return Err(bad("QUEUE is `sampling` or `training`")),
+    };
+    let state = match QueueState::from_wire(state) {
+        s @ (QueueState::PausedCapacity | QueueState::PausedRateLimit) => s,
+        _ => return Err(bad("STATE is `paused_capacity` or `paused_rate_limit`")),
+    };
+    let number = |digits: &str| digits.parse::<u64>().map_err(|_| bad("bad LENGTH"));
+    let length = if let Some(ms) = length.strip_suffix("ms") {
+        PauseLength::For(Duration::from_millis(number(ms)?))
+    } else if let Some(s) = length.strip_suffix('s') {
+        PauseLength::For(Duration::from_secs(number(s)?))
+    } else {
+        let n = u32::try_from(number(length)?).map_err(|_| bad("LENGTH too large"))?;
+        PauseLength::Polls(n)
+    };
+    if matches!(length, PauseLength::Polls(0)) || length == PauseLength::For(Duration::ZERO) {
+        return Err(bad("LENGTH must be more than 0"));
+    }
+    Ok(QueuePause {
+        queue,
+        state,
+        length,
+        reason,
+    })
 }
 
 fn parse_script_item(item: &str) -> Result<ScriptedFault, String> {
@@ -321,5 +449,46 @@ mod tests {
         assert!(FaultConfig::parse("script=asample#1:corrupt").is_err());
         assert!(FaultConfig::parse("script=retrieve_future#1:garbled").is_err());
         assert!(!FaultConfig::parse("").unwrap().is_active());
+        for bad in [
+            "pause=sampling:paused_capacity",
+            "pause=queue:paused_capacity:3",
+            "pause=sampling:active:3",
+            "pause=sampling:paused_capacity:0",
+            "pause=training:paused_capacity:3x",
+            "pause=training:paused_capacity:1;training:paused_rate_limit:2",
+        ] {
+            assert!(FaultConfig::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_queue_pauses() {
+        let cfg = FaultConfig::parse(
+            "pause=sampling:paused_rate_limit:3:server says: busy;training:paused_capacity:250ms",
+        )
+        .unwrap();
+        assert!(cfg.is_active());
+        assert_eq!(
+            cfg.pauses,
+            vec![
+                QueuePause {
+                    queue: PausedQueue::Sampling,
+                    state: QueueState::PausedRateLimit,
+                    length: PauseLength::Polls(3),
+                    reason: Some("server says: busy".to_owned()),
+                },
+                QueuePause {
+                    queue: PausedQueue::Training,
+                    state: QueueState::PausedCapacity,
+                    length: PauseLength::For(Duration::from_millis(250)),
+                    reason: None,
+                },
+            ]
+        );
+        let cfg = FaultConfig::parse("pause=training:paused_capacity:2s").unwrap();
+        assert_eq!(
+            cfg.pauses[0].length,
+            PauseLength::For(Duration::from_secs(2))
+        );
     }
 }

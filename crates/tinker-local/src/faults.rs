@@ -8,8 +8,21 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{FaultConfig, PayloadFault};
+use tinker_types::QueueState;
+use tokio::time::Instant;
+
+use crate::config::{FaultConfig, PauseLength, PausedQueue, PayloadFault};
+use crate::promise::FutureKind;
 use crate::state::lock;
+
+/// A `retrieve_future` poll held back by a paused queue (`pause=`): answer `try_again`
+/// with this state and reason, after holding the poll for `hold`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PausedAnswer {
+    pub(crate) state: QueueState,
+    pub(crate) reason: Option<String>,
+    pub(crate) hold: Duration,
+}
 
 /// What to do to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +44,11 @@ struct Inner {
     counts: HashMap<String, u64>,
     /// Scripted payload faults waiting for the next `retrieve_future` result answer.
     armed: VecDeque<PayloadFault>,
+    /// Paused polls answered so far, per request id (pauses counted in polls): one entry
+    /// per future of a paused queue, kept for the server's life (a fault mode for tests).
+    paused_polls: HashMap<String, u32>,
+    /// When each time-limited pause began (the queue's first poll).
+    pause_started: HashMap<PausedQueue, Instant>,
 }
 
 /// Decides faults; one per server.
@@ -49,6 +67,8 @@ impl FaultInjector {
             poll_rng: StdRng::seed_from_u64(config.seed ^ 0x9e37_79b9_7f4a_7c15),
             counts: HashMap::new(),
             armed: VecDeque::new(),
+            paused_polls: HashMap::new(),
+            pause_started: HashMap::new(),
         };
         Self {
             config,
@@ -147,6 +167,41 @@ impl FaultInjector {
     pub(crate) fn corrupts_run(&self, optim_steps: u64) -> bool {
         self.config.corrupt_after == Some(optim_steps)
             && !self.corrupted_a_run.swap(true, Ordering::SeqCst)
+    }
+
+    /// For a `retrieve_future` poll of `request_id` (a future of `kind`): the paused answer
+    /// to give instead of the result, while its queue is paused (`pause=`).
+    pub(crate) fn queue_pause(&self, kind: FutureKind, request_id: &str) -> Option<PausedAnswer> {
+        let queue = match kind {
+            FutureKind::Sample => PausedQueue::Sampling,
+            FutureKind::Training => PausedQueue::Training,
+        };
+        let pause = self.config.pauses.iter().find(|p| p.queue == queue)?;
+        let mut inner = lock(&self.inner);
+        let hold = match pause.length {
+            PauseLength::Polls(n) => {
+                let seen = inner.paused_polls.entry(request_id.to_owned()).or_default();
+                if *seen >= n {
+                    return None;
+                }
+                *seen += 1;
+                Duration::ZERO
+            }
+            PauseLength::For(length) => {
+                let now = Instant::now();
+                let started = *inner.pause_started.entry(queue).or_insert(now);
+                let ends = started + length;
+                if now >= ends {
+                    return None;
+                }
+                ends - now
+            }
+        };
+        Some(PausedAnswer {
+            state: pause.state.clone(),
+            reason: pause.reason.clone(),
+            hold,
+        })
     }
 
     /// For a `retrieve_future` poll: `Some(408)` or `Some(410)` (sampling futures only).
@@ -262,6 +317,39 @@ mod tests {
         assert!(!f.corrupts_run(2));
         assert!(!FaultInjector::new(FaultConfig::default()).corrupts_run(1));
         assert!(FaultConfig::parse("corrupt_after=0").is_err());
+    }
+
+    #[test]
+    fn pauses_count_polls_per_future_or_last_a_while() {
+        let f = FaultInjector::new(
+            FaultConfig::parse(
+                "pause=sampling:paused_rate_limit:2:busy;training:paused_capacity:300ms",
+            )
+            .unwrap(),
+        );
+        let paused = |kind, id: &str| f.queue_pause(kind, id);
+        let first = paused(FutureKind::Sample, "s1").unwrap();
+        assert_eq!(first.state, QueueState::PausedRateLimit);
+        assert_eq!(first.reason.as_deref(), Some("busy"));
+        assert_eq!(first.hold, Duration::ZERO);
+        assert!(paused(FutureKind::Sample, "s2").is_some());
+        assert!(paused(FutureKind::Sample, "s1").is_some());
+        assert_eq!(paused(FutureKind::Sample, "s1"), None);
+        assert!(paused(FutureKind::Sample, "s2").is_some());
+        assert_eq!(paused(FutureKind::Sample, "s2"), None);
+
+        // A timed pause holds each poll until it ends, counted from the queue's first poll.
+        let t = paused(FutureKind::Training, "m:1:a").unwrap();
+        assert_eq!((t.state, t.reason), (QueueState::PausedCapacity, None));
+        assert!(t.hold > Duration::from_millis(250) && t.hold <= Duration::from_millis(300));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(paused(FutureKind::Training, "m:2:a").unwrap().hold < t.hold);
+        std::thread::sleep(Duration::from_millis(210));
+        assert_eq!(paused(FutureKind::Training, "m:3:a"), None);
+        // No pause configured for a queue: nothing.
+        let none =
+            FaultInjector::new(FaultConfig::parse("pause=training:paused_capacity:1").unwrap());
+        assert_eq!(none.queue_pause(FutureKind::Sample, "s"), None);
     }
 
     #[test]

@@ -43,7 +43,10 @@ use snafu::{ResultExt, Snafu};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::{FaultConfig, LocalServerConfig, PayloadFault, ScriptedFault};
+pub use config::{
+    FaultConfig, LocalServerConfig, PauseLength, PausedQueue, PayloadFault, QueuePause,
+    ScriptedFault,
+};
 pub use state::{AuditRecord, FuturesPoll, UsageRecord};
 
 /// Errors starting the server.

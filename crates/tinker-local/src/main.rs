@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tinker_local::engine::WeightsDtype;
 use tinker_local::{FaultConfig, LocalServer, LocalServerConfig};
 
 /// A Tinker-compatible server that trains and samples a tiny transformer on the CPU.
@@ -33,7 +34,8 @@ struct ServeArgs {
     #[arg(long)]
     jwt: bool,
     /// Fault injection plan, e.g. `seed=7,p5xx=0.1,p429=0.05,latency_ms=5-20` or
-    /// `script=asample#1:429;retrieve_future#2:corrupt` (see `FaultConfig`).
+    /// `script=asample#1:429;retrieve_future#2:corrupt` or
+    /// `pause=sampling:paused_rate_limit:3:too busy` (see `FaultConfig`).
     #[arg(long)]
     faults: Option<String>,
     /// Seconds `retrieve_future` holds a poll open before answering `try_again`.
@@ -57,6 +59,11 @@ struct ServeArgs {
     /// Repeatable. Llama, Qwen2/2.5, Qwen3 and Mistral are supported.
     #[arg(long = "model", value_name = "NAME=DIR")]
     models: Vec<String>,
+    /// How `--model` models hold their base matrices: `f32` (widened when they load;
+    /// fastest) or `stored` (the safetensors dtype, e.g. bf16: about half the memory,
+    /// widened at each use, slower; sampling slows the most).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "stored"])]
+    weights_dtype: String,
     /// Compute nothing: answer every training and sampling request at once with results of
     /// the right shapes (for benchmarking clients).
     #[arg(long)]
@@ -111,6 +118,7 @@ async fn main() -> ExitCode {
         seq_gap_wait_secs,
         models,
         zero_compute,
+        weights_dtype,
     } = args;
     let mut config = LocalServerConfig::new(data_dir);
     config.addr = addr;
@@ -128,6 +136,11 @@ async fn main() -> ExitCode {
     }
     config.seq_gap_wait = std::time::Duration::from_secs_f64(seq_gap_wait_secs);
     config.zero_compute = zero_compute;
+    config.weights_dtype = if weights_dtype == "stored" {
+        WeightsDtype::Stored
+    } else {
+        WeightsDtype::F32
+    };
     config.seq_gap_window = seq_gap_window;
     for model in models {
         let Some((name, source)) = model.split_once('=') else {

@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::compute::SampleEngine;
 use crate::config::LocalServerConfig;
-use crate::engine::{CustomGraph, ModelSpec, builtin_models};
+use crate::engine::{CustomGraph, ModelSpec, WeightsDtype, builtin_models};
 use crate::faults::FaultInjector;
 use crate::persist::Store;
 use crate::promise::Promises;
@@ -166,7 +166,7 @@ impl AppState {
         let secret = load_secret(&config.data_dir).context(DataDirSnafu {
             path: config.data_dir.clone(),
         })?;
-        let specs = served_models(&config.models)?;
+        let specs = served_models(&config.models, config.weights_dtype)?;
         Ok(Arc::new(Self {
             store,
             promises: Arc::new(Promises::default()),
@@ -385,7 +385,10 @@ fn valid_model_name(name: &str) -> bool {
 }
 
 /// The built-in models plus the configured Hugging Face ones, each checked.
-fn served_models(models: &[(String, String)]) -> Result<Vec<ModelSpec>, Error> {
+fn served_models(
+    models: &[(String, String)],
+    weights_dtype: WeightsDtype,
+) -> Result<Vec<ModelSpec>, Error> {
     let mut specs = builtin_models();
     for (name, source) in models {
         let fail = |message: String| Err(Error::Config { message });
@@ -398,7 +401,10 @@ fn served_models(models: &[(String, String)]) -> Result<Vec<ModelSpec>, Error> {
             return fail(format!("model name {name:?} is served twice"));
         }
         match crate::engine::hf_model(name, source) {
-            Ok(spec) => specs.push(spec),
+            Ok(spec) => specs.push(ModelSpec {
+                weights_dtype,
+                ..spec
+            }),
             Err(e) => return fail(e.to_string()),
         }
     }

@@ -124,7 +124,14 @@ impl SampleDispatchLimiter {
         } else {
             5
         };
-        let until = self.inner.runtime.clock.now() + Duration::from_secs(secs);
+        self.back_off_for(Duration::from_secs(secs));
+    }
+
+    /// Sets the backoff to end `length` from now (whatever was set before): until then
+    /// [`wait_backoff`](Self::wait_backoff) waits, and until 10 s after it dispatch is
+    /// throttled.
+    pub fn back_off_for(&self, length: Duration) {
+        let until = self.inner.runtime.clock.now() + length;
         *self
             .inner
             .backoff_until

@@ -106,12 +106,15 @@ impl Service<Call> for AttemptService {
             attempt = call.retries,
             status = tracing::field::Empty
         );
-        Box::pin(this.attempt(call).instrument(span))
+        Box::pin(this.attempt(call, span.clone()).instrument(span))
     }
 }
 
 impl AttemptService {
-    async fn attempt(self, call: Call) -> Result<Response, TransportError> {
+    /// One attempt; its status goes on `span` (its own, disabled below `debug`: then
+    /// nothing is recorded, rather than a second `status` on the `tinker.request` span
+    /// that `Span::current()` would then be).
+    async fn attempt(self, call: Call, span: tracing::Span) -> Result<Response, TransportError> {
         call.progress.store(call.retries, Ordering::Relaxed);
         let jwt = match call.auth {
             AuthUse::Default => self.ctx.auth.jwt.get().cloned(),
@@ -143,7 +146,7 @@ impl AttemptService {
                 .map_err(TransportError::in_auth_flow)?;
             resp = self.send_once(&call, Some(&fresh)).await?;
         }
-        tracing::Span::current().record("status", resp.status().as_u16());
+        span.record("status", resp.status().as_u16());
         let (head, body) = resp.into_parts();
         Ok(Response {
             status: head.status,

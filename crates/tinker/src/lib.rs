@@ -81,11 +81,11 @@ pub use tinker_client::service::ServerCapabilities;
 pub use tinker_client::{
     AdminClient, ApiFuture, CloseStatus, CustomLossOutput, DownloadProgress, Error, ErrorKind,
     FailureCategory, FuturesPollerStats, ListOptions, LoadStateOptions, MetricsSnapshot, Paged,
-    QueueStateObserver, RestClient, Result, RetryConfig, SDK_VERSION, SampleOptions,
-    SamplerHandleOptions, SamplingClient, SamplingSource, SaveOptions, ServiceClient,
-    ServiceClientBuilder, Telemetry, TelemetryStats, TrainingClient, TrainingClientOptions,
-    TransportHubFetcher, console, custom_loss, data, observe, recovery, regularizers,
-    tokenizer_loader,
+    QueueStateObserver, RestClient, Result, RetryConfig, SDK_VERSION, SampleDispatch,
+    SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource, SaveOptions,
+    ServiceClient, ServiceClientBuilder, Telemetry, TelemetryStats, TrainingClient,
+    TrainingClientOptions, TransportHubFetcher, console, custom_loss, data, observe, recovery,
+    regularizers, tokenizer_loader,
 };
 
 /// Wire types of the API (re-export of `tinker-types`).

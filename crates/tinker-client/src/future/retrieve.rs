@@ -128,6 +128,7 @@ async fn poll_loop(
     let mut iteration: u64 = 0;
     let mut backoff_k: u32 = 0;
     let mut bad_requests: u32 = 0;
+    let mut changes = crate::observe::ChangeTracker::new(holder);
     let accept = if target.request_type.expects_proto() {
         APPLICATION_PROTOBUF
     } else {
@@ -207,6 +208,7 @@ async fn poll_loop(
                         if let Some(state) = &t.queue_state {
                             let reason = t.queue_state_reason.as_deref();
                             holder.metrics.queue_state(state, reason);
+                            changes.report(&target.request_id, state, reason);
                             if let Some(obs) = observer {
                                 obs(state, reason);
                             }
@@ -283,6 +285,7 @@ async fn poll_loop(
                         {
                             let reason = p.queue_state_reason.as_deref();
                             holder.metrics.queue_state(state, reason);
+                            changes.report(&target.request_id, state, reason);
                             if let Some(obs) = observer {
                                 obs(state, reason);
                             }

@@ -12,12 +12,14 @@
 //!   latency of each request;
 //!
 //! and, for the whole session, how often waiting futures reported each queue state and
-//! reason. [`ServiceClient::metrics`] returns a [`MetricsSnapshot`];
+//! reason (each change of one future's queue state can also be heard as a
+//! [`QueueStateChange`]). [`ServiceClient::metrics`] returns a [`MetricsSnapshot`];
 //! [`ServiceClient::reset_metrics`] zeroes it. Recording is a few relaxed atomic adds
 //! into fixed log-bucket histograms (no lock, no allocation), so it is always on; the
-//! `metrics_overhead` bench measures it. Clients opened on their own
-//! (`RestClient::connect`, sampler handles from another process) keep a registry of their
-//! own, which no accessor exposes yet.
+//! `metrics_overhead` bench measures it. [`TrainingClient::metrics`],
+//! [`SamplingClient::metrics`] and [`RestClient::metrics`] give the same snapshot; clients
+//! opened on their own ([`RestClient::connect`], sampler handles from another process)
+//! keep a registry of their own, which their `metrics` returns.
 //!
 //! Every figure is also sent to the [`metrics`](https://docs.rs/metrics) facade, so any
 //! installed recorder (`metrics-exporter-prometheus`, an OpenTelemetry bridge, …) sees it
@@ -50,15 +52,18 @@
 pub mod bench_support;
 mod histogram;
 mod operation;
+mod queue_change;
 mod registry;
 pub(crate) mod spans;
 
 use std::time::Duration;
 
 pub use self::operation::Operation;
+pub(crate) use self::queue_change::{ChangeTracker, install as install_queue_change_observer};
+pub use self::queue_change::{QueueStateChange, QueueStateChangeObserver};
 pub(crate) use self::registry::{Registry, current};
 
-use crate::{ServiceClient, TrainingClient};
+use crate::{RestClient, SamplingClient, ServiceClient, TrainingClient};
 
 /// Count, mean, percentiles and maximum of recorded latencies (all zero when empty).
 /// Percentiles come from log-spaced buckets: at most 12.5 % above the exact value.
@@ -182,6 +187,25 @@ impl ServiceClient {
 impl TrainingClient {
     /// The metrics of this client's session (the same as its
     /// [`ServiceClient::metrics`]).
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.holder().metrics.snapshot()
+    }
+}
+
+impl SamplingClient {
+    /// The metrics of this client's session: the same as its
+    /// [`ServiceClient::metrics`] for a client the service created, this process's own
+    /// figures for one made from a sampler handle.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.holder().metrics.snapshot()
+    }
+}
+
+impl RestClient {
+    /// The metrics of this client's connection: the service's (as
+    /// [`ServiceClient::metrics`]) for a client it created; for one opened with
+    /// [`RestClient::connect`], its own, from its first request after the start-up
+    /// (`client/config`, `dynamic_config`).
     pub fn metrics(&self) -> MetricsSnapshot {
         self.holder().metrics.snapshot()
     }

@@ -3,11 +3,13 @@
 //! the session futures poller (§3.3), cancellation (§3.2) and sampler handles (§6.5).
 
 mod cancel;
+pub(crate) mod dispatch;
 mod handle;
 mod poller;
 mod retry;
 mod shadow;
 
+pub use self::dispatch::SampleDispatch;
 pub use self::poller::FuturesPollerStats;
 pub(crate) use self::retry::RetryHandlers;
 
@@ -280,7 +282,7 @@ impl SamplingClient {
         let user_observer = observer;
         let observer = crate::queue_log::observer_for(
             &holder,
-            user_observer.clone(),
+            dispatch::with_rate_limit_backoff(&holder, user_observer.clone()),
             crate::queue_log::Queued::Sampling,
             &sampling_session_id,
         );
@@ -415,6 +417,16 @@ impl SamplingClient {
     /// joined (it joins before its first sample).
     pub fn clone_id(&self) -> Option<u64> {
         self.inner.clone_id.get().copied()
+    }
+
+    pub(crate) fn holder(&self) -> &Arc<Session> {
+        &self.inner.holder
+    }
+
+    /// The sampling dispatch limits this client's samples go through (shared by every
+    /// sampling client of its session; see [`SampleDispatch`]).
+    pub fn dispatch(&self) -> SampleDispatch {
+        SampleDispatch::new(self.inner.holder.sample_limiter.clone())
     }
 
     /// What this client's session futures poller (§3.3) did so far; `None` until the
@@ -685,11 +697,19 @@ async fn sample_once(
         // One run of the holder retry loop (§6.2), with its per-attempt events; a 429 is
         // backpressure, answered without an exception in the SDK, so it reports nothing.
         let trace = crate::telemetry::RetryTrace::new(&*inner.holder, ASAMPLE_FUNC);
+        let attempts = AtomicU64::new(0);
         let res = inner
             .holder
             .transport
             .operation_retry()
             .run("asample", || async {
+                // Every attempt after the first is a retry of the sample (as a 429 below).
+                if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
+                    inner
+                        .holder
+                        .metrics
+                        .retried(crate::observe::Operation::Sample);
+                }
                 let spec = RequestSpec::post("/api/v1/asample")
                     .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
                     .with_max_retries(0)

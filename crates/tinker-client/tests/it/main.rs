@@ -15,6 +15,7 @@ mod error_kinds;
 mod faults;
 mod future_payloads;
 mod metrics;
+mod queue_state;
 mod recovery;
 mod regularizers;
 mod rest;

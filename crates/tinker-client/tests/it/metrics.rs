@@ -138,6 +138,52 @@ async fn failed_calls_count_as_errors() {
     env.server.shutdown().await;
 }
 
+/// A sampling client's metrics are its session's, and the operation retry loop's inner
+/// retries of `asample` (here after an injected 503) count as retries of the sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_client_metrics_count_inner_asample_retries() {
+    let env = start(Some("script=asample#1:503")).await;
+    let service = common::fast_retry_service(&env).await;
+    let sampler = service
+        .create_sampling_client(SamplingSource::BaseModel(MODEL.into()))
+        .await
+        .unwrap();
+    sampler
+        .sample(
+            ModelInput::from_tokens(&[1, 2]),
+            1,
+            SamplingParams::with_max_tokens(2),
+        )
+        .await
+        .unwrap();
+    let m = sampler.metrics();
+    let s = m.operation(Operation::Sample).expect("sample");
+    assert_eq!((s.calls, s.errors, s.retries), (1, 0, 1), "{s:?}");
+    assert_eq!(s.requests.errors, 1, "the 503: {s:?}");
+    assert_eq!(m, service.metrics());
+    env.server.shutdown().await;
+}
+
+/// A REST client opened on its own keeps metrics of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_rest_client_has_its_own_metrics() {
+    let env = start(None).await;
+    let rest = common::rest_client(&env.server.url(), None).await;
+    assert!(rest.metrics().operation(Operation::Rest).is_none());
+    let err = rest
+        .get_training_run("no-such-run", tinker_client::AccessScope::Owned)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    let m = rest.metrics();
+    let r = m.operation(Operation::Rest).expect("rest");
+    assert_eq!((r.calls, r.errors, r.requests.count), (1, 1, 1), "{r:?}");
+    assert!(r.requests.bytes_received > 0, "{r:?}");
+    // The service's own session saw none of it.
+    assert!(env.service.metrics().operation(Operation::Rest).is_none());
+    env.server.shutdown().await;
+}
+
 /// The `metrics` facade receives the named metrics with their labels.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn facade_receives_named_metrics() {

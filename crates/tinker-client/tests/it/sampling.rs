@@ -499,8 +499,10 @@ async fn run_python(python: std::path::PathBuf, script: &'static str, args: Vec<
             .unwrap();
         assert!(
             out.status.success(),
-            "python failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "python failed ({}): stderr {:?}, stdout {:?}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8(out.stdout).unwrap()
     })
@@ -509,19 +511,23 @@ async fn run_python(python: std::path::PathBuf, script: &'static str, args: Vec<
 }
 
 const PY_CONSUME: &str = r#"
-import sys, json, tinker
+import os, sys, json, tinker
 from tinker import types
 s = tinker.SamplingClient.from_sampler_handle(sys.argv[1])
 r = s.sample(prompt=types.ModelInput.from_ints([3, 4, 5, 6]), num_samples=2,
              sampling_params=types.SamplingParams(max_tokens=3, seed=1)).result()
 print(json.dumps({"n": len(r.sequences), "ids": [q.sequence_id for q in r.sequences]}))
+# Skip interpreter teardown: the SDK's background event-loop thread occasionally aborts
+# there (SIGABRT, no stderr) under load, after the work is done.
+sys.stdout.flush(); os._exit(0)
 "#;
 
 const PY_PRODUCE: &str = r#"
-import sys, tinker
+import os, sys, tinker
 sc = tinker.ServiceClient(base_url=sys.argv[1])
 s = sc.create_sampling_client(base_model=sys.argv[2]).result()
 print(s.get_sampler_handle())
+sys.stdout.flush(); os._exit(0)  # no teardown: see PY_CONSUME
 "#;
 
 /// Python interop: a Rust handle rehydrates in the Python SDK (which joins as clone 1 and

@@ -10,6 +10,8 @@ use tinker_client::SamplingSource;
 use tinker_testkit::local as common;
 use tinker_types::{AdamParams, LossFn, ModelInput, SamplingParams};
 use tracing::Instrument;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
 
 use common::{MODEL, datum, start};
@@ -48,8 +50,13 @@ fn exporter() -> &'static (InMemorySpanExporter, SdkTracerProvider) {
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter.clone())
             .build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("spans-test")));
+        // At INFO, as exporters usually run: the transport's `debug` spans (attempts, the
+        // retry loop) are off, so their fields must not land on the spans around them.
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("spans-test"))
+                .with_filter(LevelFilter::INFO),
+        );
         tracing::subscriber::set_global_default(subscriber).unwrap();
         (exporter, provider)
     })
@@ -158,6 +165,25 @@ async fn operations_export_named_nested_spans_with_ids() {
         !paths.iter().any(|p| p == "/api/v1/optim_step"),
         "only forward_backward's own requests: {paths:?}"
     );
+
+    // Each request span has its status once (an attempt's own goes on the attempt's span,
+    // which this exporter does not see, never on the request span around it).
+    let requests: Vec<_> = named(&spans, "tinker.request");
+    assert!(!requests.is_empty());
+    for r in requests {
+        let statuses: Vec<_> = r
+            .attributes
+            .iter()
+            .filter(|kv| kv.key.as_str() == "status")
+            .collect();
+        assert_eq!(
+            statuses.len(),
+            1,
+            "{:?}: {:?}",
+            attr(r, "path"),
+            r.attributes
+        );
+    }
 
     // Creating the model is an operation too; its get_info is a step inside it.
     let create = named(&spans, "create_model");

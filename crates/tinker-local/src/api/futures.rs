@@ -44,6 +44,19 @@ pub(crate) async fn retrieve_future(
         return Ok((status, axum::Json(body)).into_response());
     }
     let mut shutdown = state.shutdown_rx.clone();
+    if let Some(paused) = state.faults.queue_pause(waiter.kind, &req.request_id) {
+        // A paused queue holds the result back (the request itself runs meanwhile).
+        let hold = paused.hold.min(state.config.long_poll);
+        tokio::select! {
+            () = tokio::time::sleep(hold) => {},
+            _ = shutdown.wait_for(|s| *s) => {},
+        }
+        return reply(&TryAgainResponse {
+            request_id: req.request_id,
+            queue_state: Some(paused.state),
+            queue_state_reason: paused.reason,
+        });
+    }
     let outcome = tokio::select! {
         r = waiter.rx.wait_for(Option::is_some) => r.ok().and_then(|v| v.clone()),
         () = tokio::time::sleep(state.config.long_poll) => None,

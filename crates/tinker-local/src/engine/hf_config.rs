@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::checkpoint::read_json;
 use super::error::{EngineError, Result};
 use super::hf_weights;
-use super::spec::{ModelSpec, RopeScaling, WeightSource};
+use super::spec::{ModelSpec, RopeScaling, WeightSource, WeightsDtype};
 use super::weights::check_spec;
 
 /// Longest context served for a Hugging Face model, whatever its config allows: attention
@@ -246,6 +246,7 @@ pub(crate) fn spec_from_config(
         qk_norm: model_type == "qwen3",
         tied_embeddings: flag("tie_word_embeddings"),
         weights: WeightSource::HfDir(dir.to_path_buf()),
+        weights_dtype: WeightsDtype::F32,
         tokenizer_dir: dir.to_path_buf(),
         eos_token_id: eos_of(config).ok_or("config.json has no eos_token_id")?,
     };

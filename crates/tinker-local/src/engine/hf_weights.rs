@@ -1,6 +1,8 @@
 //! Base weights from a Hugging Face folder: `model.safetensors`, or the shards listed in
 //! `model.safetensors.index.json`, memory-mapped and read in their stored dtype (bf16, f16
-//! or f32), then widened to f32, the dtype every CPU kernel here computes in.
+//! or f32). The large matrices are widened to f32 now, or kept in that dtype and widened at
+//! each use (the spec's [`WeightsDtype`]); small vectors (norms, biases) are always f32, the
+//! dtype every CPU kernel here computes in.
 //!
 //! Tensor names follow `transformers` (`model.layers.{i}.self_attn.q_proj.weight`, …); the
 //! lm_head is `lm_head.weight`, or the embedding when `tie_word_embeddings` is set.
@@ -13,7 +15,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::checkpoint::read_json;
 use super::error::{EngineError, Result};
-use super::spec::ModelSpec;
+use super::spec::{ModelSpec, WeightsDtype};
 use super::weights::{BaseWeights, LAYER_MODULES, LayerWeights, rope_tables};
 
 const INDEX: &str = "model.safetensors.index.json";
@@ -132,17 +134,25 @@ pub(crate) fn check(spec: &ModelSpec, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads the base weights of `spec` from `dir`, widened to f32.
+/// Loads the base weights of `spec` from `dir`: vectors in f32, matrices as
+/// `spec.weights_dtype` says.
 pub(crate) fn load(spec: &ModelSpec, dir: &Path) -> Result<BaseWeights> {
     check(spec, dir)?;
     let st = open(dir)?;
     let get =
         |name: &str| -> Result<Tensor> { Ok(st.load(name, &Device::Cpu)?.to_dtype(DType::F32)?) };
-    let embed = get("model.embed_tokens.weight")?;
+    let matrix = |name: &str| -> Result<Tensor> {
+        let t = st.load(name, &Device::Cpu)?;
+        Ok(match spec.weights_dtype {
+            WeightsDtype::Stored => t,
+            _ => t.to_dtype(DType::F32)?,
+        })
+    };
+    let embed = matrix("model.embed_tokens.weight")?;
     let mut layers = Vec::with_capacity(spec.layers);
     for i in 0..spec.layers {
         let p = format!("model.layers.{i}");
-        let lin = |m: usize| get(&format!("{p}.{}.weight", LAYER_MODULES[m]));
+        let lin = |m: usize| matrix(&format!("{p}.{}.weight", LAYER_MODULES[m]));
         let bias = |m: usize| get(&format!("{p}.{}.bias", LAYER_MODULES[m]));
         layers.push(LayerWeights {
             attn_norm: get(&format!("{p}.input_layernorm.weight"))?,
@@ -174,7 +184,7 @@ pub(crate) fn load(spec: &ModelSpec, dir: &Path) -> Result<BaseWeights> {
     let lm_head = if spec.tied_embeddings {
         embed.clone()
     } else {
-        get("lm_head.weight")?
+        matrix("lm_head.weight")?
     };
     let (cos, sin) = rope_tables(spec)?;
     Ok(BaseWeights {

@@ -28,7 +28,7 @@ pub use error::EngineError;
 pub use hf_config::{MAX_SERVED_CONTEXT, hf_model, resolve_model_dir};
 pub use loss::{CustomBatch, ForwardOutput, Loss, LossInputs, TrainExample};
 pub use sampler::{SampleOutput, SampleSpec, SampledSeq, SamplerModel, StopKind};
-pub use spec::{LoraSpec, ModelSpec, RopeScaling, WeightSource, builtin_models};
+pub use spec::{LoraSpec, ModelSpec, RopeScaling, WeightSource, WeightsDtype, builtin_models};
 pub use tiny_hf::{HfArch, StoredDtype, TinyHfModel};
 pub use trainable::TrainableModel;
 

@@ -11,7 +11,7 @@ use candle_nn::{ops, rotary_emb};
 
 use super::device::device;
 use super::error::Result;
-use super::frozen::FrozenMatmul;
+use super::frozen::{FrozenMatmul, widened};
 use super::weights::{BaseWeights, DOWN, GATE, K, O, Q, UP, V};
 
 /// Which kernels the forward uses.
@@ -74,7 +74,7 @@ fn linear(
     let base = match mode {
         // FrozenMatmul has a CPU kernel only.
         Mode::Train if x.device().is_cpu() => x.apply_op1(FrozenMatmul { w: w.clone() })?,
-        _ => x.matmul(&w.t()?)?,
+        _ => x.matmul(&widened(w)?.t()?)?,
     };
     Ok(match lora {
         None => base,
@@ -120,7 +120,8 @@ pub(crate) fn forward(
     if let Some(c) = cache.as_deref_mut() {
         c.kv.resize(spec.layers, None);
     }
-    let mut x = base.embed.index_select(&ids.flatten_all()?, 0)?; // [b·t, h]
+    // Only the selected rows are widened when the embedding is held in its stored dtype.
+    let mut x = widened(&base.embed.index_select(&ids.flatten_all()?, 0)?)?; // [b·t, h]
     for (li, (layer, lora)) in base.layers.iter().zip(&adapters.layers).enumerate() {
         let lin = |x: &Tensor, m: usize| linear(x, &layer.linears[m], lora[m].as_ref(), s, mode);
         let h = norm(&x, &layer.attn_norm, eps, mode)?;

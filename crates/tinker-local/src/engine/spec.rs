@@ -39,6 +39,8 @@ pub struct ModelSpec {
     pub tied_embeddings: bool,
     /// Where the base weights come from.
     pub weights: WeightSource,
+    /// The dtype the large base matrices are held in between uses.
+    pub weights_dtype: WeightsDtype,
     /// Absolute directory holding `tokenizer.json` and `tokenizer_config.json`.
     pub tokenizer_dir: PathBuf,
     /// Token that ends a generation when `stop_at_eos` is set.
@@ -53,6 +55,22 @@ pub enum WeightSource {
     Seeded(u64),
     /// Read from the safetensors files of this Hugging Face model folder.
     HfDir(PathBuf),
+}
+
+/// How the large base matrices (embedding, projections, lm_head) are held in memory.
+///
+/// Every kernel computes in f32 either way; the choice trades memory for time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WeightsDtype {
+    /// Widened to f32 once, when the model loads: fastest, 2× the memory of a bf16 file.
+    #[default]
+    F32,
+    /// Kept in the dtype the safetensors files store (bf16, f16 or f32) and widened one
+    /// matrix at a time when it is used, so a bf16 model needs about half the memory. Each
+    /// use pays the widening: sampling, which reads every matrix once per token, slows the
+    /// most (see `docs/benchmarks.md`).
+    Stored,
 }
 
 /// RoPE frequency scaling, as a model's `config.json` `rope_scaling` says.
@@ -196,6 +214,7 @@ pub fn builtin_models() -> Vec<ModelSpec> {
             qk_norm: false,
             tied_embeddings: false,
             weights: WeightSource::Seeded(0x6d69_6372_6f00),
+            weights_dtype: WeightsDtype::F32,
             tokenizer_dir: model_dir("micro"),
             eos_token_id: IM_END,
         },
@@ -216,6 +235,7 @@ pub fn builtin_models() -> Vec<ModelSpec> {
             qk_norm: false,
             tied_embeddings: false,
             weights: WeightSource::Seeded(0x736d_616c_6c00),
+            weights_dtype: WeightsDtype::F32,
             tokenizer_dir: model_dir("small"),
             eos_token_id: IM_END,
         },

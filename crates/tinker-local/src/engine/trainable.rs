@@ -87,6 +87,11 @@ impl TrainableModel {
         self.params.vars.iter().map(|v| v.elem_count()).sum()
     }
 
+    /// Bytes the frozen base weights occupy in memory (see [`WeightsDtype`](super::WeightsDtype)).
+    pub fn base_weight_bytes(&self) -> usize {
+        self.base.bytes()
+    }
+
     /// PEFT names of the LoRA tensors, in a fixed order.
     pub fn lora_param_names(&self) -> Vec<String> {
         self.params.names()

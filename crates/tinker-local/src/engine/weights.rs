@@ -107,6 +107,23 @@ impl BaseWeights {
         })
     }
 
+    /// Bytes the base weights occupy (a tied lm_head counted once; RoPE tables are not
+    /// weights).
+    pub(crate) fn bytes(&self) -> usize {
+        let size = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let mut total = size(&self.embed) + size(&self.final_norm);
+        if !self.spec.tied_embeddings {
+            total += size(&self.lm_head);
+        }
+        for l in &self.layers {
+            total += size(&l.attn_norm) + size(&l.mlp_norm);
+            total += l.linears.iter().map(size).sum::<usize>();
+            total += l.qkv_bias.iter().flatten().map(size).sum::<usize>();
+            total += l.qk_norm.iter().flatten().map(size).sum::<usize>();
+        }
+        total
+    }
+
     /// `(out, in)` of a layer projection.
     pub(crate) fn linear_shape(spec: &ModelSpec, module: usize) -> (usize, usize) {
         let (h, q, kv, i) = (

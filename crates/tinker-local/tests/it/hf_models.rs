@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 use tinker_local::engine::{
     AdamStep, HfArch, LoraSpec, Loss, LossInputs, ModelSpec, SampleSpec, SamplerModel, TinyHfModel,
-    TrainExample, TrainableModel, hf_model,
+    TrainExample, TrainableModel, WeightsDtype, hf_model,
 };
 
 const REFERENCE: &str = include_str!("../fixtures/hf_reference.json");
@@ -62,6 +62,48 @@ fn write_reference_models() {
         TinyHfModel::tiny(arch)
             .write(&Path::new(&out).join(arch.model_type()))
             .unwrap();
+    }
+}
+
+/// Writes, per architecture, a tiny model folder (`base/`), a LoRA adapter trained on it in
+/// PEFT's layout (`adapter/`) and the target logprobs tinker-local computes with that adapter
+/// (`expected.json`), for `scripts/reference/peft_check.py`, which loads them with
+/// `transformers` + `peft` (see `scripts/reference/README.md`):
+/// `TINKER_PEFT_OUT=DIR cargo test -p tinker-local --test it -- --ignored hf_models::write_peft_check`.
+#[test]
+#[ignore = "writes the folders the PEFT check reads"]
+fn write_peft_check() {
+    let out =
+        std::path::PathBuf::from(std::env::var("TINKER_PEFT_OUT").expect("set TINKER_PEFT_OUT"));
+    for arch in HfArch::ALL {
+        let dir = out.join(arch.model_type());
+        let spec = tiny(arch, &dir.join("base"));
+        let mut model = TrainableModel::new(&spec, &lora()).unwrap();
+        let step = AdamStep {
+            learning_rate: 2e-2,
+            ..AdamStep::default()
+        };
+        for _ in 0..3 {
+            model
+                .forward_backward(&pattern_batch(), &Loss::CrossEntropy, false)
+                .unwrap();
+            model.optim_step(&step).unwrap();
+        }
+        model.save_adapter(&dir.join("adapter")).unwrap();
+        let batch = pattern_batch();
+        let fwd = model
+            .forward_backward(&batch, &Loss::CrossEntropy, true)
+            .unwrap();
+        let expected = json!({
+            "tokens": batch.iter().map(|e| e.tokens.clone()).collect::<Vec<_>>(),
+            "targets": batch.iter().map(|e| e.inputs.target_tokens.clone()).collect::<Vec<_>>(),
+            "logprobs": fwd.logprobs,
+        });
+        std::fs::write(
+            dir.join("expected.json"),
+            serde_json::to_vec(&expected).unwrap(),
+        )
+        .unwrap();
     }
 }
 
@@ -172,6 +214,71 @@ fn lora_training_lowers_the_loss_on_every_architecture() {
             "{}: loss did not fall: {curve:?}",
             arch.model_type()
         );
+    }
+}
+
+/// Weights held in their stored dtype (bf16 for Llama, f16 for Qwen2) and widened at each
+/// use compute exactly what weights widened once at load compute: losses, gradients (through
+/// the optimizer's next loss) and seeded samples.
+#[test]
+fn stored_dtype_weights_compute_the_same_as_f32() {
+    let step = AdamStep {
+        learning_rate: 2e-2,
+        ..AdamStep::default()
+    };
+    for arch in [HfArch::Llama, HfArch::Qwen2] {
+        let dir = tempfile::tempdir().unwrap();
+        let widened = tiny(arch, dir.path());
+        assert_eq!(widened.weights_dtype, WeightsDtype::F32);
+        let stored = ModelSpec {
+            weights_dtype: WeightsDtype::Stored,
+            ..widened.clone()
+        };
+        let run = |spec: &ModelSpec| {
+            let mut model = TrainableModel::new(spec, &lora()).unwrap();
+            let mut losses = Vec::new();
+            for _ in 0..3 {
+                let out = model
+                    .forward_backward(&pattern_batch(), &Loss::CrossEntropy, false)
+                    .unwrap();
+                losses.push(out.metrics["loss:sum"]);
+                model.optim_step(&step).unwrap();
+            }
+            let sample = model
+                .sampler()
+                .sample(&SampleSpec {
+                    prompt: vec![5, 17, 300, 42],
+                    max_tokens: 8,
+                    seed: Some(3),
+                    stop_at_eos: false,
+                    ..SampleSpec::default()
+                })
+                .unwrap();
+            (losses, sample.sequences[0].tokens.clone())
+        };
+        // The stored copy really is half-width (bf16/f16), apart from the f32 vectors.
+        let bytes = |spec: &ModelSpec| {
+            TrainableModel::new(spec, &lora())
+                .unwrap()
+                .base_weight_bytes()
+        };
+        let (wide, narrow) = (bytes(&widened), bytes(&stored));
+        assert!(
+            narrow * 10 < wide * 6,
+            "{}: stored {narrow} bytes vs f32 {wide}",
+            arch.model_type()
+        );
+        let (want, want_tokens) = run(&widened);
+        let (got, got_tokens) = run(&stored);
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs(),
+                "{}: stored {got:?} vs f32 {want:?}",
+                arch.model_type()
+            );
+        }
+        assert!(want[2] < want[0], "{}: {want:?}", arch.model_type());
+        assert_eq!(got_tokens, want_tokens, "{}", arch.model_type());
     }
 }
 
