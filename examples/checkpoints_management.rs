@@ -50,15 +50,12 @@ async fn main() -> Result<(), BoxError> {
     let s = training
         .save_weights_for_sampler("ckpt-mgmt-sampler")
         .await?;
-    println!(
-        "Saved {}, {} (TTL 1 h) and {}",
-        a.path,
-        b.path,
-        s.path.as_deref().unwrap_or("(ephemeral)")
-    );
+    println!("Saved {}, {} (TTL 1 h) and {}", a.path, b.path, s.path);
 
     let rest = service.create_rest_client().await?;
-    let page = rest.list_user_checkpoints(20, 0).await?;
+    let page = rest
+        .list_user_checkpoints(ListOptions::default().limit(20))
+        .await?;
     let total = page
         .cursor
         .as_ref()
@@ -81,7 +78,9 @@ async fn main() -> Result<(), BoxError> {
     let mut seen = 0u64;
     let mut offset = 0u64;
     loop {
-        let page = rest.list_user_checkpoints(2, offset).await?;
+        let page = rest
+            .list_user_checkpoints(ListOptions::default().limit(2).offset(offset))
+            .await?;
         if page.checkpoints.is_empty() {
             break;
         }

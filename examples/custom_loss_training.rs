@@ -31,7 +31,7 @@ fn mean_nll(_data: &[Datum], logprobs: &[Vec<f32>]) -> tinker::Result<CustomLoss
         .iter()
         .map(|lp| vec![(-1.0 / n) as f32; lp.len()])
         .collect();
-    Ok(CustomLossOutput::new(nll, gradients).with_metric("custom_perplexity:mean", nll.exp()))
+    Ok(CustomLossOutput::new(nll, gradients).metric("custom_perplexity:mean", nll.exp()))
 }
 
 #[tokio::main]

@@ -34,7 +34,13 @@ async fn main() -> Result<(), BoxError> {
     );
 
     let rest = service.create_rest_client().await?;
-    let page = rest.list_sessions(10, 0, AccessScope::Accessible).await?;
+    let page = rest
+        .list_sessions(
+            ListOptions::default()
+                .limit(10)
+                .access_scope(AccessScope::Accessible),
+        )
+        .await?;
     println!("Found {} sessions:", page.sessions.len());
     for id in &page.sessions {
         println!("  - {id}");

@@ -168,10 +168,10 @@ async fn run(env: Env) -> Result<Report, BoxError> {
     }
     println!("Trained {steps} steps in {:.1?}", started.elapsed());
 
-    let saved = training.save_weights_for_sampler("training-loop").await?;
-    let path = saved
-        .path
-        .ok_or("save_weights_for_sampler returned no path")?;
+    let path = training
+        .save_weights_for_sampler("training-loop")
+        .await?
+        .path;
     println!("Saved sampler weights: {path}");
 
     let sampler = service

@@ -35,7 +35,11 @@ async fn main() -> Result<(), BoxError> {
 
     let rest = service.create_rest_client().await?;
     let runs = rest
-        .list_training_runs(10, 0, AccessScope::Accessible, None)
+        .list_training_runs(
+            ListOptions::default()
+                .limit(10)
+                .access_scope(AccessScope::Accessible),
+        )
         .await?;
     println!(
         "=== Training runs ({} of {}) ===",
@@ -68,7 +72,9 @@ async fn main() -> Result<(), BoxError> {
     );
     println!("  Last Request: {}", run.last_request_time);
 
-    let checkpoints = rest.list_user_checkpoints(10, 0).await?;
+    let checkpoints = rest
+        .list_user_checkpoints(ListOptions::default().limit(10))
+        .await?;
     println!(
         "=== Your checkpoints ({}) ===",
         checkpoints.checkpoints.len()

@@ -71,6 +71,10 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
         "conformance matrix (official SDKs 0.15.0, 0.25.0, 0.38.0 vs tinker-local)",
         || conformance_matrix(&root),
     )?;
+    step(
+        "wire (official SDK 0.38 vs tinker-rs, request by request)",
+        || wire(&root),
+    )?;
     println!("xtask test: all checks passed in {:.0?}", started.elapsed());
     Ok(())
 }
@@ -164,6 +168,41 @@ fn conformance(root: &Path, python: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("the conformance script exited with {status}"))
+    }
+}
+
+/// The wire test: `tinker-wire` (crates/tinker-testkit) records the pinned SDK's traffic
+/// for `scripts/wire/scenario.py` and tinker-rs's for the same scenario, each against a
+/// fresh zero-compute tinker-local, and fails on any difference `docs/compat.md` does not
+/// list. Also `cargo xtask wire`.
+pub(crate) fn wire(root: &Path) -> Result<(), String> {
+    let python = crate::venv::sdk_python()?;
+    cargo(
+        root,
+        &[
+            "build",
+            "--locked",
+            "-p",
+            "tinker-testkit",
+            "--features",
+            "wire",
+            "--bin",
+            "tinker-wire",
+        ],
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let status = Command::new(target.join("debug").join("tinker-wire"))
+        .arg("--python")
+        .arg(&python)
+        .current_dir(root)
+        .env("RAYON_NUM_THREADS", "1")
+        .status()
+        .map_err(|e| format!("could not run tinker-wire: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("tinker-wire exited with {status}"))
     }
 }
 

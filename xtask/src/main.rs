@@ -4,6 +4,8 @@
 //!   it is up to date.
 //! * `cargo xtask fixtures`: regenerate the golden fixtures with the official SDK.
 //! * `cargo xtask test`: the whole test gate that CI runs (`.ci/run`) and the README names.
+//! * `cargo xtask wire`: the wire test, the official SDK's requests vs tinker-rs's for one
+//!   scenario (part of `cargo xtask test`).
 //! * `cargo xtask facade-check`: every type a public signature of the clients reaches is
 //!   exported at the root of the `tinker` facade (part of `cargo xtask test`).
 //! * `cargo xtask examples [--no-build] [NAME…]`: build and run the examples offline.
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Some("test") => ci::run(&args[1..]),
         Some("facade-check") => facade::run(),
         Some("conformance") => ci::conformance_matrix(&workspace_root()),
+        Some("wire") => ci::wire(&workspace_root()),
         Some("examples") => examples::run(&args[1..]),
         Some("bench-sdk") => bench_sdk::run(&args[1..]),
         Some("soak") => soak::run(&args[1..]),
@@ -44,7 +47,7 @@ fn main() -> ExitCode {
         Some("sdk-python") => venv::sdk_python().map(|p| println!("{}", p.display())),
         _ => {
             eprintln!(
-                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask conformance | cargo xtask facade-check | cargo xtask examples [--no-build] [NAME...] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build] | cargo xtask fuzz [--seconds N] [--only LIST] | cargo xtask soak [--steps N] [--release]"
+                "usage: cargo xtask codegen [--check] | cargo xtask fixtures | cargo xtask test [--skip-lint] | cargo xtask conformance | cargo xtask wire | cargo xtask facade-check | cargo xtask examples [--no-build] [NAME...] | cargo xtask sdk-python | cargo xtask bench-sdk [--reps N] [--only LIST] [--quick] [--no-build] | cargo xtask fuzz [--seconds N] [--only LIST] | cargo xtask soak [--steps N] [--release]"
             );
             return ExitCode::from(2);
         }

@@ -52,12 +52,7 @@ fn fixture() -> &'static Fixture {
                     .unwrap();
                 let tc = service.create_lora_training_client(MODEL, 4).await.unwrap();
                 let weights = tc.save_state("final").await.unwrap().path;
-                let sampler = tc
-                    .save_weights_for_sampler("smp")
-                    .await
-                    .unwrap()
-                    .path
-                    .unwrap();
+                let sampler = tc.save_weights_for_sampler("smp").await.unwrap().path;
                 let external = tc.save_weights_external("hf").await.unwrap().path;
                 let doomed = vec![
                     tc.save_state("doomed-a").await.unwrap().path,

@@ -51,7 +51,7 @@ pub use admin::AdminClient;
 pub use error::{Error, ErrorKind, FailureCategory, Result};
 pub use future::{ApiFuture, QueueStateObserver};
 pub use observe::{MetricsSnapshot, Operation};
-pub use rest::{DownloadProgress, Paged, RestClient, WhoamiResponse};
+pub use rest::{DownloadProgress, ListOptions, Paged, RestClient, WhoamiResponse};
 pub use sampling::{
     FuturesPollerStats, SampleDispatch, SampleOptions, SamplerHandleOptions, SamplingClient,
     SamplingSource,

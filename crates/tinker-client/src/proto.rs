@@ -2,13 +2,13 @@
 //! bodies and the `ForwardBackwardOutput` / `SampleResponse` results (codec in
 //! `tinker-types`).
 
-use tinker_types::{ForwardBackwardOutput, ForwardBackwardRequest, SampleResponse};
+use tinker_types::{ForwardBackwardOutput, ForwardBackwardRequestRef, SampleResponse};
 
 use crate::error::{Error, Result};
 
 /// Encodes a `forward_backward` body. A request the wire cannot carry (e.g. a token id
 /// beyond int32) is the caller's input error.
-pub(crate) fn encode_forward_backward(req: &ForwardBackwardRequest) -> Result<Vec<u8>> {
+pub(crate) fn encode_forward_backward(req: &ForwardBackwardRequestRef<'_>) -> Result<Vec<u8>> {
     req.encode_proto().map_err(|e| {
         Error::invalid(format!("forward_backward request cannot be encoded: {e}")).with_source(e)
     })

@@ -22,9 +22,11 @@ use crate::session::{Session, parse_json};
 
 mod archive;
 mod download;
+mod list;
 
 pub use archive::CheckpointArchiveUrl;
 pub use download::{DEFAULT_MAX_FILE_BYTES, DownloadOptions};
+pub use list::ListOptions;
 
 pub use tinker_types::auth::WhoamiResponse;
 pub use tinker_types::rest::{
@@ -127,24 +129,16 @@ impl RestClient {
         })
     }
 
-    /// One page of training runs.
+    /// One page of training runs (`ListOptions::default()`: the first 20 owned runs, as
+    /// the SDK's defaults).
     ///
     /// # Errors
     /// API errors.
-    pub async fn list_training_runs(
-        &self,
-        limit: u64,
-        offset: u64,
-        scope: AccessScope,
-        project_id: Option<&str>,
-    ) -> Result<TrainingRunsResponse> {
-        let mut q = vec![
-            ("limit", limit.to_string()),
-            ("offset", offset.to_string()),
-            ("access_scope", scope.as_str().to_owned()),
-        ];
-        if let Some(p) = project_id {
-            q.push(("project_id", p.to_owned()));
+    pub async fn list_training_runs(&self, options: ListOptions) -> Result<TrainingRunsResponse> {
+        let mut q = options.paging(20).to_vec();
+        q.push(("access_scope", options.access_scope.as_str().to_owned()));
+        if let Some(p) = options.project_id {
+            q.push(("project_id", p));
         }
         self.holder
             .get_json("/api/v1/training_runs", &q, "RestClient.list_training_runs")
@@ -158,7 +152,11 @@ impl RestClient {
             let me = me.clone();
             let scope = scope.clone();
             Box::pin(async move {
-                let page = me.list_training_runs(limit, offset, scope, None).await?;
+                let options = ListOptions::default()
+                    .limit(limit)
+                    .offset(offset)
+                    .access_scope(scope);
+                let page = me.list_training_runs(options).await?;
                 Ok((page.training_runs, Some(page.cursor.total_count)))
             })
         })
@@ -217,16 +215,17 @@ impl RestClient {
             .await
     }
 
-    /// One page of the caller's checkpoints across runs (newest first).
+    /// One page of the caller's checkpoints across runs (newest first;
+    /// `ListOptions::default()`: the first 100, as the SDK's defaults). Reads `limit` and
+    /// `offset` only: checkpoint listings are always the caller's own.
     ///
     /// # Errors
     /// API errors.
     pub async fn list_user_checkpoints(
         &self,
-        limit: u64,
-        offset: u64,
+        options: ListOptions,
     ) -> Result<CheckpointsListResponse> {
-        let q = [("limit", limit.to_string()), ("offset", offset.to_string())];
+        let q = options.paging(100);
         self.holder
             .get_json(
                 "/api/v1/checkpoints",
@@ -242,7 +241,8 @@ impl RestClient {
         Paged::by_offset(page_size, move |limit, offset| {
             let me = me.clone();
             Box::pin(async move {
-                let page = me.list_user_checkpoints(limit, offset).await?;
+                let options = ListOptions::default().limit(limit).offset(offset);
+                let page = me.list_user_checkpoints(options).await?;
                 Ok((page.checkpoints, page.cursor.map(|c| c.total_count)))
             })
         })
@@ -406,21 +406,14 @@ impl RestClient {
         Ok(written)
     }
 
-    /// One page of the caller's session ids.
+    /// One page of the caller's session ids (`ListOptions::default()`: the first 20 owned,
+    /// as the SDK's defaults). Reads `limit`, `offset` and `access_scope`.
     ///
     /// # Errors
     /// API errors.
-    pub async fn list_sessions(
-        &self,
-        limit: u64,
-        offset: u64,
-        scope: AccessScope,
-    ) -> Result<ListSessionsResponse> {
-        let q = [
-            ("limit", limit.to_string()),
-            ("offset", offset.to_string()),
-            ("access_scope", scope.as_str().to_owned()),
-        ];
+    pub async fn list_sessions(&self, options: ListOptions) -> Result<ListSessionsResponse> {
+        let mut q = options.paging(20).to_vec();
+        q.push(("access_scope", options.access_scope.as_str().to_owned()));
         self.holder
             .get_json("/api/v1/sessions", &q, "RestClient.list_sessions")
             .await
@@ -433,7 +426,11 @@ impl RestClient {
             let me = me.clone();
             let scope = scope.clone();
             Box::pin(async move {
-                let page = me.list_sessions(limit, offset, scope).await?;
+                let options = ListOptions::default()
+                    .limit(limit)
+                    .offset(offset)
+                    .access_scope(scope);
+                let page = me.list_sessions(options).await?;
                 Ok((page.sessions, None))
             })
         })

@@ -307,7 +307,7 @@ impl TrainingClientOptions {
     }
 
     /// Sets the optimizer family.
-    pub fn with_optimizer(mut self, optimizer: OptimizerConfig) -> Self {
+    pub fn optimizer(mut self, optimizer: OptimizerConfig) -> Self {
         self.optimizer = optimizer;
         self
     }
@@ -550,7 +550,13 @@ impl ServiceClient {
             .as_ref(),
         )
         .await?;
-        TrainingClient::attach(holder.clone(), created.model_id, self.observer.clone()).await
+        TrainingClient::attach(
+            holder.clone(),
+            created.model_id,
+            self.observer.clone(),
+            "ServiceClient.create_lora_training_client",
+        )
+        .await
     }
 
     /// A new training client with the weights (not the optimizer state) of a `tinker://`
@@ -632,7 +638,7 @@ impl ServiceClient {
             self.observer.as_ref(),
         )
         .await?;
-        TrainingClient::attach(holder.clone(), model_id, self.observer.clone()).await
+        TrainingClient::attach(holder.clone(), model_id, self.observer.clone(), method).await
     }
 
     /// The console page of this session (SDK `ServiceClient.get_console_url`; the sessions

@@ -150,15 +150,15 @@ fn traceback(err: &Error) -> Option<String> {
 pub(crate) fn error_report(err: &Error) -> ErrorReport {
     let mut report = ErrorReport::new(error_type(err), err.message());
     if let Some(status) = err.status() {
-        report = report.with_status(status);
+        report = report.status(status);
     }
     if let Some(body) = transport_source(err).and_then(body_value) {
-        report = report.with_body(body);
+        report = report.body(body);
     }
     if let Some(tb) = traceback(err) {
-        report = report.with_traceback(tb);
+        report = report.traceback(tb);
     }
-    report.with_user_error(is_user_error(err))
+    report.user_error(is_user_error(err))
 }
 
 /// Records an error that ends a public operation (the SDK's `capture_exceptions(fatal=True)`):

@@ -110,7 +110,7 @@ impl HubFetcher for TransportHubFetcher {
 /// As [`TransportHubFetcher::new`].
 pub fn tokenizer_loader(settings: LoaderSettings) -> Result<TokenizerLoader> {
     let fetcher = TransportHubFetcher::new(&settings.hf_endpoint)?;
-    Ok(TokenizerLoader::new(settings).with_hub_fetcher(fetcher))
+    Ok(TokenizerLoader::new(settings).hub_fetcher(fetcher))
 }
 
 /// The process-wide loader: settings from the environment, hub access through the SDK
@@ -120,7 +120,7 @@ fn loader() -> &'static TokenizerLoader {
     LOADER.get_or_init(|| {
         let settings = LoaderSettings::from_env();
         match TransportHubFetcher::new(&settings.hf_endpoint) {
-            Ok(fetcher) => TokenizerLoader::new(settings).with_hub_fetcher(fetcher),
+            Ok(fetcher) => TokenizerLoader::new(settings).hub_fetcher(fetcher),
             Err(error) => {
                 tracing::warn!(%error, "no Hugging Face hub access; tokenizers load from local files only");
                 TokenizerLoader::new(settings)
@@ -145,7 +145,7 @@ fn server_loader(api_base: &str) -> Option<TokenizerLoader> {
     settings.hf_endpoint = api_base.trim_end_matches('/').to_owned();
     settings.hf_token = None;
     let fetcher = TransportHubFetcher::new(&settings.hf_endpoint).ok()?;
-    let loader = TokenizerLoader::new(settings).with_hub_fetcher(fetcher);
+    let loader = TokenizerLoader::new(settings).hub_fetcher(fetcher);
     loaders.insert(api_base.to_owned(), loader.clone());
     Some(loader)
 }

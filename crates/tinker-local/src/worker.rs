@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tinker_types::{
     CreateModelResponse, LoadWeightsResponse, OptimStepResponse, SaveWeightsExternalResponse,
-    SaveWeightsForSamplerResponse, SaveWeightsResponse,
+    SaveWeightsForSamplerResponseInternal, SaveWeightsResponse,
 };
 
 use chrono::Utc;
@@ -665,7 +665,7 @@ fn execute(
                 return match save_checkpoint(state, model_id, model, save) {
                     Ok((path, _)) => {
                         state.account(&session, &base, "checkpoint", 1);
-                        Outcome::typed(&SaveWeightsForSamplerResponse {
+                        Outcome::typed(&SaveWeightsForSamplerResponseInternal {
                             path: Some(path),
                             sampling_session_id: None,
                         })
@@ -697,7 +697,7 @@ fn execute(
             if let Some(s) = lock(&state.sessions).get_mut(&session) {
                 s.sampler_ids.push(id.clone());
             }
-            Outcome::typed(&SaveWeightsForSamplerResponse {
+            Outcome::typed(&SaveWeightsForSamplerResponseInternal {
                 path: None,
                 sampling_session_id: Some(id),
             })

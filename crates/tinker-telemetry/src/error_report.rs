@@ -45,8 +45,8 @@ impl ErrorReport {
     }
 
     /// A report from a Rust error: its short type name, its message, and its `source()`
-    /// chain as the traceback. Not a user error until [`with_status`](Self::with_status) or
-    /// [`with_user_error`](Self::with_user_error) says so.
+    /// chain as the traceback. Not a user error until [`status`](Self::status) or
+    /// [`user_error`](Self::user_error) says so.
     pub fn from_error<E: StdError + 'static>(err: &E) -> Self {
         let full = std::any::type_name::<E>();
         let short = full
@@ -69,7 +69,7 @@ impl ErrorReport {
 
     /// Sets the HTTP status; a 4xx other than 408 makes it a user error.
     #[must_use]
-    pub fn with_status(mut self, status: u16) -> Self {
+    pub fn status(mut self, status: u16) -> Self {
         self.status_code = Some(status);
         self.user_error |= is_user_error_status(status);
         self
@@ -77,21 +77,21 @@ impl ErrorReport {
 
     /// Sets the response body.
     #[must_use]
-    pub fn with_body(mut self, body: Value) -> Self {
+    pub fn body(mut self, body: Value) -> Self {
         self.body = Some(body);
         self
     }
 
     /// Marks it as a user error (Python: `RequestFailedError` with category `user`).
     #[must_use]
-    pub fn with_user_error(mut self, user_error: bool) -> Self {
+    pub fn user_error(mut self, user_error: bool) -> Self {
         self.user_error = user_error;
         self
     }
 
     /// Sets the traceback text.
     #[must_use]
-    pub fn with_traceback(mut self, traceback: impl Into<String>) -> Self {
+    pub fn traceback(mut self, traceback: impl Into<String>) -> Self {
         self.traceback = Some(traceback.into());
         self
     }
@@ -118,12 +118,12 @@ mod tests {
     #[test]
     fn with_status_marks_user_errors() {
         for s in 100..600 {
-            let report = ErrorReport::new("E", "m").with_status(s);
+            let report = ErrorReport::new("E", "m").status(s);
             assert_eq!(report.user_error, is_user_error_status(s), "{s}");
         }
-        assert!(ErrorReport::new("E", "m").with_status(404).user_error);
-        assert!(!ErrorReport::new("E", "m").with_status(408).user_error);
-        assert!(!ErrorReport::new("E", "m").with_status(500).user_error);
+        assert!(ErrorReport::new("E", "m").status(404).user_error);
+        assert!(!ErrorReport::new("E", "m").status(408).user_error);
+        assert!(!ErrorReport::new("E", "m").status(500).user_error);
     }
 
     #[test]
@@ -137,8 +137,8 @@ mod tests {
             Some("Caused by: socket closed")
         );
         assert!(!report.user_error);
-        let report = report.with_status(422);
+        let report = report.status(422);
         assert!(report.user_error);
-        assert!(!ErrorReport::new("T", "m").with_status(408).user_error);
+        assert!(!ErrorReport::new("T", "m").status(408).user_error);
     }
 }

@@ -171,8 +171,8 @@ mod tests {
     fn user_errors_become_generic_warnings() {
         let f = EventFactory::new(Arc::new(tinker_transport::clock::SystemClock));
         let report = ErrorReport::new("BadRequestError", "bad input")
-            .with_status(400)
-            .with_body(serde_json::json!({"detail": "no"}));
+            .status(400)
+            .body(serde_json::json!({"detail": "no"}));
         let v = serde_json::to_value(f.for_error(&report, Severity::Error)).unwrap();
         assert_eq!(v["event"], "GENERIC_EVENT");
         assert_eq!(v["event_name"], "user_error");
@@ -183,8 +183,8 @@ mod tests {
                                "status_code": 400, "body": {"detail": "no"}})
         );
         let quiet = ErrorReport::new("E", "")
-            .with_user_error(true)
-            .with_body(Value::String(String::new()));
+            .user_error(true)
+            .body(Value::String(String::new()));
         let v = serde_json::to_value(f.for_error(&quiet, Severity::Error)).unwrap();
         assert_eq!(v["event_data"], serde_json::json!({"error_type": "E"}));
     }
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn other_errors_are_unhandled_exceptions_without_null_fields() {
         let f = EventFactory::new(Arc::new(tinker_transport::clock::SystemClock));
-        let report = ErrorReport::new("InternalServerError", "boom").with_status(500);
+        let report = ErrorReport::new("InternalServerError", "boom").status(500);
         let v = serde_json::to_value(f.for_error(&report, Severity::Critical)).unwrap();
         assert_eq!(v["event"], "UNHANDLED_EXCEPTION");
         assert_eq!(v["severity"], "CRITICAL");

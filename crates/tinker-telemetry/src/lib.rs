@@ -19,7 +19,7 @@
 //! };
 //! let telemetry = Telemetry::start(Some("session-1".into()), sink, TelemetryOptions::default())
 //!     .expect("inside a tokio runtime");
-//! telemetry.log_error(&ErrorReport::new("BadRequestError", "bad").with_status(400), Severity::Error);
+//! telemetry.log_error(&ErrorReport::new("BadRequestError", "bad").status(400), Severity::Error);
 //! assert!(telemetry.close().await);
 //! assert_eq!(telemetry.stats().sent, 2); // SESSION_START and the user_error event
 //! # }

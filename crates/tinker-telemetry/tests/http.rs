@@ -56,7 +56,7 @@ async fn batches_are_posted_over_http() {
     )
     .unwrap();
     t.log_error(
-        &ErrorReport::new("NotFoundError", "no such model").with_status(404),
+        &ErrorReport::new("NotFoundError", "no such model").status(404),
         Severity::Error,
     );
     assert!(t.close().await);

@@ -147,8 +147,8 @@ async fn errors_trigger_an_immediate_flush() {
     let c = Collect::default();
     let t = start(Some("sess-2"), c.sink()).unwrap();
     let report = ErrorReport::new("BadRequestError", "invalid loss_fn")
-        .with_status(400)
-        .with_body(json!({"detail": "unknown loss"}));
+        .status(400)
+        .body(json!({"detail": "unknown loss"}));
     assert!(t.log_error(&report, Severity::Error));
     settle().await;
     let events = c.events().unwrap();
@@ -160,7 +160,7 @@ async fn errors_trigger_an_immediate_flush() {
     assert_eq!(events[1]["event_data"]["body"]["detail"], "unknown loss");
 
     let report = ErrorReport::new("APIConnectionError", "connection reset")
-        .with_traceback("Caused by: os error 104");
+        .traceback("Caused by: os error 104");
     t.log_error(&report, Severity::Critical);
     settle().await;
     let events = c.events().unwrap();
@@ -176,7 +176,7 @@ async fn fatal_errors_end_the_session_and_wait_for_delivery() {
     let c = Collect::default();
     let t = start(Some("sess-3"), c.sink()).unwrap();
     tokio::time::advance(Duration::from_millis(1)).await;
-    let report = ErrorReport::new("InternalServerError", "boom").with_status(500);
+    let report = ErrorReport::new("InternalServerError", "boom").status(500);
     assert!(t.log_fatal_error(&report, Severity::Error).await);
     // Delivered by the time the call returns.
     let events = c.events().unwrap();

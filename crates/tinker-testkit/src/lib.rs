@@ -5,6 +5,7 @@
 //!   faults (resets, truncated bodies, stalls).
 //! - [`tls`]: a self-signed `localhost` certificate and acceptor.
 //! - [`proxy`]: a forwarding proxy that drops answers after the upstream executed them.
+//! - [`record`]: a forwarding proxy that records every request (the wire test's capture).
 //! - [`clock`]: test clocks and jitter for the transport's injected runtime.
 //! - [`jwt`], [`refused_url`]: small fixtures.
 //! - `local` (feature `local`): an in-process tinker-local with a temp dir and a client.
@@ -23,6 +24,7 @@ pub mod jwt;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod proxy;
+pub mod record;
 pub mod server;
 pub mod tls;
 

@@ -46,7 +46,7 @@ pub type HubFuture<'a> = Pin<Box<dyn Future<Output = HubResponse> + Send + 'a>>;
 ///
 /// ```
 /// use tinker_tokenizer::{HubRequest, HubResponse, TokenizerLoader, LoaderSettings};
-/// let loader = TokenizerLoader::new(LoaderSettings::default()).with_hub_fetcher(
+/// let loader = TokenizerLoader::new(LoaderSettings::default()).hub_fetcher(
 ///     |req: HubRequest| async move {
 ///         // e.g. GET req.url with the SDK transport; 404 → Ok(None)
 ///         let _ = req.url;

@@ -73,7 +73,7 @@ impl TokenizerLoader {
 
     /// Enables downloads from the hub through `fetcher` (unless the settings say offline).
     #[must_use]
-    pub fn with_hub_fetcher(mut self, fetcher: impl HubFetcher) -> Self {
+    pub fn hub_fetcher(mut self, fetcher: impl HubFetcher) -> Self {
         self.fetcher = Some(Arc::new(fetcher));
         self
     }

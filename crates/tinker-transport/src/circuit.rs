@@ -129,19 +129,19 @@ impl Default for CircuitBreakerConfig {
 
 impl CircuitBreakerConfig {
     /// The defaults with another failure threshold.
-    pub fn with_failure_threshold(mut self, failures: u32) -> Self {
+    pub fn failure_threshold(mut self, failures: u32) -> Self {
         self.failure_threshold = failures;
         self
     }
 
     /// The defaults with another open period.
-    pub fn with_open_for(mut self, open_for: Duration) -> Self {
+    pub fn open_for(mut self, open_for: Duration) -> Self {
         self.open_for = open_for;
         self
     }
 
     /// The defaults with another number of half-open trial calls.
-    pub fn with_half_open_calls(mut self, calls: u32) -> Self {
+    pub fn half_open_calls(mut self, calls: u32) -> Self {
         self.half_open_calls = calls;
         self
     }
@@ -419,9 +419,9 @@ mod tests {
     fn breaker(threshold: u32, trials: u32) -> CircuitBreaker {
         CircuitBreaker::new(
             CircuitBreakerConfig::default()
-                .with_failure_threshold(threshold)
-                .with_open_for(Duration::from_secs(30))
-                .with_half_open_calls(trials),
+                .failure_threshold(threshold)
+                .open_for(Duration::from_secs(30))
+                .half_open_calls(trials),
             Runtime {
                 clock: Arc::new(TokioClock::starting_at(0.0)),
                 jitter: Arc::new(FixedJitter(0.0)),

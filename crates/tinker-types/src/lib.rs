@@ -72,6 +72,7 @@ pub use custom_loss::{
     CustomLossNode, CustomLossOp,
 };
 pub use path::{CheckpointKind, TINKER_SCHEME, TinkerPath};
+pub use proto::ForwardBackwardRequestRef;
 pub use rest::{
     AccessScope, Checkpoint, CheckpointType, CheckpointsListResponse, CheckpointsQuery, Cursor,
     GetSessionResponse, ListQuery, ListSessionsResponse, SetSessionProjectRequest,
@@ -92,8 +93,8 @@ pub use weights::{
     CopyWeightsRequest, CopyWeightsResponse, ExternalWeightsUrlsResponse, LoadWeightsRequest,
     LoadWeightsResponse, SamplerWeightsKind, SaveWeightsExternalRequest,
     SaveWeightsExternalResponse, SaveWeightsForSamplerRequest, SaveWeightsForSamplerResponse,
-    SaveWeightsRequest, SaveWeightsResponse, SetCheckpointTtlRequest, WeightsInfoRequest,
-    WeightsInfoResponse,
+    SaveWeightsForSamplerResponseInternal, SaveWeightsRequest, SaveWeightsResponse,
+    SetCheckpointTtlRequest, WeightsInfoRequest, WeightsInfoResponse,
 };
 
 pub use config::{ClientConfig, ClientConfigRequest, CredentialSource, DynamicConfig};

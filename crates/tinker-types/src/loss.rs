@@ -135,9 +135,17 @@ impl CrossEntropyInputs {
     ///
     /// # Errors
     /// [`Error::InvalidLossInput`] if the lengths differ.
-    pub fn new(target_tokens: Vec<i64>, weights: Vec<f32>) -> Result<Self> {
+    ///
+    /// `target_tokens` may be any integer ids that widen to `i64`: `u32` token ids as a
+    /// tokenizer returns them, or `i64`.
+    pub fn new<T: Into<i64>>(
+        target_tokens: impl IntoIterator<Item = T>,
+        weights: Vec<f32>,
+    ) -> Result<Self> {
         Self {
-            target_tokens: TensorData::vector_i64(target_tokens),
+            target_tokens: TensorData::vector_i64(
+                target_tokens.into_iter().map(Into::into).collect(),
+            ),
             weights: TensorData::vector_f32(weights),
         }
         .checked()
@@ -185,9 +193,17 @@ impl PolicyGradientInputs {
     ///
     /// # Errors
     /// [`Error::InvalidLossInput`] if the lengths differ.
-    pub fn new(target_tokens: Vec<i64>, logprobs: Vec<f32>, advantages: Vec<f32>) -> Result<Self> {
+    ///
+    /// `target_tokens` may be `u32` token ids or `i64` (any integer that widens to `i64`).
+    pub fn new<T: Into<i64>>(
+        target_tokens: impl IntoIterator<Item = T>,
+        logprobs: Vec<f32>,
+        advantages: Vec<f32>,
+    ) -> Result<Self> {
         let inputs = Self {
-            target_tokens: TensorData::vector_i64(target_tokens),
+            target_tokens: TensorData::vector_i64(
+                target_tokens.into_iter().map(Into::into).collect(),
+            ),
             logprobs: TensorData::vector_f32(logprobs),
             advantages: TensorData::vector_f32(advantages),
             sequence_ratio_mask: None,
@@ -198,7 +214,7 @@ impl PolicyGradientInputs {
 
     /// Adds the GSPO `sequence_ratio_mask`.
     #[must_use]
-    pub fn with_sequence_ratio_mask(mut self, mask: Vec<f32>) -> Self {
+    pub fn sequence_ratio_mask(mut self, mask: Vec<f32>) -> Self {
         self.sequence_ratio_mask = Some(TensorData::vector_f32(mask));
         self
     }

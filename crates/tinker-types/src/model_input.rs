@@ -116,7 +116,7 @@ impl ImageChunk {
 
     /// Sets the advisory token count.
     #[must_use]
-    pub fn with_expected_tokens(mut self, tokens: u32) -> Self {
+    pub fn expected_tokens(mut self, tokens: u32) -> Self {
         self.expected_tokens = Some(tokens);
         self
     }
@@ -134,7 +134,7 @@ impl ImageAssetPointerChunk {
 
     /// Sets the advisory token count.
     #[must_use]
-    pub fn with_expected_tokens(mut self, tokens: u32) -> Self {
+    pub fn expected_tokens(mut self, tokens: u32) -> Self {
         self.expected_tokens = Some(tokens);
         self
     }
@@ -372,6 +372,22 @@ impl ModelInput {
             }
         }
         Ok(out)
+    }
+}
+
+/// One text chunk holding the tokens ([`ModelInput::from_tokens`]).
+impl From<Vec<u32>> for ModelInput {
+    fn from(tokens: Vec<u32>) -> Self {
+        Self {
+            chunks: vec![EncodedTextChunk::new(tokens).into()],
+        }
+    }
+}
+
+/// One text chunk holding the tokens ([`ModelInput::from_tokens`]).
+impl From<&[u32]> for ModelInput {
+    fn from(tokens: &[u32]) -> Self {
+        Self::from_tokens(tokens)
     }
 }
 

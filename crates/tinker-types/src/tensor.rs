@@ -517,6 +517,34 @@ impl<'de> Deserialize<'de> for TensorData {
     }
 }
 
+/// A 1-D `int64` tensor of token ids (a tokenizer's `u32` ids widen losslessly).
+impl From<Vec<u32>> for TensorData {
+    fn from(tokens: Vec<u32>) -> Self {
+        Self::vector_i64(tokens.into_iter().map(i64::from).collect())
+    }
+}
+
+/// A 1-D `int64` tensor of token ids.
+impl From<&[u32]> for TensorData {
+    fn from(tokens: &[u32]) -> Self {
+        Self::vector_i64(tokens.iter().map(|&t| i64::from(t)).collect())
+    }
+}
+
+/// A 1-D `int64` tensor ([`TensorData::vector_i64`]).
+impl From<Vec<i64>> for TensorData {
+    fn from(values: Vec<i64>) -> Self {
+        Self::vector_i64(values)
+    }
+}
+
+/// A 1-D `float32` tensor ([`TensorData::vector_f32`]).
+impl From<Vec<f32>> for TensorData {
+    fn from(values: Vec<f32>) -> Self {
+        Self::vector_f32(values)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,45 +92,41 @@ type_last_struct! {
     }
 }
 
-/// Final result of `save_weights_for_sampler`: a path (named form) or a sampling session
-/// (ephemeral form).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Final result of a named `save_weights_for_sampler` (the SDK's public
+/// `SaveWeightsForSamplerResponse`): the checkpoint's path. The SDK requires `path` here;
+/// a result without one is a protocol error when it is decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SaveWeightsForSamplerResponse {
     /// `tinker://<run>/sampler_weights/<name>`.
+    pub path: String,
+}
+
+/// The wire form of the `save_weights_for_sampler` result (the SDK's
+/// `SaveWeightsForSamplerResponseInternal`): a path (named form) or a sampling session
+/// (ephemeral form, behind `save_weights_and_get_sampling_client`). Servers answer with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SaveWeightsForSamplerResponseInternal {
+    /// `tinker://<run>/sampler_weights/<name>` (named form).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// The sampling session created for the weights.
+    /// The sampling session created for the weights (ephemeral form).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling_session_id: Option<String>,
 }
 
 impl SaveWeightsForSamplerResponse {
-    fn named_path(&self) -> crate::Result<&str> {
-        self.path
-            .as_deref()
-            .ok_or_else(|| crate::Error::InvalidValue {
-                field: "path".to_owned(),
-                reason: "an ephemeral save (sampling session only) has no checkpoint".to_owned(),
-            })
-    }
-
     /// The console page of this sampler checkpoint (SDK
     /// `SaveWeightsForSamplerResponse.get_console_url`).
     ///
     /// # Errors
-    /// No `path` (an ephemeral save) or a malformed one.
+    /// A `path` that is not a `tinker://` checkpoint path.
     pub fn get_console_url(&self) -> crate::Result<String> {
-        crate::console::checkpoint_console_url_for_path(self.named_path()?)
+        crate::console::checkpoint_console_url_for_path(&self.path)
     }
 
     /// The playground, set up to sample from this checkpoint (SDK `get_playground_url`).
-    ///
-    /// # Errors
-    /// No `path` (an ephemeral save).
-    pub fn get_playground_url(&self) -> crate::Result<String> {
-        Ok(crate::console::checkpoint_playground_url(
-            self.named_path()?,
-        ))
+    pub fn get_playground_url(&self) -> String {
+        crate::console::checkpoint_playground_url(&self.path)
     }
 }
 

@@ -80,7 +80,7 @@ pub use tinker_client::rest::{CheckpointArchiveUrl, DEFAULT_MAX_FILE_BYTES, Down
 pub use tinker_client::service::ServerCapabilities;
 pub use tinker_client::{
     AdminClient, ApiFuture, CloseStatus, CustomLossOutput, DownloadProgress, Error, ErrorKind,
-    FailureCategory, FuturesPollerStats, LoadStateOptions, MetricsSnapshot, Paged,
+    FailureCategory, FuturesPollerStats, ListOptions, LoadStateOptions, MetricsSnapshot, Paged,
     QueueStateObserver, RestClient, Result, RetryConfig, SDK_VERSION, SampleDispatch,
     SampleOptions, SamplerHandleOptions, SamplingClient, SamplingSource, SaveOptions,
     ServiceClient, ServiceClientBuilder, Telemetry, TelemetryStats, TrainingClient,
@@ -119,15 +119,16 @@ pub use tinker_types::{
     CurrentCheckpointStorageUsageResponse, Cursor, CustomLossGraph, CustomLossInput,
     CustomLossNode, CustomLossOp, Datum, DimuonParams, DmelChunk, DynamicConfig, EncodedTextChunk,
     ExternalWeightsUrlsResponse, FailedRequestReason, FailedSamplingSessionReason,
-    FailedTrainingRunReason, ForwardBackwardOutput, GenericOptimizerObject, GetInfoResponse,
-    GetSamplerResponse, GetServerCapabilitiesResponse, GetSessionResponse, ImageAssetPointerChunk,
-    ImageChunk, ImageFormat, ListSessionsResponse, LoadWeightsResponse, LoraConfig,
-    LossConfigValue, LossFn, LossFnConfig, LossFnInputs, LossFnOutput, ModelData, ModelInput,
-    ModelInputChunk, OptimParams, OptimStepResponse, OptimizerConfig, PolicyGradientInputs,
-    PromptAltTokens, ProvenanceSpan, QueueState, SampleResponse, SampledSequence, SamplingParams,
-    SamplingPrefillBillingEvent, SamplingSampleBillingEvent, SaveWeightsExternalResponse,
-    SaveWeightsForSamplerResponse, SaveWeightsResponse, SearchOwner, Sensitive, SessionActive,
-    SessionCancelled, SessionClientFinished, SessionFailed, SessionFailedReason,
+    FailedTrainingRunReason, ForwardBackwardOutput, ForwardBackwardRequestRef,
+    GenericOptimizerObject, GetInfoResponse, GetSamplerResponse, GetServerCapabilitiesResponse,
+    GetSessionResponse, ImageAssetPointerChunk, ImageChunk, ImageFormat, ListSessionsResponse,
+    LoadWeightsResponse, LoraConfig, LossConfigValue, LossFn, LossFnConfig, LossFnInputs,
+    LossFnOutput, ModelData, ModelInput, ModelInputChunk, OptimParams, OptimStepResponse,
+    OptimizerConfig, PolicyGradientInputs, PromptAltTokens, ProvenanceSpan, QueueState,
+    SampleResponse, SampledSequence, SamplingParams, SamplingPrefillBillingEvent,
+    SamplingSampleBillingEvent, SaveWeightsExternalResponse, SaveWeightsForSamplerResponse,
+    SaveWeightsForSamplerResponseInternal, SaveWeightsResponse, SearchOwner, Sensitive,
+    SessionActive, SessionCancelled, SessionClientFinished, SessionFailed, SessionFailedReason,
     SessionFailureCategory, SessionSearchCursor, SessionSearchRequest, SessionSearchResponse,
     SessionStatus, SessionStatusQuery, SessionSummary, Severity, SpanRef, StopCondition,
     StopReason, StorageBillingEvent, SupportedModel, TensorData, TensorDtype, TensorValues,
@@ -148,8 +149,8 @@ pub mod prelude {
     pub use futures_util::StreamExt as _;
     pub use tinker_client::{
         AccessScope, AdminClient, ApiFuture, CloseStatus, CustomLossOutput, Error, ErrorKind,
-        LoadStateOptions, RestClient, SampleOptions, SamplingClient, SamplingSource, SaveOptions,
-        ServiceClient, TrainingClient, TrainingClientOptions,
+        ListOptions, LoadStateOptions, RestClient, SampleOptions, SamplingClient, SamplingSource,
+        SaveOptions, ServiceClient, TrainingClient, TrainingClientOptions,
     };
     pub use tinker_types::{
         AdamParams, CrossEntropyInputs, Datum, ForwardBackwardOutput, LossFn, ModelInput,

@@ -4,8 +4,8 @@ use std::io::{BufRead as _, Write as _};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures_util::StreamExt as _;
-use tinker_client::RestClient;
 use tinker_client::rest::{AccessScope, Checkpoint, CheckpointType};
+use tinker_client::{ListOptions, RestClient};
 
 use crate::connect;
 use crate::error::CliError;
@@ -347,7 +347,9 @@ pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
                 }
             } else {
                 let first_size = if limit > 0 { limit.min(BATCH) } else { BATCH };
-                let first = client.list_user_checkpoints(first_size, 0).await?;
+                let first = client
+                    .list_user_checkpoints(ListOptions::default().limit(first_size))
+                    .await?;
                 let total = first
                     .cursor
                     .as_ref()
@@ -356,7 +358,11 @@ pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
                 let target = if limit > 0 { limit.min(total) } else { total };
                 while (all.len() as u64) < target {
                     let want = BATCH.min(target - all.len() as u64);
-                    let page = client.list_user_checkpoints(want, all.len() as u64).await?;
+                    let page = client
+                        .list_user_checkpoints(
+                            ListOptions::default().limit(want).offset(all.len() as u64),
+                        )
+                        .await?;
                     let got = page.checkpoints.len() as u64;
                     all.extend(page.checkpoints);
                     if got < want {

@@ -1,5 +1,6 @@
 //! `tinker run list|info`.
 
+use tinker_client::ListOptions;
 use tinker_client::rest::{AccessScope, TrainingRun};
 
 use crate::connect;
@@ -176,7 +177,7 @@ pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
             let client = connect::rest().await?;
             let first_size = if limit > 0 { limit.min(BATCH) } else { BATCH };
             let first = client
-                .list_training_runs(first_size, 0, AccessScope::Owned, None)
+                .list_training_runs(ListOptions::default().limit(first_size))
                 .await?;
             let total = first.cursor.total_count;
             let mut runs = first.training_runs;
@@ -184,7 +185,9 @@ pub(crate) async fn run(cmd: Cmd, format: Format) -> Result<(), CliError> {
             while (runs.len() as u64) < target {
                 let want = BATCH.min(target - runs.len() as u64);
                 let page = client
-                    .list_training_runs(want, runs.len() as u64, AccessScope::Owned, None)
+                    .list_training_runs(
+                        ListOptions::default().limit(want).offset(runs.len() as u64),
+                    )
                     .await?;
                 let got = page.training_runs.len() as u64;
                 runs.extend(page.training_runs);

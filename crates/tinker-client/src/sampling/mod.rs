@@ -96,38 +96,38 @@ impl SampleOptions {
         }
     }
 
-    /// Requests prompt logprobs.
-    pub fn with_prompt_logprobs(mut self) -> Self {
-        self.prompt_logprobs = true;
+    /// Requests (or not) prompt logprobs.
+    pub fn prompt_logprobs(mut self, enabled: bool) -> Self {
+        self.prompt_logprobs = enabled;
         self
     }
 
     /// Requests top-k logprobs of the generated tokens.
-    pub fn with_topk_sample_logprobs(mut self, k: u32) -> Self {
+    pub fn topk_sample_logprobs(mut self, k: u32) -> Self {
         self.topk_sample_logprobs = k;
         self
     }
 
     /// Requests top-k logprobs of the prompt tokens.
-    pub fn with_topk_prompt_logprobs(mut self, k: u32) -> Self {
+    pub fn topk_prompt_logprobs(mut self, k: u32) -> Self {
         self.topk_prompt_logprobs = k;
         self
     }
 
     /// Scores the given target tokens at each prompt position.
-    pub fn with_target_prompt_logprobs(mut self, targets: TensorData) -> Self {
+    pub fn target_prompt_logprobs(mut self, targets: TensorData) -> Self {
         self.target_prompt_logprobs = Some(targets);
         self
     }
 
     /// Requests `k` alternative tokens per prompt position.
-    pub fn with_prompt_alt_tokens(mut self, k: u32) -> Self {
+    pub fn prompt_alt_tokens(mut self, k: u32) -> Self {
         self.prompt_alt_tokens_k = k;
         self
     }
 
     /// Scores only the last `n` prompt positions (sets `prompt_logprobs`).
-    pub fn with_prompt_logprobs_last_n(mut self, n: u32) -> Self {
+    pub fn prompt_logprobs_last_n(mut self, n: u32) -> Self {
         self.prompt_logprobs = true;
         self.prompt_logprobs_last_n = Some(n);
         self
@@ -537,7 +537,7 @@ impl SamplingClient {
     pub fn compute_logprobs(&self, prompt: ModelInput) -> ApiFuture<Vec<Option<f32>>> {
         let inner = self.inner.clone();
         let retry = self.retry.clone();
-        let options = SampleOptions::samples(1).with_prompt_logprobs();
+        let options = SampleOptions::samples(1).prompt_logprobs(true);
         match build_request(&inner, prompt, SamplingParams::with_max_tokens(1), options) {
             Err(e) => ApiFuture::failed(e),
             Ok(template) => {

@@ -11,7 +11,7 @@ use crate::tinker_path::check_tinker_path;
 use tinker_types::{
     LoadWeightsRequest, LoadWeightsResponse, SamplerWeightsKind, SaveWeightsExternalRequest,
     SaveWeightsExternalResponse, SaveWeightsForSamplerRequest, SaveWeightsForSamplerResponse,
-    SaveWeightsRequest, SaveWeightsResponse,
+    SaveWeightsForSamplerResponseInternal, SaveWeightsRequest, SaveWeightsResponse,
 };
 
 use super::*;
@@ -169,7 +169,7 @@ impl TrainingClient {
                     return Err(e);
                 }
             };
-            let resp: SaveWeightsForSamplerResponse = inner
+            let resp: SaveWeightsForSamplerResponseInternal = inner
                 .poll(
                     fut.request_id,
                     RequestType::SaveWeightsForSampler,

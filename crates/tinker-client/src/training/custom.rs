@@ -11,7 +11,7 @@ use crate::future::ApiFuture;
 use crate::payload::RequestType;
 use crate::turn::Turn;
 
-use super::forward_backward::{encode_chunks, run_fwd};
+use super::forward_backward::{chunk_slices, encode_chunks, run_fwd};
 use super::*;
 
 /// What a custom loss function returns (see [`TrainingClient::forward_backward_custom`]).
@@ -37,7 +37,7 @@ impl CustomLossOutput {
     }
 
     /// Adds a metric.
-    pub fn with_metric(mut self, key: impl Into<String>, value: f64) -> Self {
+    pub fn metric(mut self, key: impl Into<String>, value: f64) -> Self {
         self.metrics.insert(key.into(), value);
         self
     }
@@ -56,14 +56,18 @@ impl TrainingClient {
     /// `loss_fn`), that request's reserved `seq_id` is lost: later training calls fail at
     /// once with [`ErrorKind::SequenceBroken`] instead of waiting forever (see
     /// [`TrainingClient`]).
+    ///
+    /// `data` is a `Vec<Datum>`, an `Arc<[Datum]>` (a reused batch, not copied) or a
+    /// `&[Datum]`.
     pub fn forward_backward_custom<F>(
         &self,
-        data: Vec<Datum>,
+        data: impl Into<Arc<[Datum]>>,
         loss_fn: F,
     ) -> ApiFuture<ForwardBackwardOutput>
     where
         F: FnOnce(&[Datum], &[Vec<f32>]) -> Result<CustomLossOutput> + Send + 'static,
     {
+        let data: Arc<[Datum]> = data.into();
         // Forward data: target_tokens plus weights (given, else zeros).
         let forward_data: Result<Vec<Datum>> = data
             .iter()
@@ -87,16 +91,15 @@ impl TrainingClient {
             })
             .collect();
         let reserved = forward_data
-            .and_then(|fd| self.prepare_fwd(fd, &LossFn::CrossEntropy))
-            .and_then(|prepared| {
-                let sizes: Vec<(usize, u64)> =
-                    prepared.iter().map(|(d, b)| (d.len(), *b)).collect();
-                let n = prepared.len() as u64;
+            .and_then(|fd| Ok((self.prepare_fwd(&fd, &LossFn::CrossEntropy)?, fd)))
+            .and_then(|(plan, fd)| {
+                let sizes: Vec<(usize, u64)> = plan.iter().map(|(r, b)| (r.len(), *b)).collect();
+                let n = plan.len() as u64;
                 let (fwd_turn, bodies) = self.inner.turns.reserve_with(n, |first_seq| {
                     encode_chunks(
                         &self.inner.model_id,
                         first_seq,
-                        prepared,
+                        chunk_slices(&fd, &plan),
                         &LossFn::CrossEntropy,
                         None,
                         true,
@@ -129,7 +132,7 @@ struct CustomRun {
     fwd_bodies: Vec<(bytes::Bytes, u64)>,
     /// Datums and estimated bytes of each chunk (the backward pass reuses the split).
     sizes: Vec<(usize, u64)>,
-    original: Vec<Datum>,
+    original: Arc<[Datum]>,
 }
 
 const CUSTOM_METHOD: &str = "TrainingClient.forward_backward_custom";
@@ -152,7 +155,7 @@ where
             let bodies = encode_chunks(
                 &inner.model_id,
                 bwd_turn.first() + 1,
-                chunks,
+                chunks.iter().map(|(d, b)| (d.as_slice(), *b)).collect(),
                 &LossFn::CrossEntropy,
                 None,
                 false,
@@ -240,7 +243,7 @@ where
         crate::metrics::split_metric_key(key)?;
     }
     let mut backward: Vec<Datum> = Vec::with_capacity(original.len());
-    for (i, (d, g)) in original.into_iter().zip(&user.gradients).enumerate() {
+    for (i, (d, g)) in original.iter().zip(&user.gradients).enumerate() {
         if g.len() != logprobs[i].len() {
             return Err(Error::invalid(format!(
                 "datum {i}: gradient has {} values, logprobs {}",
@@ -257,7 +260,7 @@ where
         let mut inputs = tinker_types::LossFnInputs::new();
         inputs.insert("target_tokens".to_owned(), targets);
         inputs.insert("weights".to_owned(), weights);
-        let mut bd = d;
+        let mut bd = d.clone();
         bd.loss_fn_inputs = inputs;
         backward.push(bd);
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::try_join_all;
 use tinker_transport::{Compression, RequestSpec};
 use tinker_types::{
-    Datum, ForwardBackwardOutput, ForwardBackwardRequest, LossFn, LossFnConfig, ModelInputChunk,
+    Datum, ForwardBackwardOutput, ForwardBackwardRequestRef, LossFn, LossFnConfig, ModelInputChunk,
 };
 
 use crate::chunk::{ChunkLimits, plan_chunks};
@@ -26,21 +26,38 @@ const SPARSE_INDEX_BYTES: u64 = 8;
 /// compressed on the blocking pool; smaller ones cost less than the hand-off.
 const OFF_EXECUTOR_BYTES: usize = 256 * 1024;
 
+/// The chunks of `data` a plan of [`TrainingClient::prepare_fwd`] names, with their sizes.
+pub(super) fn chunk_slices<'a>(
+    data: &'a [Datum],
+    plan: &[(std::ops::Range<usize>, u64)],
+) -> Vec<(&'a [Datum], u64)> {
+    plan.iter()
+        .map(|(range, bytes)| (&data[range.clone()], *bytes))
+        .collect()
+}
+
 impl TrainingClient {
     /// A forward pass only: per-datum outputs (e.g. `logprobs`) without gradients.
-    pub fn forward(&self, data: Vec<Datum>, loss_fn: LossFn) -> ApiFuture<ForwardBackwardOutput> {
-        self.fwd(data, loss_fn, None, true, "TrainingClient.forward")
+    ///
+    /// `data` is a `Vec<Datum>`, or an `Arc<[Datum]>` for a batch used more than once
+    /// (pass a clone of the `Arc`: the batch itself is not copied), or a `&[Datum]`.
+    pub fn forward(
+        &self,
+        data: impl Into<Arc<[Datum]>>,
+        loss_fn: LossFn,
+    ) -> ApiFuture<ForwardBackwardOutput> {
+        self.fwd(data.into(), loss_fn, None, true, "TrainingClient.forward")
     }
 
     /// [`forward`](Self::forward) with a loss configuration.
     pub fn forward_with_config(
         &self,
-        data: Vec<Datum>,
+        data: impl Into<Arc<[Datum]>>,
         loss_fn: LossFn,
         loss_fn_config: LossFnConfig,
     ) -> ApiFuture<ForwardBackwardOutput> {
         self.fwd(
-            data,
+            data.into(),
             loss_fn,
             Some(loss_fn_config),
             true,
@@ -51,13 +68,16 @@ impl TrainingClient {
     /// Forward and backward pass: accumulates gradients for the next
     /// [`optim_step`](Self::optim_step). Large batches are split into several requests
     /// (by the server's chunk limits) and the results combined.
+    ///
+    /// `data` is a `Vec<Datum>`, or an `Arc<[Datum]>` for a batch reused across steps
+    /// (pass a clone of the `Arc`: the batch itself is not copied), or a `&[Datum]`.
     pub fn forward_backward(
         &self,
-        data: Vec<Datum>,
+        data: impl Into<Arc<[Datum]>>,
         loss_fn: LossFn,
     ) -> ApiFuture<ForwardBackwardOutput> {
         self.fwd(
-            data,
+            data.into(),
             loss_fn,
             None,
             false,
@@ -69,12 +89,12 @@ impl TrainingClient {
     /// clip thresholds).
     pub fn forward_backward_with_config(
         &self,
-        data: Vec<Datum>,
+        data: impl Into<Arc<[Datum]>>,
         loss_fn: LossFn,
         loss_fn_config: LossFnConfig,
     ) -> ApiFuture<ForwardBackwardOutput> {
         self.fwd(
-            data,
+            data.into(),
             loss_fn,
             Some(loss_fn_config),
             false,
@@ -96,21 +116,21 @@ impl TrainingClient {
 
     pub(super) fn fwd(
         &self,
-        data: Vec<Datum>,
+        data: Arc<[Datum]>,
         loss_fn: LossFn,
         config: Option<LossFnConfig>,
         forward_only: bool,
         method: &'static str,
     ) -> ApiFuture<ForwardBackwardOutput> {
-        let reserved = self.prepare_fwd(data, &loss_fn).and_then(|prepared| {
+        let reserved = self.prepare_fwd(&data, &loss_fn).and_then(|plan| {
             // Encoded before the ids are taken: a request the wire cannot carry holds none.
             self.inner
                 .turns
-                .reserve_with(prepared.len() as u64, |first_seq| {
+                .reserve_with(plan.len() as u64, |first_seq| {
                     encode_chunks(
                         &self.inner.model_id,
                         first_seq,
-                        prepared,
+                        chunk_slices(&data, &plan),
                         &loss_fn,
                         config.as_ref(),
                         forward_only,
@@ -128,12 +148,13 @@ impl TrainingClient {
         })
     }
 
-    /// Validates and splits `data` into chunks (nothing is sent, nothing reserved).
+    /// Validates `data` and plans its chunks: each one's range of `data` and estimated
+    /// bytes (nothing is sent, nothing reserved).
     pub(super) fn prepare_fwd(
         &self,
-        data: Vec<Datum>,
+        data: &[Datum],
         loss_fn: &LossFn,
-    ) -> Result<Vec<(Vec<Datum>, u64)>> {
+    ) -> Result<Vec<(std::ops::Range<usize>, u64)>> {
         self.check_usable()?;
         if data.is_empty() {
             return Err(Error::invalid(
@@ -150,11 +171,9 @@ impl TrainingClient {
             max_len: usize::try_from(cfg.fwdbwd_max_chunk_len).unwrap_or(usize::MAX),
             max_bytes: cfg.fwdbwd_max_chunk_bytes_count,
         };
-        let plan = plan_chunks(&costs, limits);
-        let mut data = data.into_iter();
-        Ok(plan
+        Ok(plan_chunks(&costs, limits)
             .into_iter()
-            .map(|c| (data.by_ref().take(c.range.len()).collect(), c.bytes))
+            .map(|c| (c.range, c.bytes))
             .collect())
     }
 }
@@ -175,20 +194,21 @@ pub(super) fn fwd_request_type(forward_only: bool) -> RequestType {
 pub(super) fn encode_chunks(
     model_id: &str,
     first_seq: u64,
-    chunks: Vec<(Vec<Datum>, u64)>,
+    chunks: Vec<(&[Datum], u64)>,
     loss_fn: &LossFn,
     config: Option<&LossFnConfig>,
     forward_only: bool,
 ) -> Result<Vec<(bytes::Bytes, u64)>> {
-    let encode = |i: usize, data: Vec<Datum>, bytes: u64| {
-        let mut req = ForwardBackwardRequest::new(
-            model_id.to_owned(),
-            first_seq + i as u64,
+    // Encoded from the caller's datums in place: a reused batch is never copied.
+    let encode = |i: usize, data: &[Datum], bytes: u64| {
+        let req = ForwardBackwardRequestRef {
+            model_id,
+            seq_id: Some(first_seq + i as u64),
             data,
-            loss_fn.clone(),
-        );
-        req.loss_fn_config = config.cloned();
-        req.forward_only = forward_only;
+            loss_fn,
+            loss_fn_config: config,
+            forward_only,
+        };
         Ok((
             bytes::Bytes::from(crate::proto::encode_forward_backward(&req)?),
             bytes,

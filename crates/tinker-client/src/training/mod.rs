@@ -44,6 +44,7 @@ use tinker_types::{
 crate::payload::json_payload!(
     SaveWeightsResponse,
     SaveWeightsForSamplerResponse,
+    tinker_types::SaveWeightsForSamplerResponseInternal,
     SaveWeightsExternalResponse,
     LoadWeightsResponse,
 );
@@ -106,17 +107,15 @@ impl std::fmt::Debug for TrainingClient {
 }
 
 impl TrainingClient {
+    /// A client of the model `model_id` that `sdk_method` created; its `get_info` goes
+    /// under that method's name, as the SDK's does.
     pub(crate) async fn attach(
         holder: Arc<Session>,
         model_id: String,
         observer: Option<QueueStateObserver>,
+        sdk_method: &'static str,
     ) -> Result<Self> {
-        let info = fetch_info(
-            &holder,
-            &model_id,
-            "ServiceClient.create_lora_training_client",
-        )
-        .await?;
+        let info = fetch_info(&holder, &model_id, sdk_method).await?;
         let observer = crate::queue_log::observer_for(
             &holder,
             observer,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use common::{datum, start, start_with, training};
 use futures_util::TryStreamExt;
-use tinker_client::{AccessScope, ErrorKind, RestClient, SaveOptions, ServiceClient};
+use tinker_client::{AccessScope, ErrorKind, ListOptions, RestClient, SaveOptions, ServiceClient};
 use tinker_transport::Transport;
 use tinker_types::{
     CheckpointType, LossFn, SearchOwner, SessionSearchRequest, SessionStatus, SessionStatusQuery,
@@ -20,22 +20,36 @@ async fn rest_routes() {
         .await
         .unwrap();
     let state = tc.save_state("ckpt").await.unwrap().path;
-    let sampler_path = tc
-        .save_weights_for_sampler("smp")
-        .await
-        .unwrap()
-        .path
-        .unwrap();
+    let sampler_path = tc.save_weights_for_sampler("smp").await.unwrap().path;
     let rest = env.service.create_rest_client().await.unwrap();
 
     let runs = rest
-        .list_training_runs(10, 0, AccessScope::Owned, None)
+        .list_training_runs(ListOptions::default().limit(10))
         .await
         .unwrap();
     assert!(
         runs.training_runs
             .iter()
             .any(|r| r.training_run_id == tc.model_id())
+    );
+    // `Default::default()` is the SDK's first page (20 owned runs; 100 checkpoints).
+    let defaults = rest.list_training_runs(Default::default()).await.unwrap();
+    assert_eq!(defaults.training_runs, runs.training_runs);
+    assert!(
+        !rest
+            .list_user_checkpoints(Default::default())
+            .await
+            .unwrap()
+            .checkpoints
+            .is_empty()
+    );
+    assert!(
+        !rest
+            .list_sessions(Default::default())
+            .await
+            .unwrap()
+            .sessions
+            .is_empty()
     );
     let streamed: Vec<_> = rest
         .training_runs(1, AccessScope::Owned)
@@ -129,7 +143,10 @@ async fn rest_routes() {
             .any(|c| c.tinker_path == sampler_path)
     );
 
-    let sessions = rest.list_sessions(50, 0, AccessScope::Owned).await.unwrap();
+    let sessions = rest
+        .list_sessions(ListOptions::default().limit(50))
+        .await
+        .unwrap();
     assert!(
         sessions
             .sessions
@@ -252,7 +269,10 @@ async fn typed_catalogue() {
     assert!(copy.contains("/weights/"), "{copy}");
     let copied_run = rest.get_training_run_by_tinker_path(&copy).await.unwrap();
     assert_ne!(copied_run.training_run_id, tc.model_id());
-    let page = rest.list_user_checkpoints(10, 0).await.unwrap();
+    let page = rest
+        .list_user_checkpoints(ListOptions::default().limit(10))
+        .await
+        .unwrap();
     assert!(page.checkpoints.iter().any(|c| c.tinker_path == copy));
     assert!(page.cursor.is_some_and(|c| c.total_count >= 3));
 
@@ -414,7 +434,10 @@ async fn session_search() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 
     // The REST-only client lists and reads sessions too.
-    let listed = rest.list_sessions(10, 0, AccessScope::Owned).await.unwrap();
+    let listed = rest
+        .list_sessions(ListOptions::default().limit(10))
+        .await
+        .unwrap();
     assert_eq!(listed.sessions.len(), 4);
     let got = rest
         .get_session(a.session_id(), AccessScope::Owned)

@@ -62,7 +62,7 @@ async fn downloads_follow_the_redirect_and_land_in_the_hf_cache() {
     // An empty environment: no proxy of the machine running the test gets in the way.
     let fetcher =
         TransportHubFetcher::with_env(&hub.url, Env::from_pairs::<&str, &str>([])).unwrap();
-    let loader = TokenizerLoader::new(settings(&hub.url, cache.clone())).with_hub_fetcher(fetcher);
+    let loader = TokenizerLoader::new(settings(&hub.url, cache.clone())).hub_fetcher(fetcher);
     let debug = format!("{loader:?}");
     assert!(
         !debug.contains(HF_TOKEN),
@@ -170,7 +170,7 @@ async fn an_unknown_repository_is_a_404_miss_not_a_failure() {
     let fetcher =
         TransportHubFetcher::with_env(&hub.url, Env::from_pairs::<&str, &str>([])).unwrap();
     let loader =
-        TokenizerLoader::new(settings(&hub.url, tmp.path().join("hub"))).with_hub_fetcher(fetcher);
+        TokenizerLoader::new(settings(&hub.url, tmp.path().join("hub"))).hub_fetcher(fetcher);
     let err = loader
         .load_for_model("acme/missing", None)
         .await

@@ -59,12 +59,7 @@ async fn train_save_and_sample() {
         "{}",
         state.path
     );
-    let sampler_path = tc
-        .save_weights_for_sampler("s4")
-        .await
-        .unwrap()
-        .path
-        .unwrap();
+    let sampler_path = tc.save_weights_for_sampler("s4").await.unwrap().path;
     assert!(sampler_path.ends_with("/sampler_weights/s4"));
 
     // Sampling from the named sampler weights, with logprob options.
@@ -100,8 +95,8 @@ async fn train_save_and_sample() {
                 ..SamplingParams::default()
             },
             SampleOptions::samples(2)
-                .with_prompt_logprobs()
-                .with_topk_sample_logprobs(2),
+                .prompt_logprobs(true)
+                .topk_sample_logprobs(2),
         )
         .await
         .unwrap();
@@ -194,7 +189,7 @@ async fn custom_loss_applies_the_users_gradient() {
         .forward_backward_custom(data.clone(), |_data, logprobs| {
             let loss: f64 = logprobs.iter().flatten().map(|&x| -f64::from(x)).sum();
             let grads = logprobs.iter().map(|l| vec![-1.0; l.len()]).collect();
-            Ok(CustomLossOutput::new(loss, grads).with_metric("nll:sum", loss))
+            Ok(CustomLossOutput::new(loss, grads).metric("nll:sum", loss))
         })
         .await
         .unwrap();
@@ -291,7 +286,7 @@ async fn bad_input_is_refused_before_sending() {
         .sample_with(
             ModelInput::from_tokens(&[1, 2, 3]),
             SamplingParams::default(),
-            SampleOptions::samples(1).with_prompt_logprobs_last_n(5),
+            SampleOptions::samples(1).prompt_logprobs_last_n(5),
         )
         .await
         .unwrap_err();
@@ -477,5 +472,38 @@ async fn load_from_state_with_overrides() {
         )
         .await
         .unwrap();
+    env.server.shutdown().await;
+}
+
+/// A batch kept as `Arc<[Datum]>` is sent step after step without being copied (the client
+/// encodes from it in place), and is the same batch as the `Vec` it came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_batch_is_sent_as_is_step_after_step() {
+    let env = start(None).await;
+    let tc = training(&env).await;
+    let batch: Vec<tinker_types::Datum> = vec![datum(&[5, 17, 42, 99, 7]), datum(&[3, 250, 11, 4])];
+    let shared: std::sync::Arc<[tinker_types::Datum]> = batch.clone().into();
+    let by_value = tc.forward(batch, LossFn::CrossEntropy).await.unwrap();
+    let by_arc = tc
+        .forward(shared.clone(), LossFn::CrossEntropy)
+        .await
+        .unwrap();
+    assert_eq!(by_value.loss_fn_outputs, by_arc.loss_fn_outputs);
+    let mut losses = Vec::new();
+    for step in 0..3 {
+        // By Arc (cloning the Arc, not the batch) and by slice, alternately.
+        let fb = if step % 2 == 0 {
+            tc.forward_backward(shared.clone(), LossFn::CrossEntropy)
+        } else {
+            tc.forward_backward(&shared[..], LossFn::CrossEntropy)
+        };
+        losses.push(fb.await.unwrap().metrics["loss:sum"]);
+        tc.optim_step(AdamParams::with_learning_rate(2e-2))
+            .await
+            .unwrap();
+    }
+    assert!(losses[2] < losses[0], "the loss should fall: {losses:?}");
+    // Nothing kept a reference to the batch once the steps finished.
+    assert_eq!(std::sync::Arc::strong_count(&shared), 1);
     env.server.shutdown().await;
 }

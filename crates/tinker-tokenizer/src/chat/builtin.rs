@@ -80,7 +80,7 @@ impl BuiltinTemplate {
     /// The compiled template with the family's special tokens.
     pub fn template(self) -> Result<ChatTemplate, ChatError> {
         Ok(ChatTemplate::new(self.name(), self.source())?
-            .with_special_tokens(self.bos_token(), Some(self.eos_token())))
+            .special_tokens(self.bos_token(), Some(self.eos_token())))
     }
 }
 

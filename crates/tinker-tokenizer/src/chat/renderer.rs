@@ -77,7 +77,7 @@ impl ChatRenderer {
     pub fn for_tokenizer(tokenizer: &Tokenizer) -> Result<Self, ChatError> {
         let template = match tokenizer.chat_template() {
             Some(source) => ChatTemplate::new(tokenizer.name(), source)?
-                .with_special_tokens(tokenizer.bos_token(), tokenizer.eos_token()),
+                .special_tokens(tokenizer.bos_token(), tokenizer.eos_token()),
             None => match BuiltinTemplate::for_model(tokenizer.name()) {
                 Some(builtin) => builtin.template()?,
                 None => {

@@ -105,7 +105,7 @@ impl ChatTemplate {
     /// Sets the `bos_token` and `eos_token` strings the template may print (normally the
     /// tokenizer's; an unset one renders as an empty string).
     #[must_use]
-    pub fn with_special_tokens(mut self, bos: Option<&str>, eos: Option<&str>) -> Self {
+    pub fn special_tokens(mut self, bos: Option<&str>, eos: Option<&str>) -> Self {
         self.bos_token = bos.map(str::to_owned);
         self.eos_token = eos.map(str::to_owned);
         self

@@ -53,7 +53,7 @@ fn template(case: &Case, tokenizer: &Tokenizer) -> ChatTemplate {
     };
     let mut t = ChatTemplate::new(&case.family, source)
         .unwrap()
-        .with_special_tokens(case.bos_token.as_deref(), case.eos_token.as_deref());
+        .special_tokens(case.bos_token.as_deref(), case.eos_token.as_deref());
     for (k, v) in &case.kwargs {
         t = t.with_var(k, v).unwrap();
     }
@@ -153,7 +153,7 @@ fn spans(family: &str, conversation: &str, train_on: TrainOn) -> Vec<String> {
         Some(b) => b.template().unwrap(),
         None => ChatTemplate::new("micro", tok.chat_template().unwrap())
             .unwrap()
-            .with_special_tokens(tok.bos_token(), tok.eos_token()),
+            .special_tokens(tok.bos_token(), tok.eos_token()),
     };
     let renderer = ChatRenderer::new(template, tok.clone());
     let r = renderer

@@ -452,7 +452,7 @@ async fn hub_download_through_the_fetcher_and_cache() {
         ("HF_ENDPOINT", "http://hub.test/".to_owned()),
         ("HF_TOKEN", "hf_secret".to_owned()),
     ]))
-    .with_hub_fetcher(hub.fetcher());
+    .hub_fetcher(hub.fetcher());
     let tok = loader.load_for_model("acme/tiny", None).await.unwrap();
     check_tiny_bpe(&tok);
     assert_eq!(
@@ -485,7 +485,7 @@ async fn hub_falls_back_to_tiktoken_and_uses_pinned_revision() {
     let (files, n) = kimi_like_files();
     let base = format!("https://huggingface.co/moonshotai/Kimi-K2.5/resolve/{KIMI_REV}");
     let hub = MemoryHub::serving(&base, files);
-    let loader = TokenizerLoader::new(LoaderSettings::default()).with_hub_fetcher(hub.fetcher());
+    let loader = TokenizerLoader::new(LoaderSettings::default()).hub_fetcher(hub.fetcher());
     let tok = loader
         .load_for_model("moonshotai/Kimi-K2.5", None)
         .await
@@ -507,7 +507,7 @@ async fn hub_failures_and_offline_mode_are_reported() {
         fail: true,
         ..MemoryHub::default()
     };
-    let loader = TokenizerLoader::new(LoaderSettings::default()).with_hub_fetcher(hub.fetcher());
+    let loader = TokenizerLoader::new(LoaderSettings::default()).hub_fetcher(hub.fetcher());
     let err = loader.load_for_model("acme/tiny", None).await.unwrap_err();
     assert!(
         err.to_string()
@@ -518,7 +518,7 @@ async fn hub_failures_and_offline_mode_are_reported() {
 
     let offline = MemoryHub::default();
     let loader = TokenizerLoader::new(settings(&[("HF_HUB_OFFLINE", "1".to_owned())]))
-        .with_hub_fetcher(offline.fetcher());
+        .hub_fetcher(offline.fetcher());
     let err = loader.load_for_model("acme/tiny", None).await.unwrap_err();
     assert!(
         err.to_string().contains("skipped: HF_HUB_OFFLINE is set"),
@@ -528,7 +528,7 @@ async fn hub_failures_and_offline_mode_are_reported() {
 
     // A missing file everywhere on the hub: both main files were asked for.
     let empty = MemoryHub::default();
-    let loader = TokenizerLoader::new(LoaderSettings::default()).with_hub_fetcher(empty.fetcher());
+    let loader = TokenizerLoader::new(LoaderSettings::default()).hub_fetcher(empty.fetcher());
     let err = loader.load_for_model("acme/tiny", None).await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("tokenizer.json: not found (404)"), "{text}");
@@ -541,7 +541,7 @@ fn loads_many_times_concurrently_share_one_tokenizer() {
     let counter = calls.clone();
     let bytes = fixture_file("tokenizer.json");
     let loader =
-        TokenizerLoader::new(LoaderSettings::default()).with_hub_fetcher(move |req: HubRequest| {
+        TokenizerLoader::new(LoaderSettings::default()).hub_fetcher(move |req: HubRequest| {
             counter.fetch_add(1, Ordering::SeqCst);
             let body = req.url.ends_with("/tokenizer.json").then(|| bytes.clone());
             async move {
@@ -585,7 +585,7 @@ async fn downloads_are_kept_for_offline_use() {
         ],
     );
     let vars = [("HOME", tmp.path().display().to_string())];
-    let online = TokenizerLoader::new(settings(&vars)).with_hub_fetcher(hub.fetcher());
+    let online = TokenizerLoader::new(settings(&vars)).hub_fetcher(hub.fetcher());
     let tok = online.load_for_model("acme/kept", None).await.unwrap();
     assert_eq!(
         tok.chat_template(),
@@ -615,7 +615,7 @@ async fn downloads_are_kept_for_offline_use() {
         "https://huggingface.co/acme/broken/resolve/main",
         vec![("tokenizer.json", b"{\"model\": 1}".to_vec())],
     );
-    let loader = TokenizerLoader::new(settings(&vars)).with_hub_fetcher(broken.fetcher());
+    let loader = TokenizerLoader::new(settings(&vars)).hub_fetcher(broken.fetcher());
     let err = loader
         .load_for_model("acme/broken", None)
         .await

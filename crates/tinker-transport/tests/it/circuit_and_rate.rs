@@ -35,8 +35,8 @@ async fn circuit_opens_fails_fast_then_recovers_through_a_trial() {
         .max_retries(1)
         .circuit_breaker(
             CircuitBreakerConfig::default()
-                .with_failure_threshold(2)
-                .with_open_for(Duration::from_millis(300)),
+                .failure_threshold(2)
+                .open_for(Duration::from_millis(300)),
         )
         .circuit_observer(Arc::new(move |t| seen.lock().unwrap().push(t)))
         .build()
@@ -104,7 +104,7 @@ async fn circuit_opens_fails_fast_then_recovers_through_a_trial() {
 async fn caller_errors_do_not_open_the_circuit_and_it_is_off_by_default() {
     let server = Server::start(|_, _| Reply::json(400, r#"{"detail":"bad input"}"#)).await;
     let t = builder(&server.url)
-        .circuit_breaker(CircuitBreakerConfig::default().with_failure_threshold(1))
+        .circuit_breaker(CircuitBreakerConfig::default().failure_threshold(1))
         .build()
         .unwrap();
     for _ in 0..3 {

@@ -39,6 +39,7 @@ mod sample;
 mod tensor;
 
 pub use compress::{ZstdDecodeError, zstd_compress, zstd_decompress, zstd_decompress_bounded};
+pub use request::ForwardBackwardRequestRef;
 
 /// The prost messages generated from `proto/tinker_public.proto` (`cargo xtask codegen`).
 ///

@@ -72,11 +72,7 @@ impl ForwardBackwardRequest {
     /// `seq_id` or a token id beyond int32, an `image_asset_pointer` chunk (sampling only,
     /// the SDK refuses it too), or a count beyond int32/int64.
     pub fn encode_proto(&self) -> Result<Vec<u8>> {
-        let plan = Plan::new(self)?;
-        let mut buf = Vec::with_capacity(plan.total);
-        plan.write(self, &mut buf);
-        debug_assert_eq!(buf.len(), plan.total, "planned and written sizes agree");
-        Ok(buf)
+        self.as_borrowed().encode_proto()
     }
 
     /// The size in bytes of [`Self::encode_proto`]'s output, without encoding.
@@ -84,9 +80,56 @@ impl ForwardBackwardRequest {
     /// # Errors
     /// As [`Self::encode_proto`].
     pub fn encoded_proto_len(&self) -> Result<usize> {
-        Ok(Plan::new(self)?.total)
+        Ok(Plan::new(&self.as_borrowed())?.total)
     }
 
+    /// The request as a [`ForwardBackwardRequestRef`] (nothing copied).
+    pub fn as_borrowed(&self) -> ForwardBackwardRequestRef<'_> {
+        ForwardBackwardRequestRef {
+            model_id: &self.model_id,
+            seq_id: self.seq_id,
+            data: &self.data,
+            loss_fn: &self.loss_fn,
+            loss_fn_config: self.loss_fn_config.as_ref(),
+            forward_only: self.forward_only,
+        }
+    }
+}
+
+/// A [`ForwardBackwardRequest`] over borrowed parts: encodes a batch the caller keeps (a
+/// batch reused across steps, or one chunk of a larger batch) without copying it first.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardBackwardRequestRef<'a> {
+    /// The model to run.
+    pub model_id: &'a str,
+    /// Per-model request sequence number (>= 1).
+    pub seq_id: Option<u64>,
+    /// The batch.
+    pub data: &'a [Datum],
+    /// Loss function.
+    pub loss_fn: &'a LossFn,
+    /// Loss configuration.
+    pub loss_fn_config: Option<&'a LossFnConfig>,
+    /// True for a forward pass only.
+    pub forward_only: bool,
+}
+
+impl ForwardBackwardRequestRef<'_> {
+    /// Encodes the request as the protobuf body of `POST /api/v1/forward_backward`: the
+    /// same bytes as [`ForwardBackwardRequest::encode_proto`] of the owned request.
+    ///
+    /// # Errors
+    /// As [`ForwardBackwardRequest::encode_proto`].
+    pub fn encode_proto(&self) -> Result<Vec<u8>> {
+        let plan = Plan::new(self)?;
+        let mut buf = Vec::with_capacity(plan.total);
+        plan.write(self, &mut buf);
+        debug_assert_eq!(buf.len(), plan.total, "planned and written sizes agree");
+        Ok(buf)
+    }
+}
+
+impl ForwardBackwardRequest {
     /// [`Self::encode_proto`] compressed as one zstd frame at zstd's default level, as the
     /// SDK sends it when the server's `proto_compress_fwdbwd` flag is on (with
     /// `Content-Encoding: zstd`).
@@ -158,7 +201,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(req: &ForwardBackwardRequest) -> Result<Self> {
+    fn new(req: &ForwardBackwardRequestRef<'_>) -> Result<Self> {
         let seq_id = seq_id_to_wire(req.seq_id)?;
         let datum_lens = req
             .data
@@ -174,7 +217,7 @@ impl Plan {
                 .sum::<usize>()
             + implicit_delimited_len(tag::LOSS_FN, req.loss_fn.as_str().len())
             + implicit_varint_len(tag::FORWARD_ONLY, u64::from(req.forward_only));
-        if let Some(config) = &req.loss_fn_config {
+        if let Some(config) = req.loss_fn_config {
             total += config_len(config);
         }
         Ok(Self {
@@ -184,7 +227,7 @@ impl Plan {
         })
     }
 
-    fn write(&self, req: &ForwardBackwardRequest, buf: &mut Vec<u8>) {
+    fn write(&self, req: &ForwardBackwardRequestRef<'_>, buf: &mut Vec<u8>) {
         write_implicit_bytes(tag::MODEL_ID, req.model_id.as_bytes(), buf);
         write_implicit_varint(tag::SEQ_ID, self.seq_id as u64, buf);
         for (datum, &len) in req.data.iter().zip(&self.datum_lens) {
@@ -192,11 +235,11 @@ impl Plan {
             write_datum(datum, buf);
         }
         write_implicit_bytes(tag::LOSS_FN, req.loss_fn.as_str().as_bytes(), buf);
-        if let Some(config) = &req.loss_fn_config {
+        if let Some(config) = req.loss_fn_config {
             write_legacy_config(config, buf);
         }
         write_implicit_varint(tag::FORWARD_ONLY, u64::from(req.forward_only), buf);
-        if let Some(config) = &req.loss_fn_config {
+        if let Some(config) = req.loss_fn_config {
             write_config_v2(config, buf);
         }
     }

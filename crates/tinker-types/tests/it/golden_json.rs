@@ -40,8 +40,8 @@ use tinker_types::weights::{
     CopyWeightsRequest, CopyWeightsResponse, ExternalWeightsUrlsResponse, LoadWeightsRequest,
     LoadWeightsResponse, SamplerWeightsKind, SaveWeightsExternalRequest,
     SaveWeightsExternalResponse, SaveWeightsForSamplerRequest, SaveWeightsForSamplerResponse,
-    SaveWeightsRequest, SaveWeightsResponse, SetCheckpointTtlRequest, WeightsInfoRequest,
-    WeightsInfoResponse,
+    SaveWeightsForSamplerResponseInternal, SaveWeightsRequest, SaveWeightsResponse,
+    SetCheckpointTtlRequest, WeightsInfoRequest, WeightsInfoResponse,
 };
 use tinker_types::*;
 
@@ -554,10 +554,10 @@ fn sampling_requests_match_the_sdk() {
     check_request("sample", &sample);
 
     let prompt = ModelInput::from_tokens(&[10, 11, 12])
-        .with_chunk(ImageChunk::new(PNG.to_vec(), ImageFormat::Png).with_expected_tokens(4))
+        .with_chunk(ImageChunk::new(PNG.to_vec(), ImageFormat::Png).expected_tokens(4))
         .with_chunk(
             ImageAssetPointerChunk::new("s3://bucket/cat.jpg", ImageFormat::Jpeg)
-                .with_expected_tokens(2),
+                .expected_tokens(2),
         )
         .with_chunk(DmelChunk::new(
             [&[0xFE, 1, 2, 3, 80][..], &[0u8; 8][..]].concat(),
@@ -920,9 +920,9 @@ fn every_response_fixture_decodes() {
     let sampler: SaveWeightsForSamplerResponse = decode_response("save_weights_for_sampler");
     check(
         "save_weights_for_sampler",
-        sampler.path.is_some() && sampler.sampling_session_id.is_none(),
+        TinkerPath::parse(&sampler.path).is_ok(),
     );
-    let sampler: SaveWeightsForSamplerResponse =
+    let sampler: SaveWeightsForSamplerResponseInternal =
         decode_response("save_weights_for_sampler_ephemeral");
     check(
         "save_weights_for_sampler_ephemeral",

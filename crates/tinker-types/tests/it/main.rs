@@ -8,6 +8,7 @@
 mod admin_queries;
 mod console_urls;
 mod golden_json;
+mod papercuts;
 mod proptest_json;
 mod proto_descriptor;
 mod proto_golden;

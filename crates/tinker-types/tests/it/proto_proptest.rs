@@ -79,7 +79,7 @@ fn chunk() -> impl Strategy<Value = ModelInputChunk> {
             |(data, format, expected)| {
                 let image = ImageChunk::new(data, format);
                 match expected {
-                    Some(n) => image.with_expected_tokens(n).into(),
+                    Some(n) => image.expected_tokens(n).into(),
                     None => image.into(),
                 }
             }
