@@ -59,13 +59,16 @@ pub(crate) const PENDING: &[(&str, &str)] = &[
     ),
     (
         "llama3_tokenizer_override_live",
-        "Hugging Face tokenizers offline: issues 10 and 16",
+        "needs the real Llama-3 tokenizer (thinkingmachineslabinc/meta-llama-3-tokenizer) from the Hugging Face Hub, which no machine here reaches; local folders and cached repos do load (issue 10)",
     ),
     (
         "multimodal_resume_and_cleanup",
-        "image input and unload_model in tinker-local: issues 16 and 17",
+        "needs a vision-language model: tinker-local serves text-only decoders (issue 16), so image chunks have nothing to run on",
     ),
-    ("kimi_k2_sampling_live", "tiktoken tokenizers: issue 16"),
+    (
+        "kimi_k2_sampling_live",
+        "needs Kimi K2 (a tiktoken tokenizer, which tinker-tokenizer loads) served by a Tinker service: its tokenizer file comes from the Hugging Face Hub, which no machine here reaches, and tinker-local serves no MoE model",
+    ),
 ];
 
 /// Longest run of one example; the slowest takes a few seconds on 2 cores.
