@@ -40,7 +40,8 @@ impl TrainingClient {
     /// A forward pass only: per-datum outputs (e.g. `logprobs`) without gradients.
     ///
     /// `data` is a `Vec<Datum>`, or an `Arc<[Datum]>` for a batch used more than once
-    /// (pass a clone of the `Arc`: the batch itself is not copied), or a `&[Datum]`.
+    /// (pass a clone of the `Arc`: the batch itself is not copied), or a `&[Datum]` (cloned
+    /// once, into the `Arc`).
     pub fn forward(
         &self,
         data: impl Into<Arc<[Datum]>>,
@@ -70,7 +71,8 @@ impl TrainingClient {
     /// (by the server's chunk limits) and the results combined.
     ///
     /// `data` is a `Vec<Datum>`, or an `Arc<[Datum]>` for a batch reused across steps
-    /// (pass a clone of the `Arc`: the batch itself is not copied), or a `&[Datum]`.
+    /// (pass a clone of the `Arc`: the batch itself is not copied), or a `&[Datum]` (cloned
+    /// once, into the `Arc`).
     pub fn forward_backward(
         &self,
         data: impl Into<Arc<[Datum]>>,
