@@ -10,7 +10,7 @@
 //!
 //! Every file is written to `tmp/` first and renamed into place.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -111,6 +111,8 @@ fn valid_run_id(id: &str) -> bool {
 pub(crate) struct Store {
     root: PathBuf,
     runs: Mutex<BTreeMap<String, RunRecord>>,
+    /// Runs whose `last_request_time` moved since their `run.json` was last written.
+    touched: Mutex<BTreeSet<String>>,
 }
 
 impl Store {
@@ -144,6 +146,7 @@ impl Store {
         Ok(Self {
             root: root.to_owned(),
             runs: Mutex::new(runs),
+            touched: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -206,6 +209,34 @@ impl Store {
     /// Every run.
     pub(crate) fn runs(&self) -> Vec<RunRecord> {
         self.lock().values().cloned().collect()
+    }
+
+    /// Records that a run served a request at `time`, in memory only: the time reaches
+    /// `run.json` with the run's next write or [`Store::flush_touched`] (the sweeper's tick,
+    /// shutdown). Writing it here would put an fsync on every training step, which costs more
+    /// than a small step itself; after a crash the stored time may be up to a second old.
+    pub(crate) fn touch_run(&self, run_id: &str, time: DateTime<Utc>) {
+        if let Some(run) = self.lock().get_mut(run_id) {
+            run.last_request_time = time;
+            self.touched
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(run_id.to_owned());
+        }
+    }
+
+    /// Writes the `run.json` of every run touched since the last flush.
+    pub(crate) fn flush_touched(&self) -> io::Result<()> {
+        let touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()));
+        for run_id in touched {
+            // The lock is held across the write, as in `update_run`, so an older copy never
+            // overwrites a newer one.
+            let runs = self.lock();
+            if let Some(run) = runs.get(&run_id) {
+                self.write_run(run)?;
+            }
+        }
+        Ok(())
     }
 
     /// Applies `f` to a run and persists the result.
@@ -369,5 +400,54 @@ mod tests {
         assert!(parse_tinker_path("tinker://s/weights/..").is_none());
         assert!(parse_tinker_path("tinker://s/weights/a/b").is_none());
         assert!(parse_tinker_path("s/weights/a").is_none());
+    }
+
+    fn run(id: &str, time: DateTime<Utc>) -> RunRecord {
+        RunRecord {
+            training_run_id: id.to_owned(),
+            session_id: "s".to_owned(),
+            base_model: "m".to_owned(),
+            model_owner: "owner".to_owned(),
+            lora: LoraRecord {
+                rank: 4,
+                seed: None,
+                train_attn: true,
+                train_mlp: true,
+                train_unembed: false,
+            },
+            optimizer_config: serde_json::Value::Null,
+            created_at: time,
+            last_request_time: time,
+            user_metadata: None,
+            project_id: None,
+            corrupted: false,
+            checkpoints: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_touched_run_reaches_disk_at_the_flush_not_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let created = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let later = DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let store = Store::open(dir.path()).unwrap();
+        store.insert_run(run("s:train:0", created)).unwrap();
+        store.touch_run("s:train:0", later);
+        store.touch_run("no-such-run", later);
+        assert_eq!(store.run("s:train:0").unwrap().last_request_time, later);
+        let on_disk = || {
+            Store::open(dir.path())
+                .unwrap()
+                .run("s:train:0")
+                .unwrap()
+                .last_request_time
+        };
+        assert_eq!(on_disk(), created, "touching must not write");
+        store.flush_touched().unwrap();
+        assert_eq!(on_disk(), later);
     }
 }

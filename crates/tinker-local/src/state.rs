@@ -366,6 +366,9 @@ impl AppState {
         lock(&self.models).clear();
         lock(&self.samplers).clear();
         self.promises.fail_all_pending("the server shut down");
+        if let Err(error) = self.store.flush_touched() {
+            tracing::warn!(%error, "writing run metadata at shutdown");
+        }
     }
 }
 
@@ -453,6 +456,9 @@ pub(crate) fn spawn_sweeper(state: Arc<AppState>) -> tokio::task::JoinHandle<()>
                 );
             }
             state.promises.forget_older_than(Duration::from_secs(3600));
+            if let Err(error) = state.store.flush_touched() {
+                tracing::warn!(%error, "writing run metadata");
+            }
             let workers: Vec<_> = lock(&state.models).values().cloned().collect();
             for worker in workers {
                 worker.expire_gap(state.config.seq_gap_wait);

@@ -468,10 +468,7 @@ fn run(
         }
         tracing::debug!(model = %model_id, seq_id = job.seq_id, op = op_name,
             elapsed_ms = started.elapsed().as_millis() as u64, "executed");
-        let _ = state.store.update_run(&model_id, |run| {
-            run.last_request_time = Utc::now();
-            Ok(())
-        });
+        state.store.touch_run(&model_id, Utc::now());
         if let Outcome::Failed {
             error,
             category: "server",
