@@ -5,6 +5,9 @@
 # Build first: cargo build --release -p tinker-local -p tinker-client --bin tinker-local --example sdk_bench
 # Usage: scripts/bench/rust_ab.sh REPS SCENARIO "PARAMS A" "PARAMS B" ...
 #   e.g. scripts/bench/rust_ab.sh 3 burst "n=2000 legacy_pool=1" "n=2000" "n=2000 h2c=1"
+# A variant starting with "bin=PATH" runs the sdk_bench binary at PATH (e.g. an old build
+# copied aside) with the rest of its parameters, to compare code versions:
+#   scripts/bench/rust_ab.sh 5 train "bin=/tmp/old/sdk_bench steps=400" "steps=400"
 set -u
 root=$(cd "$(dirname "$0")/../.." && pwd)
 bin=${CARGO_TARGET_DIR:-$root/target}/release
@@ -25,8 +28,16 @@ for _ in $(seq "$reps"); do
     for params in "$@"; do
         o0=$(opens)
         t0=$(ticks)
+        exe=$bin/examples/sdk_bench
+        args=$params
+        if [[ $params == bin=* ]]; then
+            exe=${params%% *}
+            exe=${exe#bin=}
+            args=${params#* }
+            [[ $args == bin=* ]] && args=
+        fi
         # shellcheck disable=SC2086 # the parameters are separate words
-        line=$("$bin/examples/sdk_bench" "$scenario" "$url" $params | tail -1)
+        line=$("$exe" "$scenario" "$url" $args | tail -1)
         echo "[$params] tcp_opened=$(($(opens) - o0)) server_ticks=$(($(ticks) - t0)) $line"
     done
 done

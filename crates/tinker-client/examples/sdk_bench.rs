@@ -21,7 +21,10 @@
 //! ([`tinker_client::ServiceClientBuilder::http2_prior_knowledge`]) instead of HTTP/1.1 (the
 //! Python side ignores it and uses its default); `h1max=N`: at most `N` HTTP/1.1
 //! connections (`TransportBuilder::http1_max_connections`); `legacy_pool=1`: the HTTP/1.1
-//! pool as it was before issue 14 (20 idle connections, no bound), for A/B runs.
+//! pool as it was before issue 14 (20 idle connections, no bound), for A/B runs; `rt=N`:
+//! the tokio runtime, `0` (default) `#[tokio::main]`'s (one worker per core, the scenario on
+//! the main thread), `1` a current-thread runtime, `2` the default one with the scenario
+//! spawned onto a worker (for measuring what cross-thread wake-ups cost).
 //!
 //! Every scenario also reports, from a counting global allocator, `allocs_per_op` and
 //! `alloc_kib_per_op` (allocations and bytes allocated in the timed section, per op) and
@@ -38,6 +41,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::error::Error;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -118,23 +122,49 @@ impl AllocSnapshot {
     }
 }
 
-#[tokio::main]
-async fn main() -> BoxResult<()> {
+fn main() -> BoxResult<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [scenario, url, rest @ ..] = args.as_slice() else {
         return Err("usage: sdk_bench <sample|train|forward|startup> <url> [key=value ...]".into());
     };
     let params = Params::parse(rest)?;
+    match params.get("rt", 0) {
+        // `#[tokio::main]`'s runtime: one worker per core, the scenario on the main thread.
+        0 => tokio::runtime::Runtime::new()?.block_on(run(scenario, url, &params)),
+        // One thread runs everything: no cross-thread wake-ups (for comparison).
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run(scenario, url, &params)),
+        // The default runtime with the scenario on a worker (spawned), not the main thread.
+        2 => {
+            let rt = tokio::runtime::Runtime::new()?;
+            let (scenario, url, params) = (scenario.clone(), url.clone(), params.clone());
+            rt.block_on(async move {
+                tokio::spawn(async move {
+                    run(&scenario, &url, &params)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await?
+                .map_err(Into::into)
+            })
+        }
+        other => Err(format!("unknown rt={other} (0, 1 or 2)").into()),
+    }
+}
+
+async fn run(scenario: &str, url: &str, params: &Params) -> BoxResult<()> {
     H2C.get_or_init(|| params.get("h2c", 0) != 0);
     H1_MAX.get_or_init(|| params.get("h1max", 0));
     LEGACY_POOL.get_or_init(|| params.get("legacy_pool", 0) != 0);
-    let result = match scenario.as_str() {
-        "sample" => sample(url, &params).await?,
-        "train" => train(url, &params).await?,
-        "forward" => forward(url, &params).await?,
+    let result = match scenario {
+        "sample" => sample(url, params).await?,
+        "train" => train(url, params).await?,
+        "forward" => forward(url, params).await?,
         "startup" => startup(url).await?,
-        "fwdbwd" => fwdbwd(url, &params).await?,
-        "burst" => burst(url, &params).await?,
+        "fwdbwd" => fwdbwd(url, params).await?,
+        "burst" => burst(url, params).await?,
         other => return Err(format!("unknown scenario {other:?}").into()),
     };
     println!("{}", result.line(scenario));
@@ -142,6 +172,7 @@ async fn main() -> BoxResult<()> {
 }
 
 /// `key=value` arguments, with defaults for missing keys.
+#[derive(Clone)]
 struct Params(BTreeMap<String, usize>);
 
 impl Params {
@@ -317,7 +348,9 @@ async fn sample(url: &str, params: &Params) -> BoxResult<Measured> {
 
 async fn train(url: &str, params: &Params) -> BoxResult<Measured> {
     let steps = params.get("steps", 200);
-    let data: Vec<Datum> = (0..params.get("batch", 4))
+    // One batch reused by every step, as the Python side passes one list: an `Arc` clone
+    // per call, not a copy of the datums.
+    let data: Arc<[Datum]> = (0..params.get("batch", 4))
         .map(|i| datum(params.get("seq_len", 16), i))
         .collect::<BoxResult<_>>()?;
     let service = connect(url).await?;
