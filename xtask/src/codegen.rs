@@ -59,6 +59,9 @@ fn generate(root: &Path) -> Result<String, String> {
         // Sorted maps: deterministic encoding, so our direct encoder can be proven
         // byte-identical to the prost-struct encoding.
         .btree_map(["."])
+        // A forward result's tensors stay slices of the response body until each datum's
+        // values are copied out (one copy, not two).
+        .bytes([".tinker_public.BatchedTensor.data"])
         .compile_fds(descriptors)
         .map_err(|e| format!("prost-build: {e}"))?;
     let generated_file: PathBuf = out_dir.path().join("tinker_public.rs");

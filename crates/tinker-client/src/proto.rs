@@ -2,6 +2,7 @@
 //! bodies and the `ForwardBackwardOutput` / `SampleResponse` results (codec in
 //! `tinker-types`).
 
+use bytes::Bytes;
 use tinker_types::{ForwardBackwardOutput, ForwardBackwardRequestRef, SampleResponse};
 
 use crate::error::{Error, Result};
@@ -14,8 +15,8 @@ pub(crate) fn encode_forward_backward(req: &ForwardBackwardRequestRef<'_>) -> Re
     })
 }
 
-pub(crate) fn decode_forward_backward_output(bytes: &[u8]) -> Result<ForwardBackwardOutput> {
-    ForwardBackwardOutput::decode_proto(bytes)
+pub(crate) fn decode_forward_backward_output(bytes: Bytes) -> Result<ForwardBackwardOutput> {
+    ForwardBackwardOutput::decode_proto_bytes(bytes)
         .map_err(|e| Error::protocol(format!("invalid ForwardBackwardOutput: {e}")).with_source(e))
 }
 

@@ -58,6 +58,13 @@ fn decode(c: &mut Criterion) {
             }
         })
     });
+    group.bench_function("decode_proto_bytes", |b| {
+        b.iter(|| {
+            for body in black_box(&bodies) {
+                black_box(ForwardBackwardOutput::decode_proto_bytes(body.clone()).unwrap());
+            }
+        })
+    });
     group.bench_function("memcpy_ceiling", |b| {
         b.iter(|| {
             for body in black_box(&bodies) {

@@ -408,7 +408,7 @@ pub(crate) fn combine_outputs(
 impl FromPayload for ForwardBackwardOutput {
     fn from_payload(payload: Payload) -> Result<Self> {
         match payload {
-            Payload::Proto(b) => crate::proto::decode_forward_backward_output(&b),
+            Payload::Proto(b) => crate::proto::decode_forward_backward_output(b),
             Payload::Json(v) => Err(crate::payload::json_instead_of_proto(
                 "ForwardBackwardOutput",
                 &v,

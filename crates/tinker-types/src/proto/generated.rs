@@ -111,8 +111,8 @@ pub mod tensor {
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct BatchedTensor {
     /// concatenation of every datum's elements
-    #[prost(bytes = "vec", tag = "1")]
-    pub data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub data: ::prost::bytes::Bytes,
     /// int64 BYTE offsets into data, num_datums + 1 entries
     #[prost(bytes = "vec", tag = "2")]
     pub offsets: ::prost::alloc::vec::Vec<u8>,

@@ -43,8 +43,24 @@ impl ForwardBackwardOutput {
     /// # Errors
     /// [`crate::Error::InvalidValue`] naming the field of a malformed message.
     pub fn decode_proto(bytes: &[u8]) -> Result<Self> {
-        let msg = wire::ForwardBackwardOutput::decode(bytes)
-            .map_err(|e| invalid("ForwardBackwardOutput", format!("malformed protobuf: {e}")))?;
+        Self::decode_wire(wire::ForwardBackwardOutput::decode(bytes))
+    }
+
+    /// [`decode_proto`](Self::decode_proto) from a body already in [`bytes::Bytes`] (e.g.
+    /// an HTTP response): the tensors' bytes are read in place, not first copied out of
+    /// the body, so each value is copied once, into its datum's tensor.
+    ///
+    /// # Errors
+    /// As [`decode_proto`](Self::decode_proto).
+    pub fn decode_proto_bytes(bytes: bytes::Bytes) -> Result<Self> {
+        Self::decode_wire(wire::ForwardBackwardOutput::decode(bytes))
+    }
+
+    fn decode_wire(
+        msg: std::result::Result<wire::ForwardBackwardOutput, prost::DecodeError>,
+    ) -> Result<Self> {
+        let msg =
+            msg.map_err(|e| invalid("ForwardBackwardOutput", format!("malformed protobuf: {e}")))?;
         Self::try_from(msg)
     }
 }
@@ -95,7 +111,7 @@ fn batch(
         }
     }
     wire::BatchedTensor {
-        data,
+        data: data.into(),
         offsets: packed::to_bytes(&offsets),
         dtype: dtype_to_wire(dtype) as i32,
         trailing_shape: trailing
@@ -262,7 +278,9 @@ fn batched_from_wire(msg: wire::BatchedTensor, path: &str) -> Result<Vec<TensorD
             "offsets decrease".to_owned(),
         ));
     }
-    let values = dtype.decode(&msg.data, &format!("{path}.data"))?;
+    // Each datum's values are decoded straight from its byte range (one copy per value;
+    // the bounds are whole elements within `data`, checked above).
+    let data_path = format!("{path}.data");
     bounds
         .windows(2)
         .enumerate()
@@ -272,11 +290,8 @@ fn batched_from_wire(msg: wire::BatchedTensor, path: &str) -> Result<Vec<TensorD
             let shape = std::iter::once(leading)
                 .chain(trailing.iter().copied())
                 .collect();
-            let slice = match &values {
-                TensorValues::Float32(v) => TensorValues::Float32(v[w[0]..w[1]].to_vec()),
-                TensorValues::Int64(v) => TensorValues::Int64(v[w[0]..w[1]].to_vec()),
-            };
-            TensorData::new(slice, Some(shape))
+            let values = dtype.decode(&msg.data[w[0] * item..w[1] * item], &data_path)?;
+            TensorData::new(values, Some(shape))
                 .map_err(|e| invalid(&format!("{path}[datum {i}]"), e.to_string()))
         })
         .collect()

@@ -421,7 +421,7 @@ fn malformed_outputs_are_refused() {
             fields: [(
                 "logprobs".to_owned(),
                 wire::BatchedTensor {
-                    data: vec![0; data_len],
+                    data: vec![0; data_len].into(),
                     offsets: offsets.iter().flat_map(|o| o.to_le_bytes()).collect(),
                     dtype: wire::DType::DtypeFloat32 as i32,
                     trailing_shape: vec![],
