@@ -79,9 +79,7 @@ impl LossFn {
                 });
             }
         }
-        let rows = inputs
-            .get("target_tokens")
-            .map(|t| t.dims().first().copied());
+        let rows = inputs.get("target_tokens").map(TensorData::leading_dim);
         for (name, tensor) in inputs {
             let Some(dtype) = input_dtype(name) else {
                 continue;
@@ -97,7 +95,7 @@ impl LossFn {
                 ));
             }
             if let Some(rows) = rows
-                && tensor.dims().first().copied() != rows
+                && tensor.leading_dim() != rows
             {
                 return Err(self.bad_input(
                     name,
@@ -244,7 +242,7 @@ fn same_shape(loss_fn: &LossFn, inputs: &LossFnInputs, name: &str) -> Result<()>
     let (Some(targets), Some(other)) = (inputs.get("target_tokens"), inputs.get(name)) else {
         return Ok(());
     };
-    if targets.dims() != other.dims() {
+    if !targets.same_dims(other) {
         return Err(Error::InvalidLossInput {
             loss_fn: loss_fn.to_string(),
             input: name.to_owned(),

@@ -218,6 +218,24 @@ impl TensorData {
             .unwrap_or_else(|| vec![self.values.len()])
     }
 
+    /// The first of [`Self::dims`] (the number of rows), without allocating.
+    pub(crate) fn leading_dim(&self) -> Option<usize> {
+        match &self.shape {
+            Some(shape) => shape.first().copied(),
+            None => Some(self.values.len()),
+        }
+    }
+
+    /// Whether `self` and `other` have the same [`Self::dims`], without allocating.
+    pub(crate) fn same_dims(&self, other: &Self) -> bool {
+        match (&self.shape, &other.shape) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.values.len() == other.values.len(),
+            (Some(a), None) => a.as_slice() == [other.values.len()],
+            (None, Some(b)) => b.as_slice() == [self.values.len()],
+        }
+    }
+
     /// The CSR indices when this tensor is sparse.
     pub fn csr_indices(&self) -> Option<&CsrIndices> {
         self.csr.as_ref()
@@ -548,6 +566,23 @@ impl From<Vec<f32>> for TensorData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leading_dim_and_same_dims_agree_with_dims() {
+        let flat = TensorData::vector_f32(vec![1.0; 6]);
+        let flat6 = TensorData::new(TensorValues::Int64(vec![0; 6]), Some(vec![6])).unwrap();
+        let grid = TensorData::new(TensorValues::Float32(vec![0.0; 6]), Some(vec![2, 3])).unwrap();
+        let sparse = TensorData::sparsify_i64(&[-1, 5, -1, -1, -1, 7], [2, 3], -1).unwrap();
+        let scalar = TensorData::new(TensorValues::Float32(vec![1.0]), Some(vec![])).unwrap();
+        let all = [&flat, &flat6, &grid, &sparse, &scalar];
+        for a in all {
+            assert_eq!(a.leading_dim(), a.dims().first().copied());
+            for b in all {
+                assert_eq!(a.same_dims(b), a.dims() == b.dims(), "{a:?} vs {b:?}");
+            }
+        }
+        assert!(flat.same_dims(&flat6) && grid.same_dims(&sparse) && !flat.same_dims(&grid));
+    }
 
     #[test]
     fn csr_densifies_with_pad() {

@@ -79,11 +79,16 @@ pub(crate) fn read<T: LeScalar>(bytes: &[u8], field: &str) -> Result<Vec<T>> {
 /// Token ids are `u32` in the public types and int32 on the wire: the same bytes, provided
 /// every id fits in an int32 (the SDK's numpy conversion refuses larger ones too).
 pub(crate) fn check_int32_tokens(tokens: &[u32], field: &str) -> Result<()> {
+    check_int32_tokens_at(tokens, || field.to_owned())
+}
+
+/// [`check_int32_tokens`] naming the field only when it fails (no allocation otherwise).
+pub(crate) fn check_int32_tokens_at(tokens: &[u32], field: impl FnOnce() -> String) -> Result<()> {
     // `fold` instead of `any`: no early exit, so the loop vectorizes.
     let max = tokens.iter().fold(0u32, |m, &t| m.max(t));
     if max > i32::MAX as u32 {
         return Err(invalid(
-            field,
+            &field(),
             format!("token id {max} does not fit in the wire's int32"),
         ));
     }

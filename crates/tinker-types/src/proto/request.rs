@@ -354,8 +354,8 @@ fn datum_len(datum: &Datum, index: usize) -> Result<usize> {
 
 fn write_datum(datum: &Datum, buf: &mut Vec<u8>) {
     for chunk in &datum.model_input.chunks {
-        // Sizes were validated by the plan, so these cannot fail here.
-        let len = chunk_len(chunk, String::new).unwrap_or_default();
+        // Sizes and token ids were validated by the plan, so these cannot fail here.
+        let len = unchecked_chunk_len(chunk, String::new).unwrap_or_default();
         write_delimited_header(tag::MODEL_INPUT, len, buf);
         write_chunk(chunk, buf);
     }
@@ -392,16 +392,22 @@ fn span_lists(datum: &Datum) -> [(u32, &[ProvenanceSpan], &'static str); 2] {
     ]
 }
 
-/// Size of a `Chunk` message body; validates what the wire cannot carry.
+/// Size of a `Chunk` message body; validates what the wire cannot carry (`path` names the
+/// chunk in an error, and is only built for one).
 fn chunk_len(chunk: &ModelInputChunk, path: impl Fn() -> String) -> Result<usize> {
+    if let ModelInputChunk::EncodedText(text) = chunk {
+        packed::check_int32_tokens_at(&text.tokens, || format!("{}.tokens", path()))?;
+    }
+    unchecked_chunk_len(chunk, path)
+}
+
+/// [`chunk_len`] without the token-id check (for chunks [`chunk_len`] already passed).
+fn unchecked_chunk_len(chunk: &ModelInputChunk, path: impl Fn() -> String) -> Result<usize> {
     Ok(match chunk {
-        ModelInputChunk::EncodedText(text) => {
-            packed::check_int32_tokens(&text.tokens, &format!("{}.tokens", path()))?;
-            delimited_len(
-                tag::ENCODED_TEXT,
-                implicit_delimited_len(tag::TOKENS, packed::byte_len(&text.tokens)),
-            )
-        }
+        ModelInputChunk::EncodedText(text) => delimited_len(
+            tag::ENCODED_TEXT,
+            implicit_delimited_len(tag::TOKENS, packed::byte_len(&text.tokens)),
+        ),
         ModelInputChunk::Image(image) => {
             let expected = expected_tokens_to_wire(
                 image.expected_tokens,
