@@ -349,6 +349,7 @@ impl TransportBuilder {
             default_headers,
             auth: auth.clone(),
             runtime: self.runtime.clone(),
+            timeout_values: Default::default(),
         });
         let breaker = self.circuit_breaker.map(|config| {
             CircuitBreaker::new(config, self.runtime.clone(), self.circuit_observer.clone())

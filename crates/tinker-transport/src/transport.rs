@@ -188,6 +188,7 @@ impl Transport {
                 jwt: Default::default(),
             }),
             runtime: self.inner.runtime.clone(),
+            timeout_values: Default::default(),
         });
         let exchange_service = build_stack(
             self.inner.http.clone(),

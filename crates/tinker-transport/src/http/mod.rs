@@ -251,7 +251,13 @@ impl HyperLeaf {
                 .version(http::Version::HTTP_11)
                 .body(Full::new(body.clone()))
                 .map_err(|e| TransportError::invalid(format!("cannot build request: {e}")))?;
-            *out.headers_mut() = parts.headers.clone();
+            // Kept for a redirect; the copy has room for what hyper adds (`host`,
+            // `content-length`), where a clone's exact capacity would grow twice.
+            let headers = out.headers_mut();
+            headers.reserve(parts.headers.len() + 2);
+            for (name, value) in &parts.headers {
+                headers.append(name.clone(), value.clone());
+            }
             if let Some(auth) = self.forward_proxy_auth(&parts.uri) {
                 out.headers_mut()
                     .insert(http::header::PROXY_AUTHORIZATION, auth);
