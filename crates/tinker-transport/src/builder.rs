@@ -335,6 +335,7 @@ impl TransportBuilder {
         };
         let leaf = HyperLeaf::new(&self.http, &self.env)?;
         let pool = leaf.pool();
+        let http1_gate = leaf.http1_gate();
         let mut http: HttpService = BoxCloneSyncService::new(leaf);
         for layer in &self.layers {
             http = layer(http);
@@ -350,6 +351,7 @@ impl TransportBuilder {
             auth: auth.clone(),
             runtime: self.runtime.clone(),
             timeout_values: Default::default(),
+            http1_gate,
         });
         let breaker = self.circuit_breaker.map(|config| {
             CircuitBreaker::new(config, self.runtime.clone(), self.circuit_observer.clone())

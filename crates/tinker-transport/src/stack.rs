@@ -34,7 +34,7 @@ use crate::headers::{
     PROTOCOL_VERSION, TimeoutValues, X_API_KEY, X_IDEMPOTENCY_KEY, X_READ_TIMEOUT, X_RETRY_COUNT,
     X_SDK_METHOD, X_SDK_VERSION, retry_count_value,
 };
-use crate::http::{HttpRequest, HttpService, ReadTimeout};
+use crate::http::{Http1Gate, Http1SlotHeld, HttpRequest, HttpService, ReadTimeout};
 use crate::limit::RateLimit;
 use crate::request::RequestSpec;
 use crate::response::Response;
@@ -83,6 +83,8 @@ pub(crate) struct AttemptContext {
     pub(crate) runtime: Runtime,
     /// `x-stainless-read-timeout` values already formatted.
     pub(crate) timeout_values: TimeoutValues,
+    /// The HTTP/1.1 connection bound of the leaf: waited for before a request is built.
+    pub(crate) http1_gate: Http1Gate,
 }
 
 /// Step 4 of the stack.
@@ -176,8 +178,19 @@ impl AttemptService {
         call: &Call,
         api_key: Option<HeaderValue>,
     ) -> Result<crate::http::HttpResponse, TransportError> {
-        let req = build_request(&self.ctx, call, api_key)?;
-        self.http.ready().await?.call(req).await
+        // Held until the response is read (see `Http1SlotHeld`).
+        let slot = self
+            .ctx
+            .http1_gate
+            .acquire(self.ctx.base_url.starts_with("https://"))
+            .await;
+        let mut req = build_request(&self.ctx, call, api_key)?;
+        if slot.is_some() {
+            req.extensions_mut().insert(Http1SlotHeld);
+        }
+        let response = self.http.ready().await?.call(req).await;
+        drop(slot);
+        response
     }
 }
 
