@@ -42,7 +42,9 @@ def main() -> int:
     rest = tinker.RestClient(base_url=url, api_key=KEY)
     rest.get_server_capabilities().result()
     service = tinker.ServiceClient(base_url=url, api_key=KEY)
-    training = service.create_lora_training_client(base_model=MODEL, rank=8).result()
+    training = service.create_lora_training_client(
+        base_model=MODEL, rank=8, seed=7, train_unembed=False, user_metadata={"purpose": "wire"}
+    ).result()
     run_id = training.get_info().model_id
     data = [datum(types, TOKENS), datum(types, TOKENS[2:])]
     training.forward_backward(data, "cross_entropy").result()

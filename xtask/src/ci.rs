@@ -49,20 +49,8 @@ pub(crate) fn run(args: &[String]) -> Result<(), String> {
     // with unit tests) but not the other examples: `cargo xtask examples` builds those in
     // release, and a debug copy of each would cost ~1.6 GB of CI's disk for nothing.
     step("cargo test", || {
-        cargo(
-            &root,
-            &[
-                "test",
-                "--workspace",
-                "--locked",
-                "--no-fail-fast",
-                "--tests",
-            ],
-        )?;
-        cargo(
-            &root,
-            &["test", "--workspace", "--locked", "--no-fail-fast", "--doc"],
-        )
+        cargo(&root, &test_args(&["--tests"]))?;
+        cargo(&root, &test_args(&["--doc"]))
     })?;
     disk_report(&root);
     step("examples", || crate::examples::run(&[]))?;
@@ -171,25 +159,32 @@ fn conformance(root: &Path, python: &Path) -> Result<(), String> {
     }
 }
 
+/// `cargo test` over the workspace with `extra` arguments, with the features the wire test
+/// needs, so the test step and the wire step share one feature resolution and one build.
+fn test_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "test",
+        "--workspace",
+        "--locked",
+        "--no-fail-fast",
+        "--features",
+        "tinker-testkit/wire",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// The wire test: `tinker-wire` (crates/tinker-testkit) records the pinned SDK's traffic
 /// for `scripts/wire/scenario.py` and tinker-rs's for the same scenario, each against a
 /// fresh zero-compute tinker-local, and fails on any difference `docs/compat.md` does not
 /// list. Also `cargo xtask wire`.
 pub(crate) fn wire(root: &Path) -> Result<(), String> {
     let python = crate::venv::sdk_python()?;
-    cargo(
-        root,
-        &[
-            "build",
-            "--locked",
-            "-p",
-            "tinker-testkit",
-            "--features",
-            "wire",
-            "--bin",
-            "tinker-wire",
-        ],
-    )?;
+    // Built by the test step's own command (tinker-testkit's `wire_cli` test needs the
+    // binary): a `cargo build -p tinker-testkit` resolves other features (no dev-dependencies,
+    // so tokio without `test-util`) and rebuilt half the graph, ~150 s of CI. After the test
+    // step this is a no-op.
+    cargo(root, &test_args(&["--tests", "--no-run"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), std::path::PathBuf::from);
     let status = Command::new(target.join("debug").join("tinker-wire"))

@@ -311,6 +311,36 @@ impl TrainingClientOptions {
         self.optimizer = optimizer;
         self
     }
+
+    /// Seeds the adapter's initialisation (the SDK's `seed`), so two runs start alike.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.lora.seed = Some(seed);
+        self
+    }
+
+    /// Whether the MLP blocks get adapters (default true).
+    pub fn train_mlp(mut self, train: bool) -> Self {
+        self.lora.train_mlp = train;
+        self
+    }
+
+    /// Whether the attention blocks get adapters (default true).
+    pub fn train_attn(mut self, train: bool) -> Self {
+        self.lora.train_attn = train;
+        self
+    }
+
+    /// Whether the unembedding gets an adapter (default true).
+    pub fn train_unembed(mut self, train: bool) -> Self {
+        self.lora.train_unembed = train;
+        self
+    }
+
+    /// Metadata of the training run (shown by `list_training_runs`).
+    pub fn user_metadata(mut self, metadata: Map<String, Value>) -> Self {
+        self.user_metadata = Some(metadata);
+        self
+    }
 }
 
 /// The entry point of the SDK: one session on a Tinker server, created on first use.

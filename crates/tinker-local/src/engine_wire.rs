@@ -37,14 +37,18 @@ pub(crate) struct FwdBwd {
     pub(crate) tokens: usize,
 }
 
-/// Decodes a (decompressed) `ForwardBackwardRequest` with `tinker_types::proto`, then turns
-/// it into an engine batch; loss `custom` is looked up with `custom`.
-pub(crate) fn decode_forward_backward(
-    body: &[u8],
+/// Decodes a (decompressed) `ForwardBackwardRequest` protobuf body with `tinker_types::proto`.
+pub(crate) fn decode_forward_backward(body: &[u8]) -> Result<ForwardBackwardRequest, String> {
+    ForwardBackwardRequest::decode_proto(body)
+        .map_err(|e| format!("invalid ForwardBackwardRequest protobuf: {e}"))
+}
+
+/// Turns a decoded `ForwardBackwardRequest` into an engine batch; loss `custom` is looked up
+/// with `custom`.
+pub(crate) fn forward_backward_batch(
+    req: ForwardBackwardRequest,
     custom: CustomLossResolver<'_>,
 ) -> Result<FwdBwd, String> {
-    let req = ForwardBackwardRequest::decode_proto(body)
-        .map_err(|e| format!("invalid ForwardBackwardRequest protobuf: {e}"))?;
     if req.model_id.is_empty() {
         return Err("model_id is required".to_owned());
     }

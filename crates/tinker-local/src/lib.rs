@@ -143,8 +143,9 @@ impl LocalServerHandle {
         self.addr
     }
 
-    /// Every telemetry event clients sent so far, each with the batch's envelope fields
-    /// (`session_id`, `platform`, `sdk_version`, `process_uuid`) copied in.
+    /// The telemetry events clients sent, oldest first (the latest 10,000), each with the
+    /// batch's envelope fields (`session_id`, `platform`, `sdk_version`, `process_uuid`)
+    /// copied in.
     pub fn telemetry_events(&self) -> Vec<serde_json::Value> {
         self.state.telemetry_events()
     }

@@ -120,6 +120,10 @@ pub struct FuturesPoll {
 /// `(sampling session, seq_id)` → `(request id, sequence ids)`.
 pub(crate) type SampleSubmissions = HashMap<(String, i64), (String, Vec<String>)>;
 
+/// Telemetry events kept in memory: clients send them for as long as the server runs, so
+/// the store is a window, not a log.
+pub(crate) const MAX_TELEMETRY_EVENTS: usize = 10_000;
+
 /// Everything the request handlers share.
 #[derive(Debug)]
 pub(crate) struct AppState {
@@ -134,7 +138,8 @@ pub(crate) struct AppState {
     pub(crate) sample_submissions: Mutex<SampleSubmissions>,
     /// Idempotent creation requests keyed by `(session, kind, seq)`.
     pub(crate) creations: Mutex<HashMap<(String, &'static str, i64), serde_json::Value>>,
-    pub(crate) telemetry: Mutex<Vec<serde_json::Value>>,
+    /// The latest [`MAX_TELEMETRY_EVENTS`] telemetry events clients sent (oldest dropped).
+    pub(crate) telemetry: Mutex<std::collections::VecDeque<serde_json::Value>>,
     /// Server-side custom losses by `loss_id`.
     pub(crate) custom_losses: Mutex<HashMap<String, StoredCustomLoss>>,
     pub(crate) usage: Mutex<Vec<UsageRecord>>,
@@ -312,7 +317,16 @@ impl AppState {
     }
 
     pub(crate) fn telemetry_events(&self) -> Vec<serde_json::Value> {
-        lock(&self.telemetry).clone()
+        lock(&self.telemetry).iter().cloned().collect()
+    }
+
+    /// Keeps `event`, dropping the oldest once [`MAX_TELEMETRY_EVENTS`] are kept.
+    pub(crate) fn keep_telemetry_event(&self, event: serde_json::Value) {
+        let mut events = lock(&self.telemetry);
+        if events.len() == MAX_TELEMETRY_EVENTS {
+            events.pop_front();
+        }
+        events.push_back(event);
     }
 
     pub(crate) fn usage_records(&self) -> Vec<UsageRecord> {

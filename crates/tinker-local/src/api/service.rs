@@ -214,17 +214,25 @@ struct RawEvents {
     events: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
-pub(crate) async fn telemetry(State(state): AppStateRef, body: Bytes) -> ApiResult {
+pub(crate) async fn telemetry(
+    State(state): AppStateRef,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> ApiResult {
     // Validate against the SDK's batch type; store the raw events.
     let req: TelemetrySendRequest = parse(&body)?;
+    // A batch names one of the caller's sessions, or is a session-less client's
+    // (`sessionless-<uuid4>`, protocol §6.12), which names no session at all.
+    if !req.session_id.starts_with("sessionless-") {
+        owned::session(&state, &caller, &req.session_id)?;
+    }
     let raw: RawEvents = parse(&body)?;
-    let mut store = lock(&state.telemetry);
     for mut event in raw.events {
         event.insert("session_id".into(), json!(req.session_id));
         event.insert("platform".into(), json!(req.platform));
         event.insert("sdk_version".into(), json!(req.sdk_version));
         event.insert("process_uuid".into(), json!(req.process_uuid));
-        store.push(serde_json::Value::Object(event));
+        state.keep_telemetry_event(serde_json::Value::Object(event));
     }
     reply(&TelemetryResponse {
         status: "accepted".to_owned(),

@@ -309,9 +309,11 @@ fn run_forward_backward(
     };
     let resolve =
         |model_id: &str, loss_id: &str| owned::custom_loss(state, caller, model_id, loss_id);
+    let decoded = engine_wire::decode_forward_backward(&raw).map_err(ApiError::bad_request)?;
+    let digest = digest::of_forward_backward(&decoded, &raw);
     let req =
-        engine_wire::decode_forward_backward(&raw, &resolve).map_err(ApiError::bad_request)?;
-    let ids = (req.seq_id, digest::of_forward_backward(&raw));
+        engine_wire::forward_backward_batch(decoded, &resolve).map_err(ApiError::bad_request)?;
+    let ids = (req.seq_id, digest);
     let worker = model_for_request(state, caller, &req.model_id, ids)?;
     let (batch, forward_only, tokens) = (req.batch, req.forward_only, req.tokens);
     let check = batch.as_ref().map(|_| ()).map_err(Clone::clone);

@@ -405,9 +405,22 @@ async fn sessions_of_other_accounts_are_unknown() {
         json!({"project_id": "p"}),
     )
     .await;
+    post_alike(&h, "telemetry", &a.session, &unknown, |s| {
+        telemetry_batch(s, 1)
+    })
+    .await;
+    // A session-less client's batch names no session, so any account may send one.
+    let sessionless = h
+        .post("telemetry", telemetry_batch("sessionless-0b6f", 1))
+        .await;
+    assert_eq!(sessionless.status, StatusCode::OK);
     // Another key of A's account (`<key>+<label>`) reaches A's session.
     h.key = format!("{KEY_A}+laptop");
     assert_eq!(h.heartbeat(&a.session).await, 200);
+    let before = h.server.telemetry_events().len();
+    let own = h.post("telemetry", telemetry_batch(&a.session, 1)).await;
+    assert_eq!(own.status, StatusCode::OK);
+    assert_eq!(h.server.telemetry_events().len(), before + 1);
     // A's session is still active: heartbeats and new work succeed.
     a_untouched(&mut h, &a).await;
     h.server.shutdown().await;
@@ -732,5 +745,32 @@ async fn the_audit_log_shows_only_the_callers_account() {
         all.iter()
             .any(|r| r.model_id.as_deref() == Some(b_model.as_str()))
     );
+    h.server.shutdown().await;
+}
+
+/// A telemetry batch of `n` events for `session_id`.
+fn telemetry_batch(session_id: &str, n: usize) -> Value {
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"event": "SESSION_START", "event_id": format!("e{i}"), "event_session_index": i,
+                   "severity": "INFO", "timestamp": "2026-01-01T00:00:00Z"})
+        })
+        .collect();
+    json!({"events": events, "platform": "Linux", "sdk_version": "0.38.0",
+           "session_id": session_id, "process_uuid": "p"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_telemetry_store_keeps_the_latest_events_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(config(dir.path())).await;
+    let reply = h
+        .post("telemetry", telemetry_batch("sessionless-bound", 10_005))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let events = h.server.telemetry_events();
+    assert_eq!(events.len(), 10_000);
+    assert_eq!(events[0]["event_id"], "e5");
+    assert_eq!(events[9_999]["event_id"], "e10004");
     h.server.shutdown().await;
 }

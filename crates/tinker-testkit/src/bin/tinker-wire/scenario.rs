@@ -1,7 +1,9 @@
 //! The wire scenario in Rust: the same calls, in the same order and with the same
 //! arguments, as `scripts/wire/scenario.py` makes with the official SDK.
 
-use tinker_client::{AccessScope, CloseStatus, ListOptions, SamplingSource, ServiceClient};
+use tinker_client::{
+    AccessScope, CloseStatus, ListOptions, SamplingSource, ServiceClient, TrainingClientOptions,
+};
 use tinker_types::{AdamParams, CrossEntropyInputs, Datum, LossFn, ModelInput, SamplingParams};
 
 /// The base model both scenarios train.
@@ -34,7 +36,15 @@ pub(crate) async fn run(url: &str) -> Result<(), BoxError> {
     // Session-less, like the SDK's `tinker.RestClient`.
     let rest = service.create_rest_client().await?;
     rest.get_server_capabilities().await?;
-    let training = service.create_lora_training_client(MODEL, 8).await?;
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("purpose".to_owned(), "wire".into());
+    let options = TrainingClientOptions::rank(8)
+        .seed(7)
+        .train_unembed(false)
+        .user_metadata(metadata);
+    let training = service
+        .create_lora_training_client_with(MODEL, options)
+        .await?;
     let run_id = training.get_info().await?.model_id;
     let data = vec![datum(&TOKENS)?, datum(&TOKENS[2..])?];
     training
