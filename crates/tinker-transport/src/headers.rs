@@ -161,3 +161,35 @@ pub(crate) fn is_secret_header(name: &HeaderName) -> bool {
             | "x-tinker-weights-access-token"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn retry_count_values_are_the_numbers() {
+        for n in [0, 1, 9, 10, 11, 99, u32::MAX] {
+            assert_eq!(retry_count_value(n).to_str().unwrap(), n.to_string());
+        }
+    }
+
+    /// Cached or not (past the cache's size), a timeout's value is what `format_timeout`
+    /// writes.
+    #[test]
+    fn timeout_values_match_format_timeout() {
+        let values = TimeoutValues::default();
+        for round in 0..2 {
+            for ms in (0..40).map(|i| 250 * i) {
+                let d = Duration::from_millis(ms);
+                let v = values.get(d).unwrap();
+                assert_eq!(
+                    v.to_str().unwrap(),
+                    format_timeout(d),
+                    "{d:?}, round {round}"
+                );
+            }
+        }
+    }
+}

@@ -77,3 +77,29 @@ pub(super) fn count(key: &Key, by: u64) {
 pub(super) fn record(key: &Key, value: f64) {
     metrics::with_recorder(|r| r.register_histogram(key, &METADATA).record(value));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The static keys are the keys the `metrics` macros build from the same values.
+    #[test]
+    fn static_keys_equal_the_macros_keys() {
+        for op in Operation::ALL {
+            assert_eq!(
+                op_key("m", op),
+                Key::from_parts("m", vec![Label::new("operation", op.as_str())])
+            );
+            for status in STATUSES.iter().copied().chain(["other"]) {
+                let built = Key::from_parts(
+                    "m",
+                    vec![
+                        Label::new("operation", op.as_str()),
+                        Label::new("status", status),
+                    ],
+                );
+                assert_eq!(op_status_key("m", op, status), built, "{op} {status}");
+            }
+        }
+    }
+}
