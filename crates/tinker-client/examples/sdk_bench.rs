@@ -15,7 +15,10 @@
 //!   (`small=1` uses `tinker-local/small`, whose context holds 2048 tokens);
 //! * `burst n=2000 prompt_len=8`: like `sample`, and reports the process's resident memory:
 //!   `rss_idle_mib` before the burst, `rss_peak_mib` during it (the peak is reset first
-//!   through `/proc/self/clear_refs`) and `rss_after_mib` 200 ms after the last result.
+//!   through `/proc/self/clear_refs`) and `rss_after_mib` 200 ms after the last result;
+//!   `trim=1` calls glibc's `malloc_trim(0)` right after the last result (how much of
+//!   the freed memory the allocator gives back; another allocator is measured by
+//!   preloading it, e.g. `LD_PRELOAD=libmimalloc.so.2`).
 //!
 //! Every scenario takes `h2c=1`: the client speaks HTTP/2 with prior knowledge
 //! ([`tinker_client::ServiceClientBuilder::http2_prior_knowledge`]) instead of HTTP/1.1 (the
@@ -29,7 +32,8 @@
 //! Every scenario also reports, from a counting global allocator, `allocs_per_op` and
 //! `alloc_kib_per_op` (allocations and bytes allocated in the timed section, per op) and
 //! `live_peak_kib_per_op` (the peak of live heap bytes above the start of the section, per
-//! op: the state an op in flight holds).
+//! op: the state an op in flight holds; exact to within 64 KiB per thread, see
+//! `Counting`).
 //!
 //! `wall_s` and `cpu_s` (user+sys of this whole process, `getrusage(RUSAGE_SELF)`) cover
 //! the timed section only; set-up (session, clients, a warm-up call) is excluded.
@@ -39,10 +43,11 @@
 #![allow(clippy::print_stdout, unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::error::Error;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::resource::{UsageWho, getrusage};
@@ -59,24 +64,89 @@ const SMALL_MODEL: &str = "tinker-local/small";
 const LORA_RANK: u32 = 4;
 
 /// The system allocator, counting what passes through it (for `allocs_per_op` & co.).
+///
+/// Counting must not cost the client much CPU itself: every allocation adding to shared
+/// atomics made the worker threads contend for their cache lines (~6% of the client's CPU
+/// in a sampling fan-out). So each thread counts allocations and bytes in its own shard
+/// (summed when read), and keeps its change of live bytes to itself until it passes
+/// [`LIVE_FLUSH`]: the live count and its peak are exact to within that much per thread.
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static ALLOC_BYTES: AtomicU64 = AtomicU64::new(0);
-static LIVE: AtomicU64 = AtomicU64::new(0);
-static LIVE_PEAK: AtomicU64 = AtomicU64::new(0);
+/// Shards of the allocation counters (threads past this many share them).
+const SHARDS: usize = 64;
+/// Bytes of live-heap change a thread keeps before adding them to [`LIVE`].
+const LIVE_FLUSH: i64 = 64 * 1024;
+
+/// One thread's allocation counters, on its own cache line.
+#[repr(align(128))]
+struct Shard {
+    allocs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+static SHARD_COUNTERS: [Shard; SHARDS] = [const {
+    Shard {
+        allocs: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+    }
+}; SHARDS];
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicI64 = AtomicI64::new(0);
+static LIVE_PEAK: AtomicI64 = AtomicI64::new(0);
+
+thread_local! {
+    /// This thread's shard (`usize::MAX`: not chosen yet).
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Live bytes allocated (or, negative, freed) by this thread, not yet in [`LIVE`].
+    static LIVE_DELTA: Cell<i64> = const { Cell::new(0) };
+}
 
 impl Counting {
+    fn shard() -> &'static Shard {
+        let index = SHARD
+            .try_with(|s| {
+                if s.get() == usize::MAX {
+                    s.set(NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS);
+                }
+                s.get()
+            })
+            .unwrap_or(0);
+        &SHARD_COUNTERS[index]
+    }
+
+    fn live(delta: i64) {
+        let flushed = LIVE_DELTA.try_with(|d| {
+            let now = d.get() + delta;
+            if now.abs() < LIVE_FLUSH {
+                d.set(now);
+                None
+            } else {
+                d.set(0);
+                Some(now)
+            }
+        });
+        // A thread being torn down adds its change at once.
+        if let Some(change) = flushed.unwrap_or(Some(delta)) {
+            let live = LIVE.fetch_add(change, Ordering::Relaxed) + change;
+            LIVE_PEAK.fetch_max(live, Ordering::Relaxed);
+        }
+    }
+
     fn grew(size: usize) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        ALLOC_BYTES.fetch_add(size as u64, Ordering::Relaxed);
-        let live = LIVE.fetch_add(size as u64, Ordering::Relaxed) + size as u64;
-        LIVE_PEAK.fetch_max(live, Ordering::Relaxed);
+        let shard = Self::shard();
+        shard.allocs.fetch_add(1, Ordering::Relaxed);
+        shard.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        Self::live(i64::try_from(size).unwrap_or(i64::MAX));
+    }
+
+    fn shrank(size: usize) {
+        Self::live(-i64::try_from(size).unwrap_or(i64::MAX));
     }
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator; the counters only
-// observe sizes.
+// observe sizes (thread-locals with constant initialisers and no destructors, which never
+// allocate).
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         Self::grew(layout.size());
@@ -85,13 +155,13 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        Self::shrank(layout.size());
         // SAFETY: `ptr` came from `alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+        Self::shrank(layout.size());
         Self::grew(new_size);
         // SAFETY: forwarded unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -106,7 +176,7 @@ static GLOBAL: Counting = Counting;
 struct AllocSnapshot {
     allocs: u64,
     bytes: u64,
-    live: u64,
+    live: i64,
 }
 
 impl AllocSnapshot {
@@ -114,9 +184,15 @@ impl AllocSnapshot {
     fn take() -> Self {
         let live = LIVE.load(Ordering::Relaxed);
         LIVE_PEAK.store(live, Ordering::Relaxed);
+        let sum = |f: fn(&Shard) -> &AtomicU64| {
+            SHARD_COUNTERS
+                .iter()
+                .map(|s| f(s).load(Ordering::Relaxed))
+                .sum()
+        };
         Self {
-            allocs: ALLOCS.load(Ordering::Relaxed),
-            bytes: ALLOC_BYTES.load(Ordering::Relaxed),
+            allocs: sum(|s| &s.allocs),
+            bytes: sum(|s| &s.bytes),
             live,
         }
     }
@@ -253,7 +329,7 @@ async fn timed<T>(
         ),
         (
             "live_peak_kib_per_op",
-            per_op(peak.saturating_sub(alloc0.live)) / 1024.0,
+            per_op(u64::try_from(peak - alloc0.live).unwrap_or(0)) / 1024.0,
         ),
     ];
     Ok((
@@ -455,6 +531,24 @@ fn status_mib(field: &str) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Returns the allocator's free memory to the system (`trim=1`): glibc keeps freed
+/// blocks in its arenas, so after a burst the resident set stays near its peak.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    unsafe extern "C" {
+        /// glibc: releases free memory at the top of the heap and, since 2.8, whole free
+        /// pages inside every arena (`madvise(MADV_DONTNEED)`).
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: glibc's `malloc_trim` takes no pointers and may be called at any time.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}
+
 async fn burst(url: &str, params: &Params) -> BoxResult<Measured> {
     let n = params.get("n", 2000);
     let prompt = ModelInput::from_tokens(&tokens(params.get("prompt_len", 8), 1));
@@ -482,6 +576,9 @@ async fn burst(url: &str, params: &Params) -> BoxResult<Measured> {
     })
     .await?;
     let rss_peak = status_mib("VmHWM");
+    if params.get("trim", 0) != 0 {
+        release_free_memory();
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rss_after = status_mib("VmRSS");
     if reset {

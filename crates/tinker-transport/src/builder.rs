@@ -110,7 +110,7 @@ impl Default for TransportBuilder {
                 pool_idle_timeout: Duration::from_secs(90),
                 // As many idle connections as HTTP/1.1 may have in use: a connection that
                 // finishes a request is kept for the next one instead of being closed while
-                // another request opens a new one (churn; `http1_slot` in http/mod.rs).
+                // another request opens a new one (churn; `Http1Gate` in http/mod.rs).
                 pool_max_idle_per_host: DEFAULT_HTTP1_MAX_CONNECTIONS,
                 http1_max_connections: DEFAULT_HTTP1_MAX_CONNECTIONS,
                 version: HttpVersion::Auto,
@@ -335,6 +335,7 @@ impl TransportBuilder {
         };
         let leaf = HyperLeaf::new(&self.http, &self.env)?;
         let pool = leaf.pool();
+        let http1_gate = leaf.http1_gate();
         let mut http: HttpService = BoxCloneSyncService::new(leaf);
         for layer in &self.layers {
             http = layer(http);
@@ -349,6 +350,8 @@ impl TransportBuilder {
             default_headers,
             auth: auth.clone(),
             runtime: self.runtime.clone(),
+            timeout_values: Default::default(),
+            http1_gate,
         });
         let breaker = self.circuit_breaker.map(|config| {
             CircuitBreaker::new(config, self.runtime.clone(), self.circuit_observer.clone())

@@ -19,8 +19,17 @@ use crate::transport::Shared;
 /// Pool-wide budget of "bare 400" conversions (§6.1).
 pub(crate) const BARE_400_BUDGET: u32 = 16;
 
-fn new_idempotency_key() -> String {
-    format!("tinker-rs-retry-{}", uuid::Uuid::new_v4())
+/// Length of a generated idempotency key: `tinker-rs-retry-` and a hyphenated UUID.
+const KEY_LEN: usize = KEY_PREFIX.len() + uuid::fmt::Hyphenated::LENGTH;
+const KEY_PREFIX: &str = "tinker-rs-retry-";
+
+/// Writes a fresh `tinker-rs-retry-<uuid4>` key into `buf` (no allocation).
+fn new_idempotency_key(buf: &mut [u8; KEY_LEN]) -> &str {
+    let (prefix, id) = buf.split_at_mut(KEY_PREFIX.len());
+    prefix.copy_from_slice(KEY_PREFIX.as_bytes());
+    uuid::Uuid::new_v4().hyphenated().encode_lower(id);
+    // ASCII only.
+    std::str::from_utf8(buf).unwrap_or(KEY_PREFIX)
 }
 
 /// Executes one call and, when there is an observer, reports it once.
@@ -32,13 +41,12 @@ pub(crate) async fn execute(
     observer: Option<&RequestObserver>,
 ) -> Result<Response, TransportError> {
     let mut body_len = 0;
+    // Shared with the call (and its retries), and read back for the report below.
+    let spec = Arc::new(spec);
     let Some(observer) = observer else {
         return execute_call(shared, service, spec, auth, &mut body_len).await;
     };
-    let method = spec.method.clone();
-    let path = spec.path.clone();
-    let sdk_method = spec.sdk_method.clone();
-    let result = execute_call(shared, service, spec, auth, &mut body_len).await;
+    let result = execute_call(shared, service, spec.clone(), auth, &mut body_len).await;
     let (status, retries, received, elapsed) = match &result {
         Ok(r) => (Some(r.status), r.retries, r.body.len(), r.elapsed),
         Err(e) => (
@@ -49,9 +57,9 @@ pub(crate) async fn execute(
         ),
     };
     observer(&RequestRecord {
-        method: &method,
-        path: &path,
-        sdk_method: sdk_method.as_ref().and_then(|v| v.to_str().ok()),
+        method: &spec.method,
+        path: &spec.path,
+        sdk_method: spec.sdk_method.as_ref().and_then(|v| v.to_str().ok()),
         status,
         ok: result.is_ok(),
         retries,
@@ -66,21 +74,20 @@ pub(crate) async fn execute(
 async fn execute_call(
     shared: &Shared,
     service: &CallService,
-    spec: RequestSpec,
+    spec: Arc<RequestSpec>,
     auth: AuthUse,
     body_len: &mut u64,
 ) -> Result<Response, TransportError> {
     let clock = &shared.runtime.clock;
     let start = clock.now();
-    let key = (spec.method != Method::GET).then(|| {
-        spec.idempotency_key
-            .clone()
-            .unwrap_or_else(new_idempotency_key)
-    });
-    let method = spec.method.clone();
-    let path = spec.path.clone();
+    let mut generated = [0u8; KEY_LEN];
+    let key = match (&spec.idempotency_key, spec.method == Method::GET) {
+        (_, true) => None,
+        (Some(k), false) => Some(k.as_str()),
+        (None, false) => Some(new_idempotency_key(&mut generated)),
+    };
     let fail = |e: TransportError, retries: u32| {
-        e.with_request(&method, &path, key.as_deref())
+        e.with_request(&spec.method, &spec.path, key)
             .with_attempts(retries, clock.now() - start)
     };
     let (body, compressed) = match (&spec.body, spec.compression) {
@@ -92,7 +99,7 @@ async fn execute_call(
         (b, _) => (b.clone(), false),
     };
     *body_len = body.as_ref().map_or(0, |b| b.len() as u64);
-    let idempotency_key = match &key {
+    let idempotency_key = match key {
         Some(k) => Some(
             HeaderValue::from_str(k)
                 .map_err(|_| fail(TransportError::invalid("invalid idempotency key"), 0))?,
@@ -108,7 +115,7 @@ async fn execute_call(
     let call = Call {
         max_retries: spec.max_retries.unwrap_or(shared.max_retries),
         read_timeout: spec.timeout.unwrap_or(shared.read_timeout),
-        spec: Arc::new(spec),
+        spec: spec.clone(),
         body,
         compressed,
         idempotency_key,
@@ -118,8 +125,8 @@ async fn execute_call(
     };
     let span = tracing::info_span!(
         "tinker.request",
-        http.method = %method,
-        path = %path,
+        http.method = %spec.method,
+        path = %spec.path,
         sdk_method = call.spec.sdk_method.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
         status = tracing::field::Empty,
         retries = tracing::field::Empty,

@@ -89,6 +89,54 @@ pub(crate) fn default_headers(env: &Env, overrides: &HeaderMap) -> HeaderMap {
     h
 }
 
+/// `x-stainless-retry-count` for `retries`: static values for the usual counts (no
+/// allocation per request).
+pub(crate) fn retry_count_value(retries: u32) -> HeaderValue {
+    const SMALL: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match SMALL.get(retries as usize) {
+        Some(v) => HeaderValue::from_static(v),
+        None => HeaderValue::from(retries),
+    }
+}
+
+/// The `x-stainless-read-timeout` values a transport has sent, kept so that a request
+/// clones a shared value instead of formatting and allocating a new one. Requests use a
+/// handful of distinct timeouts; past [`TimeoutValues::MAX`] values nothing more is kept.
+#[derive(Debug, Default)]
+pub(crate) struct TimeoutValues(std::sync::RwLock<Vec<(std::time::Duration, HeaderValue)>>);
+
+impl TimeoutValues {
+    const MAX: usize = 16;
+
+    /// The header value for `timeout` (as [`format_timeout`] writes it).
+    pub(crate) fn get(&self, timeout: std::time::Duration) -> Option<HeaderValue> {
+        let known = |all: &Vec<(std::time::Duration, HeaderValue)>| {
+            all.iter()
+                .find(|(t, _)| *t == timeout)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(v) = known(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ) {
+            return Some(v);
+        }
+        let value = HeaderValue::from_str(&format_timeout(timeout)).ok()?;
+        let mut all = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if all.len() < Self::MAX && known(&all).is_none() {
+            // Cloned once here so that later clones share the bytes (a fresh value's first
+            // clone would allocate).
+            all.push((timeout, value.clone()));
+        }
+        Some(value)
+    }
+}
+
 /// Formats a timeout the way the SDK echoes it: whole seconds as an integer (`60`),
 /// otherwise as a float (`0.5`).
 pub(crate) fn format_timeout(d: std::time::Duration) -> String {
@@ -112,4 +160,36 @@ pub(crate) fn is_secret_header(name: &HeaderName) -> bool {
             | "cf-access-client-secret"
             | "x-tinker-weights-access-token"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn retry_count_values_are_the_numbers() {
+        for n in [0, 1, 9, 10, 11, 99, u32::MAX] {
+            assert_eq!(retry_count_value(n).to_str().unwrap(), n.to_string());
+        }
+    }
+
+    /// Cached or not (past the cache's size), a timeout's value is what `format_timeout`
+    /// writes.
+    #[test]
+    fn timeout_values_match_format_timeout() {
+        let values = TimeoutValues::default();
+        for round in 0..2 {
+            for ms in (0..40).map(|i| 250 * i) {
+                let d = Duration::from_millis(ms);
+                let v = values.get(d).unwrap();
+                assert_eq!(
+                    v.to_str().unwrap(),
+                    format_timeout(d),
+                    "{d:?}, round {round}"
+                );
+            }
+        }
+    }
 }

@@ -159,6 +159,20 @@ impl RequestSpec {
         self
     }
 
+    /// [`RequestSpec::with_sdk_method`] for a method name known at compile time: the header
+    /// value then points at the name instead of copying it for every request.
+    pub fn with_static_sdk_method(mut self, method: &'static str) -> Self {
+        let visible = method
+            .bytes()
+            .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+        self.sdk_method = if visible {
+            Some(HeaderValue::from_static(method))
+        } else {
+            HeaderValue::from_str(method).ok()
+        };
+        self
+    }
+
     /// Uses this idempotency key instead of a fresh one (e.g. `copy_weights` reuses one
     /// bare UUID across every retry layer).
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {

@@ -31,10 +31,10 @@ use crate::circuit::{CircuitBreaker, CircuitService};
 use crate::clock::Runtime;
 use crate::error::TransportError;
 use crate::headers::{
-    PROTOCOL_VERSION, X_API_KEY, X_IDEMPOTENCY_KEY, X_READ_TIMEOUT, X_RETRY_COUNT, X_SDK_METHOD,
-    X_SDK_VERSION, format_timeout,
+    PROTOCOL_VERSION, TimeoutValues, X_API_KEY, X_IDEMPOTENCY_KEY, X_READ_TIMEOUT, X_RETRY_COUNT,
+    X_SDK_METHOD, X_SDK_VERSION, retry_count_value,
 };
-use crate::http::{HttpRequest, HttpService, ReadTimeout};
+use crate::http::{Http1Gate, Http1SlotHeld, HttpRequest, HttpService, ReadTimeout};
 use crate::limit::RateLimit;
 use crate::request::RequestSpec;
 use crate::response::Response;
@@ -81,6 +81,10 @@ pub(crate) struct AttemptContext {
     pub(crate) default_headers: HeaderMap,
     pub(crate) auth: Arc<AuthState>,
     pub(crate) runtime: Runtime,
+    /// `x-stainless-read-timeout` values already formatted.
+    pub(crate) timeout_values: TimeoutValues,
+    /// The HTTP/1.1 connection bound of the leaf: waited for before a request is built.
+    pub(crate) http1_gate: Http1Gate,
 }
 
 /// Step 4 of the stack.
@@ -114,27 +118,37 @@ impl AttemptService {
     /// One attempt; its status goes on `span` (its own, disabled below `debug`: then
     /// nothing is recorded, rather than a second `status` on the `tinker.request` span
     /// that `Span::current()` would then be).
-    async fn attempt(self, call: Call, span: tracing::Span) -> Result<Response, TransportError> {
+    async fn attempt(
+        mut self,
+        call: Call,
+        span: tracing::Span,
+    ) -> Result<Response, TransportError> {
         call.progress.store(call.retries, Ordering::Relaxed);
         let jwt = match call.auth {
             AuthUse::Default => self.ctx.auth.jwt.get().cloned(),
             AuthUse::None => None,
         };
-        let token = match (&jwt, call.auth, &self.ctx.auth.credential) {
-            (_, AuthUse::None, _) => None,
-            (Some(jwt), _, _) => Some(
-                jwt.get_token()
+        // The JWT sent (kept to name it if the server rejects it), and the `X-API-Key`.
+        let (token, api_key) = match (&jwt, call.auth, &self.ctx.auth.credential) {
+            (_, AuthUse::None, _) => (None, None),
+            (Some(jwt), _, _) => {
+                let token = jwt
+                    .get_token()
                     .await
-                    .map_err(TransportError::in_auth_flow)?,
-            ),
-            (None, _, Some(cred)) => Some(
-                cred.token(self.ctx.runtime.clock.unix_now())
+                    .map_err(TransportError::in_auth_flow)?;
+                let value = api_key_value(&token)?;
+                (Some(token), Some(value))
+            }
+            (None, _, Some(cred)) => {
+                let value = cred
+                    .header_value(self.ctx.runtime.clock.unix_now())
                     .await
-                    .map_err(TransportError::in_auth_flow)?,
-            ),
-            (None, _, None) => None,
+                    .map_err(TransportError::in_auth_flow)?;
+                (None, Some(value))
+            }
+            (None, _, None) => (None, None),
         };
-        let mut resp = self.send_once(&call, token.as_ref()).await?;
+        let mut resp = self.send_once(&call, api_key).await?;
         if let (Some(jwt), Some(rejected)) = (&jwt, &token)
             && resp.status() == http::StatusCode::UNAUTHORIZED
             && crate::auth::is_invalid_token_challenge(resp.headers())
@@ -144,7 +158,7 @@ impl AttemptService {
                 .replace(rejected)
                 .await
                 .map_err(TransportError::in_auth_flow)?;
-            resp = self.send_once(&call, Some(&fresh)).await?;
+            resp = self.send_once(&call, Some(api_key_value(&fresh)?)).await?;
         }
         span.record("status", resp.status().as_u16());
         let (head, body) = resp.into_parts();
@@ -157,20 +171,48 @@ impl AttemptService {
         })
     }
 
+    /// One request. `self` is this attempt's own copy of the service (see
+    /// [`Service::call`] above), so the HTTP service is called in place, not cloned again.
     async fn send_once(
-        &self,
+        &mut self,
         call: &Call,
-        token: Option<&SecretString>,
+        api_key: Option<HeaderValue>,
     ) -> Result<crate::http::HttpResponse, TransportError> {
-        let req = build_request(&self.ctx, call, token)?;
-        self.http.clone().oneshot(req).await
+        // Held until the response is read (see `Http1SlotHeld`).
+        let slot = self
+            .ctx
+            .http1_gate
+            .acquire(self.ctx.base_url.starts_with("https://"))
+            .await;
+        let mut req = build_request(&self.ctx, call, api_key)?;
+        if slot.is_some() {
+            req.extensions_mut().insert(Http1SlotHeld);
+        }
+        let response = self.http.ready().await?.call(req).await;
+        drop(slot);
+        response
     }
 }
+
+/// `X-API-Key` for a token (marked sensitive: never logged).
+fn api_key_value(token: &SecretString) -> Result<HeaderValue, TransportError> {
+    let mut v = HeaderValue::from_str(token.expose_secret())
+        .map_err(|_| TransportError::credential("the credential is not a valid header value"))
+        .map_err(TransportError::in_auth_flow)?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Headers an attempt may add to the defaults (accept, content type and encoding,
+/// idempotency key, retry count, read timeout, SDK version and method, API key), and the
+/// two the HTTP layer adds (host, content length): reserved up front so that the map
+/// never grows.
+const ADDED_HEADERS: usize = 11;
 
 fn build_request(
     ctx: &AttemptContext,
     call: &Call,
-    token: Option<&SecretString>,
+    api_key: Option<HeaderValue>,
 ) -> Result<HttpRequest, TransportError> {
     let spec = &call.spec;
     let mut url = String::with_capacity(ctx.base_url.len() + spec.path.len() + 16);
@@ -185,7 +227,13 @@ fn build_request(
         url.push('=');
         url.extend(utf8_percent_encode(v, QUERY_COMPONENT));
     }
-    let mut headers = ctx.default_headers.clone();
+    let mut headers =
+        HeaderMap::with_capacity(ctx.default_headers.len() + spec.headers.len() + ADDED_HEADERS);
+    // Same entries in the same order as cloning the defaults, without the clone's exact
+    // capacity (which every insertion below would grow).
+    for (name, value) in &ctx.default_headers {
+        headers.append(name.clone(), value.clone());
+    }
     headers.insert(ACCEPT, spec.accept.clone());
     // Set with a body, or alone on a DELETE (the SDK sends it there without one).
     if let Some(ct) = &spec.content_type {
@@ -197,8 +245,8 @@ fn build_request(
     if let Some(key) = &call.idempotency_key {
         headers.insert(X_IDEMPOTENCY_KEY, key.clone());
     }
-    headers.insert(X_RETRY_COUNT, HeaderValue::from(call.retries));
-    if let Ok(v) = HeaderValue::from_str(&format_timeout(call.read_timeout)) {
+    headers.insert(X_RETRY_COUNT, retry_count_value(call.retries));
+    if let Some(v) = ctx.timeout_values.get(call.read_timeout) {
         headers.insert(X_READ_TIMEOUT, v);
     }
     if let Some(method) = &spec.sdk_method {
@@ -211,11 +259,7 @@ fn build_request(
     for (name, value) in &spec.headers {
         headers.append(name.clone(), value.clone());
     }
-    if let Some(token) = token {
-        let mut v = HeaderValue::from_str(token.expose_secret())
-            .map_err(|_| TransportError::credential("the credential is not a valid header value"))
-            .map_err(TransportError::in_auth_flow)?;
-        v.set_sensitive(true);
+    if let Some(v) = api_key {
         headers.insert(X_API_KEY, v);
     }
     let mut req = http::Request::builder()

@@ -188,6 +188,8 @@ impl Transport {
                 jwt: Default::default(),
             }),
             runtime: self.inner.runtime.clone(),
+            timeout_values: Default::default(),
+            http1_gate: self.inner.ctx.http1_gate.clone(),
         });
         let exchange_service = build_stack(
             self.inner.http.clone(),

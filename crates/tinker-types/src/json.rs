@@ -53,6 +53,12 @@ pub fn to_value<T: Serialize + ?Sized>(value: &T) -> Result<serde_json::Value> {
 /// # Errors
 /// [`Error::Decode`] naming the JSON path of the first problem.
 pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    // Plain serde_json first: tracking the path costs an allocation per key. Only a
+    // document that fails is decoded again to name where (the same parser, the same
+    // failure).
+    if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(decode_error)?;
     deserializer.end().map_err(|e| Error::Decode {

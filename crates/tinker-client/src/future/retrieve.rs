@@ -9,8 +9,7 @@ use serde_json::Value;
 use tinker_transport::retry::backoff::exponential_backoff;
 use tinker_transport::{APPLICATION_JSON, APPLICATION_PROTOBUF, BytePermit, RequestSpec};
 use tinker_types::{
-    FutureOutcome, FutureRetrieveRequest, PendingStatusBody, QueueState, RequestErrorCategory,
-    UntypedFuture,
+    FutureOutcome, PendingStatusBody, QueueState, RequestErrorCategory, UntypedFuture,
 };
 
 use super::api_future::note_poll;
@@ -39,6 +38,23 @@ fn undecodable(request_id: &str, repolls: u32, err: Error) -> Error {
          no valid result): {err}"
     ))
     .with_source(err)
+}
+
+/// The body of `retrieve_future`: [`tinker_types::FutureRetrieveRequest`] borrowing the request id (the
+/// same JSON, without a copy of the id per poll).
+#[derive(serde::Serialize)]
+struct RetrieveBody<'a> {
+    request_id: &'a str,
+    allow_metadata_only: bool,
+}
+
+/// `x-tinker-request-iteration`: static values for the first polls (no allocation).
+fn iteration_value(iteration: u64) -> HeaderValue {
+    const FIRST: [&str; 4] = ["0", "1", "2", "3"];
+    match usize::try_from(iteration).ok().and_then(|i| FIRST.get(i)) {
+        Some(v) => HeaderValue::from_static(v),
+        None => HeaderValue::from(iteration),
+    }
 }
 
 /// A payload together with the in-flight byte reservation it holds until decoded.
@@ -135,8 +151,8 @@ async fn poll_loop(
         APPLICATION_JSON
     };
     loop {
-        let body = FutureRetrieveRequest {
-            request_id: target.request_id.clone(),
+        let body = RetrieveBody {
+            request_id: &target.request_id,
             allow_metadata_only,
         };
         let mut spec = RequestSpec::post("/api/v1/retrieve_future")
@@ -144,7 +160,7 @@ async fn poll_loop(
             .with_accept(accept)
             .with_max_retries(0)
             .with_timeout(Duration::from_secs(45))
-            .with_sdk_method(target.sdk_method)
+            .with_static_sdk_method(target.sdk_method)
             // The SDK reads the raw response (for its content type) and says so.
             .with_header(
                 HeaderName::from_static("x-stainless-raw-response"),
@@ -152,7 +168,7 @@ async fn poll_loop(
             )
             .with_header(
                 HeaderName::from_static("x-tinker-request-iteration"),
-                HeaderValue::from(iteration),
+                iteration_value(iteration),
             )
             .with_header(
                 HeaderName::from_static("x-tinker-request-type"),

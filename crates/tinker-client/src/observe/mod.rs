@@ -51,6 +51,7 @@
 #[doc(hidden)]
 pub mod bench_support;
 mod histogram;
+mod labels;
 mod operation;
 mod queue_change;
 mod registry;

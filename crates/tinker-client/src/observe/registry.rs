@@ -16,6 +16,7 @@ use tinker_types::QueueState;
 use tracing::Instrument;
 
 use super::histogram::Histogram;
+use super::labels;
 use super::spans::{self, OpSpan};
 use super::{MetricsSnapshot, Operation, OperationMetrics, QueueStateCount, RequestMetrics};
 use crate::error::Result;
@@ -147,22 +148,31 @@ impl Registry {
         slot.bytes_received.fetch_add(r.bytes_received, Relaxed);
         slot.request_latency.record(r.elapsed);
 
-        let operation = op.as_str();
         let status = http_status_label(r.status);
-        metrics::counter!("tinker_client_http_requests_total", "operation" => operation, "status" => status)
-            .increment(1);
-        metrics::histogram!("tinker_client_http_request_duration_seconds", "operation" => operation, "status" => status)
-            .record(r.elapsed.as_secs_f64());
+        labels::count(
+            &labels::op_status_key("tinker_client_http_requests_total", op, status),
+            1,
+        );
+        labels::record(
+            &labels::op_status_key("tinker_client_http_request_duration_seconds", op, status),
+            r.elapsed.as_secs_f64(),
+        );
         if r.retries > 0 {
-            metrics::counter!("tinker_client_http_retries_total", "operation" => operation)
-                .increment(u64::from(r.retries));
+            labels::count(
+                &labels::op_key("tinker_client_http_retries_total", op),
+                u64::from(r.retries),
+            );
         }
-        metrics::counter!("tinker_client_bytes_sent_total", "operation" => operation)
-            .increment(r.bytes_sent);
-        metrics::counter!("tinker_client_bytes_received_total", "operation" => operation)
-            .increment(r.bytes_received);
+        labels::count(
+            &labels::op_key("tinker_client_bytes_sent_total", op),
+            r.bytes_sent,
+        );
+        labels::count(
+            &labels::op_key("tinker_client_bytes_received_total", op),
+            r.bytes_received,
+        );
         if poll {
-            metrics::counter!("tinker_client_polls_total", "operation" => operation).increment(1);
+            labels::count(&labels::op_key("tinker_client_polls_total", op), 1);
         }
     }
 
@@ -236,12 +246,15 @@ impl Registry {
             slot.errors.fetch_add(1, Relaxed);
         }
         slot.latency.record(elapsed);
-        let operation = op.as_str();
         let status = status_label(ok);
-        metrics::counter!("tinker_client_operations_total", "operation" => operation, "status" => status)
-            .increment(1);
-        metrics::histogram!("tinker_client_operation_duration_seconds", "operation" => operation, "status" => status)
-            .record(elapsed.as_secs_f64());
+        labels::count(
+            &labels::op_status_key("tinker_client_operations_total", op, status),
+            1,
+        );
+        labels::record(
+            &labels::op_status_key("tinker_client_operation_duration_seconds", op, status),
+            elapsed.as_secs_f64(),
+        );
     }
 
     /// Records into the call-latency histogram of `op` only (the bench's floor).

@@ -500,7 +500,7 @@ impl SamplingClient {
             Ok(template) => {
                 ApiFuture::spawn_abortable(&self.inner.holder, RequestType::Sample, async move {
                     let result = if no_retries {
-                        sample_once(&inner, template, SAMPLE_METHOD).await
+                        sample_once(&inner, &std::sync::Mutex::new(template), SAMPLE_METHOD).await
                     } else {
                         sample_retrying(&inner, &retry, template, SAMPLE_FUNC, SAMPLE_METHOD).await
                     };
@@ -630,6 +630,8 @@ async fn sample_retrying(
     sdk_method: &'static str,
 ) -> Result<SampleResponse> {
     let attempts = std::sync::atomic::AtomicU32::new(0);
+    // Every attempt sets its own `seq_id` in the one request (no copy per attempt).
+    let template = std::sync::Mutex::new(template);
     retry
         .execute(&inner.holder, &inner.sampling_session_id, func, || {
             if attempts.fetch_add(1, Ordering::Relaxed) > 0 {
@@ -638,7 +640,7 @@ async fn sample_retrying(
                     .metrics
                     .retried(crate::observe::Operation::Sample);
             }
-            sample_once(inner, template.clone(), sdk_method)
+            sample_once(inner, &template, sdk_method)
         })
         .await
 }
@@ -671,27 +673,34 @@ impl Retryable for Submit {
     }
 }
 
-/// One sampling attempt with a fresh `seq_id`: dispatch limits, submission with
-/// backpressure, then polling.
+/// One sampling attempt with a fresh `seq_id` (set in `request`): dispatch limits,
+/// submission with backpressure, then polling.
 async fn sample_once(
     inner: &Inner,
-    mut req: SampleRequest,
+    request: &std::sync::Mutex<SampleRequest>,
     sdk_method: &'static str,
 ) -> Result<SampleResponse> {
     let clock = inner.holder.transport.runtime().clock.clone();
     let clone_id = ensure_clone_id(inner, sdk_method).await?;
     let seq_id = inner.next_seq.fetch_add(1, Ordering::SeqCst);
-    req.seq_id = Some(seq_id);
     crate::observe::spans::record_model_id(&inner.sampling_session_id);
     crate::observe::spans::record_seq_id(seq_id);
-    let expected_samples = req.num_samples as usize;
-    let alt_k = req.prompt_alt_tokens_k;
-    let last_n = req.prompt_logprobs_last_n;
-    let estimate = estimate_prompt_bytes(&req.prompt);
-    let body = bytes::Bytes::from(tinker_types::json::to_vec(&req)?);
+    let (expected_samples, alt_k, last_n, estimate, body) = {
+        let mut req = request
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        req.seq_id = Some(seq_id);
+        (
+            req.num_samples as usize,
+            req.prompt_alt_tokens_k,
+            req.prompt_logprobs_last_n,
+            estimate_prompt_bytes(&req.prompt),
+            bytes::Bytes::from(tinker_types::json::to_vec(&*req)?),
+        )
+    };
     let limiter = &inner.holder.sample_limiter;
     let started = clock.now();
-    let fut = loop {
+    let mut fut = loop {
         limiter.wait_backoff().await;
         let permit = limiter.acquire(estimate).await;
         // One run of the holder retry loop (§6.2), with its per-attempt events; a 429 is
@@ -713,7 +722,7 @@ async fn sample_once(
                 let spec = RequestSpec::post("/api/v1/asample")
                     .with_body(body.clone(), tinker_transport::APPLICATION_JSON)
                     .with_max_retries(0)
-                    .with_sdk_method(sdk_method)
+                    .with_static_sdk_method(sdk_method)
                     .with_header(
                         HeaderName::from_static("x-tinker-sampling-backpressure"),
                         HeaderValue::from_static("1"),
@@ -742,7 +751,7 @@ async fn sample_once(
     };
     let ids = fut
         .sample_sequence_ids
-        .clone()
+        .take()
         .ok_or_else(|| Error::protocol("asample returned no sample_sequence_ids"))?;
     if ids.len() != expected_samples {
         return Err(Error::protocol(format!(

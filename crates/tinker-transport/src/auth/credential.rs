@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use http::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::file::CredentialsFile;
@@ -31,6 +32,9 @@ enum Source {
     Static {
         secret: SecretString,
         expires_at: Option<f64>,
+        /// `secret` as a sensitive `X-API-Key` value, made once (each request clones it
+        /// instead of copying the secret); `None` if it is no valid header value.
+        header: Option<HeaderValue>,
     },
     /// `TINKER_CREDENTIAL_CMD`: run for every token handed out.
     Command { command: SecretString },
@@ -58,24 +62,14 @@ impl Credential {
             let expires_at = jwt::jwt_claims(&key).and_then(|c| c.exp).ok_or_else(|| {
                 TransportError::credential("the api_key JWT has no readable exp claim")
             })?;
-            return Ok(Self {
-                source: Source::Static {
-                    secret: SecretString::from(key),
-                    expires_at: Some(expires_at),
-                },
-            });
+            return Ok(Self::fixed(key, Some(expires_at)));
         }
         if !key.starts_with("tml-") {
             return Err(TransportError::credential(
                 "The api_key must start with the 'tml-' prefix",
             ));
         }
-        Ok(Self {
-            source: Source::Static {
-                secret: SecretString::from(key),
-                expires_at: None,
-            },
-        })
+        Ok(Self::fixed(key, None))
     }
 
     /// A shell command whose trimmed stdout is a fresh credential, run for every token.
@@ -174,22 +168,67 @@ impl Credential {
         }
     }
 
+    /// A key or JWT given directly.
+    fn fixed(key: String, expires_at: Option<f64>) -> Self {
+        let header = HeaderValue::from_str(&key).ok().map(|mut v| {
+            v.set_sensitive(true);
+            // Shares the bytes from now on: later clones of a fresh value would each
+            // allocate.
+            let _ = v.clone();
+            v
+        });
+        Self {
+            source: Source::Static {
+                secret: SecretString::from(key),
+                expires_at,
+                header,
+            },
+        }
+    }
+
+    /// The `X-API-Key` value to send now (sensitive), as [`Credential::token`] checks it.
+    pub(crate) async fn header_value(&self, unix_now: f64) -> Result<HeaderValue, TransportError> {
+        if let Source::Static {
+            header: Some(header),
+            expires_at,
+            ..
+        } = &self.source
+        {
+            check_expiry(*expires_at, unix_now)?;
+            return Ok(header.clone());
+        }
+        let token = self.token(unix_now).await?;
+        let mut v = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
+            TransportError::credential("the credential is not a valid header value")
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
     /// The value to send now. A directly given JWT that has expired is refused before
     /// sending; a command is run and its output checked.
     pub(crate) async fn token(&self, unix_now: f64) -> Result<SecretString, TransportError> {
         match &self.source {
-            Source::Static { secret, expires_at } => {
-                if expires_at.is_some_and(|exp| unix_now >= exp) {
-                    return Err(TransportError::credential(
-                        "The api_key JWT has expired. Pass a fresh one, or remove it and set \
-                         TINKER_CREDENTIAL_CMD to a command that prints one.",
-                    ));
-                }
+            Source::Static {
+                secret, expires_at, ..
+            } => {
+                check_expiry(*expires_at, unix_now)?;
                 Ok(secret.clone())
             }
             Source::Command { command } => run_command(command.expose_secret(), unix_now).await,
         }
     }
+}
+
+/// Refuses a directly given JWT that has expired, before anything is sent.
+fn check_expiry(expires_at: Option<f64>, unix_now: f64) -> Result<(), TransportError> {
+    if expires_at.is_some_and(|exp| unix_now >= exp) {
+        return Err(TransportError::credential(
+            "The api_key JWT has expired. Pass a fresh one, or remove it and set \
+             TINKER_CREDENTIAL_CMD to a command that prints one.",
+        ));
+    }
+    Ok(())
 }
 
 async fn run_command(command: &str, unix_now: f64) -> Result<SecretString, TransportError> {

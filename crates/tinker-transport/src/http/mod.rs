@@ -164,13 +164,52 @@ fn make_client(cfg: &HttpConfig, tls: &TlsBackend, matcher: Option<Arc<Matcher>>
     }
 }
 
+/// The bound on HTTP/1.1 connections in use: one permit per request in flight over
+/// HTTP/1.1.
+///
+/// HTTP/1.1 holds one connection per request in flight, and the pool keeps only so
+/// many idle ones: without a bound, a fan-out of thousands of requests opens thousands
+/// of connections and closes most of them again as soon as they are idle (issue 14
+/// measured ~3,400 TCP connections per 10,000 samples). With at most
+/// `http1_max_connections` requests in flight and as many idle connections kept, the
+/// pool stops growing at about that many connections and reuses them. Cleartext in
+/// `Auto` is always HTTP/1.1; over TLS, ALPN picks HTTP/2 (multiplexed, no bound
+/// needed) from any Tinker server, so only `Http1Only` bounds `https://`.
+#[derive(Clone, Debug)]
+pub(crate) struct Http1Gate {
+    slots: Arc<Semaphore>,
+    version: HttpVersion,
+}
+
+impl Http1Gate {
+    /// Waits for a free connection slot when a request to a URL with this scheme will be
+    /// sent over HTTP/1.1.
+    pub(crate) async fn acquire(&self, https: bool) -> Option<OwnedSemaphorePermit> {
+        let http1 = match self.version {
+            HttpVersion::Http1Only => true,
+            HttpVersion::Auto => !https,
+            HttpVersion::Http2PriorKnowledge => false,
+        };
+        if !http1 {
+            return None;
+        }
+        // The semaphore is never closed.
+        self.slots.clone().acquire_owned().await.ok()
+    }
+}
+
+/// Request extension: the sender holds an HTTP/1.1 connection slot for this request until
+/// the leaf returns, so the leaf takes none (for any hop). The attempt waits for the slot
+/// before it builds the request: a queued request is then small (its headers are built
+/// only once a connection is free).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Http1SlotHeld;
+
 /// The leaf service: hyper client + redirects + body reading + decoding.
 #[derive(Clone, Debug)]
 pub(crate) struct HyperLeaf {
     pool: Arc<Pool>,
-    /// One permit per HTTP/1.1 connection in use (see [`HyperLeaf::http1_slot`]).
-    http1_slots: Arc<Semaphore>,
-    version: HttpVersion,
+    gate: Http1Gate,
     matcher: Option<Arc<Matcher>>,
     max_redirects: usize,
     max_response_bytes: u64,
@@ -200,8 +239,10 @@ impl HyperLeaf {
         });
         Ok(Self {
             pool,
-            http1_slots: Arc::new(Semaphore::new(cfg.http1_max_connections.max(1))),
-            version: cfg.version,
+            gate: Http1Gate {
+                slots: Arc::new(Semaphore::new(cfg.http1_max_connections.max(1))),
+                version: cfg.version,
+            },
             matcher,
             max_redirects: cfg.max_redirects,
             max_response_bytes: cfg.max_response_bytes,
@@ -212,27 +253,10 @@ impl HyperLeaf {
         self.pool.clone()
     }
 
-    /// Waits for a free HTTP/1.1 connection slot when `uri` will be sent over HTTP/1.1.
-    ///
-    /// HTTP/1.1 holds one connection per request in flight, and the pool keeps only so
-    /// many idle ones: without a bound, a fan-out of thousands of requests opens thousands
-    /// of connections and closes most of them again as soon as they are idle (issue 14
-    /// measured ~3,400 TCP connections per 10,000 samples). With at most
-    /// `http1_max_connections` requests in flight and as many idle connections kept, the
-    /// pool stops growing at about that many connections and reuses them. Cleartext in
-    /// `Auto` is always HTTP/1.1; over TLS, ALPN picks HTTP/2 (multiplexed, no bound
-    /// needed) from any Tinker server, so only `Http1Only` bounds `https://`.
-    async fn http1_slot(&self, uri: &Uri) -> Option<OwnedSemaphorePermit> {
-        let http1 = match self.version {
-            HttpVersion::Http1Only => true,
-            HttpVersion::Auto => uri.scheme_str() != Some("https"),
-            HttpVersion::Http2PriorKnowledge => false,
-        };
-        if !http1 {
-            return None;
-        }
-        // The semaphore is never closed.
-        self.http1_slots.clone().acquire_owned().await.ok()
+    /// The HTTP/1.1 connection bound, for the attempt to wait on before it builds a
+    /// request.
+    pub(crate) fn http1_gate(&self) -> Http1Gate {
+        self.gate.clone()
     }
 
     async fn execute(self, req: HttpRequest) -> Result<HttpResponse, TransportError> {
@@ -241,17 +265,30 @@ impl HyperLeaf {
             .get::<ReadTimeout>()
             .map_or(Duration::from_secs(60), |t| t.0);
         let (mut parts, mut body) = req.into_parts();
+        let held = parts.extensions.remove::<Http1SlotHeld>().is_some();
         let mut redirects = 0usize;
         loop {
             // Held until the body is read, when the connection can take the next request.
-            let _slot = self.http1_slot(&parts.uri).await;
+            let _slot = if held {
+                None
+            } else {
+                self.gate
+                    .acquire(parts.uri.scheme_str() == Some("https"))
+                    .await
+            };
             let mut out = http::Request::builder()
                 .method(parts.method.clone())
                 .uri(parts.uri.clone())
                 .version(http::Version::HTTP_11)
                 .body(Full::new(body.clone()))
                 .map_err(|e| TransportError::invalid(format!("cannot build request: {e}")))?;
-            *out.headers_mut() = parts.headers.clone();
+            // Kept for a redirect; the copy has room for what hyper adds (`host`,
+            // `content-length`), where a clone's exact capacity would grow twice.
+            let headers = out.headers_mut();
+            headers.reserve(parts.headers.len() + 2);
+            for (name, value) in &parts.headers {
+                headers.append(name.clone(), value.clone());
+            }
             if let Some(auth) = self.forward_proxy_auth(&parts.uri) {
                 out.headers_mut()
                     .insert(http::header::PROXY_AUTHORIZATION, auth);
