@@ -87,6 +87,18 @@ impl Repo {
         Ok(Self { files, commit })
     }
 
+    /// [`Repo::load`], then [`Repo::check_revision`]: what every route starts with.
+    fn at_revision(
+        state: &AppState,
+        org: &str,
+        repo: &str,
+        revision: &str,
+    ) -> Result<Self, Response> {
+        let loaded = Self::load(state, org, repo)?;
+        loaded.check_revision(revision)?;
+        Ok(loaded)
+    }
+
     /// `main` (the default every client asks for) or this content's commit id.
     fn check_revision(&self, revision: &str) -> Result<(), Response> {
         if revision == "main" || revision == self.commit {
@@ -136,13 +148,10 @@ async fn resolve(
     State(state): AppStateRef,
     UrlPath((org, repo, revision, file)): UrlPath<(String, String, String, String)>,
 ) -> Response {
-    let repo = match Repo::load(&state, &org, &repo) {
+    let repo = match Repo::at_revision(&state, &org, &repo, &revision) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if let Err(e) = repo.check_revision(&revision) {
-        return e;
-    }
     let Some((_, bytes)) = repo.files.iter().find(|(name, _)| *name == file) else {
         return hub_error("EntryNotFound", &format!("{file} does not exist"));
     };
@@ -180,13 +189,10 @@ async fn model_info(
     State(state): AppStateRef,
     UrlPath((org, repo_name, revision)): UrlPath<(String, String, String)>,
 ) -> Response {
-    let repo = match Repo::load(&state, &org, &repo_name) {
+    let repo = match Repo::at_revision(&state, &org, &repo_name, &revision) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if let Err(e) = repo.check_revision(&revision) {
-        return e;
-    }
     let id = format!("{org}/{repo_name}");
     let siblings: Vec<_> = repo
         .files
@@ -211,13 +217,10 @@ async fn tree(
     State(state): AppStateRef,
     UrlPath((org, repo_name, revision)): UrlPath<(String, String, String)>,
 ) -> Response {
-    let repo = match Repo::load(&state, &org, &repo_name) {
+    let repo = match Repo::at_revision(&state, &org, &repo_name, &revision) {
         Ok(r) => r,
         Err(e) => return e,
     };
-    if let Err(e) = repo.check_revision(&revision) {
-        return e;
-    }
     let entries: Vec<_> = repo
         .files
         .iter()
@@ -231,11 +234,7 @@ async fn tree_path(
     State(state): AppStateRef,
     UrlPath((org, repo_name, revision, path)): UrlPath<(String, String, String, String)>,
 ) -> Response {
-    let repo = match Repo::load(&state, &org, &repo_name) {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
-    if let Err(e) = repo.check_revision(&revision) {
+    if let Err(e) = Repo::at_revision(&state, &org, &repo_name, &revision) {
         return e;
     }
     hub_error("EntryNotFound", &format!("{path} does not exist"))
