@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tracing::Instrument;
@@ -196,11 +196,7 @@ impl AttemptService {
 
 /// `X-API-Key` for a token (marked sensitive: never logged).
 fn api_key_value(token: &SecretString) -> Result<HeaderValue, TransportError> {
-    let mut v = HeaderValue::from_str(token.expose_secret())
-        .map_err(|_| TransportError::credential("the credential is not a valid header value"))
-        .map_err(TransportError::in_auth_flow)?;
-    v.set_sensitive(true);
-    Ok(v)
+    crate::auth::sensitive_header_value(token).map_err(TransportError::in_auth_flow)
 }
 
 /// Headers an attempt may add to the defaults (accept, content type and encoding,

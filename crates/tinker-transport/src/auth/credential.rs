@@ -197,12 +197,7 @@ impl Credential {
             check_expiry(*expires_at, unix_now)?;
             return Ok(header.clone());
         }
-        let token = self.token(unix_now).await?;
-        let mut v = HeaderValue::from_str(token.expose_secret()).map_err(|_| {
-            TransportError::credential("the credential is not a valid header value")
-        })?;
-        v.set_sensitive(true);
-        Ok(v)
+        sensitive_header_value(&self.token(unix_now).await?)
     }
 
     /// The value to send now. A directly given JWT that has expired is refused before
@@ -218,6 +213,14 @@ impl Credential {
             Source::Command { command } => run_command(command.expose_secret(), unix_now).await,
         }
     }
+}
+
+/// `token` as a sensitive header value (kept out of `Debug` and HPACK tables).
+pub(crate) fn sensitive_header_value(token: &SecretString) -> Result<HeaderValue, TransportError> {
+    let mut v = HeaderValue::from_str(token.expose_secret())
+        .map_err(|_| TransportError::credential("the credential is not a valid header value"))?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// Refuses a directly given JWT that has expired, before anything is sent.

@@ -9,6 +9,7 @@ mod file;
 pub(crate) mod jwt;
 
 pub use credential::Credential;
+pub(crate) use credential::sensitive_header_value;
 pub use file::{CredentialsFile, StoredKey};
 pub use jwt::{JwtClaims, jwt_claims};
 
